@@ -1,1 +1,194 @@
-//! placeholder
+//! A Rust client for hull, and for containerd: it speaks the same API.
+//!
+//! [`Client::connect`] dials a unix socket; each accessor returns the
+//! generated tonic client for one service with the namespace (and lease, if
+//! set) added to every request, as containerd's Go client does. Statuses
+//! map back to [`hull_proto::errdefs::Kind`] through [`Error::kind`].
+//!
+//! Depends only on `hull-proto`.
+
+#![warn(missing_docs)]
+
+use std::path::{Path, PathBuf};
+
+use hyper_util::rt::TokioIo;
+use tonic::metadata::MetadataValue;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Request, Status};
+
+use hull_proto::containerd::services::content::v1::content_client::ContentClient;
+use hull_proto::containerd::services::events::v1::events_client::EventsClient;
+use hull_proto::containerd::services::images::v1::images_client::ImagesClient;
+use hull_proto::containerd::services::introspection::v1::introspection_client::IntrospectionClient;
+use hull_proto::containerd::services::leases::v1::leases_client::LeasesClient;
+use hull_proto::containerd::services::namespaces::v1::namespaces_client::NamespacesClient;
+use hull_proto::containerd::services::version::v1::version_client::VersionClient;
+use hull_proto::errdefs::Kind;
+use hull_proto::headers;
+
+/// A client call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The socket could not be dialled.
+    #[error("connect {path}")]
+    Connect {
+        /// The socket.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: tonic::transport::Error,
+    },
+    /// The server answered with an error status.
+    #[error("{}", .0.message())]
+    Status(#[from] Status),
+}
+
+impl Error {
+    /// The error's kind, as the server classified it.
+    pub fn kind(&self) -> Kind {
+        match self {
+            Error::Connect { .. } => Kind::Unavailable,
+            Error::Status(s) => from_status(s),
+        }
+    }
+}
+
+/// The kind a status carries (containerd's `errdefs.FromGRPC`).
+pub fn from_status(s: &Status) -> Kind {
+    Kind::from_code(s.code() as i32)
+}
+
+/// Adds the namespace and lease headers to every request.
+#[derive(Debug, Clone)]
+pub struct Headers {
+    namespace: Option<MetadataValue<tonic::metadata::Ascii>>,
+    lease: Option<MetadataValue<tonic::metadata::Ascii>>,
+}
+
+impl tonic::service::Interceptor for Headers {
+    fn call(&mut self, mut req: Request<()>) -> Result<Request<()>, Status> {
+        if let Some(ns) = &self.namespace {
+            req.metadata_mut().insert(headers::NAMESPACE, ns.clone());
+        }
+        if let Some(l) = &self.lease {
+            req.metadata_mut().insert(headers::LEASE, l.clone());
+        }
+        Ok(req)
+    }
+}
+
+type Svc = InterceptedService<Channel, Headers>;
+
+/// A connection to hulld (or containerd) in one namespace.
+#[derive(Debug, Clone)]
+pub struct Client {
+    channel: Channel,
+    headers: Headers,
+}
+
+/// Largest message the client accepts, as the server (16 MiB).
+const MAX_MESSAGE_SIZE: usize = 16 << 20;
+
+impl Client {
+    /// Dials the unix socket at `path`, in namespace `default`.
+    ///
+    /// # Errors
+    /// Unavailable when nothing answers there.
+    pub async fn connect(path: impl AsRef<Path>) -> Result<Client, Error> {
+        let path = path.as_ref().to_owned();
+        let p = path.clone();
+        // The URI is required by the API but unused: the connector dials the socket.
+        let channel = Endpoint::from_static("http://[::1]:1")
+            .connect_with_connector(tower::service_fn(move |_| {
+                let p = p.clone();
+                async move { tokio::net::UnixStream::connect(p).await.map(TokioIo::new) }
+            }))
+            .await
+            .map_err(|source| Error::Connect { path, source })?;
+        Ok(Client {
+            channel,
+            headers: Headers {
+                namespace: Some(MetadataValue::from_static("default")),
+                lease: None,
+            },
+        })
+    }
+
+    /// The same connection in namespace `ns` (no namespace header if empty).
+    ///
+    /// # Panics
+    /// Never for valid identifiers; a namespace with non-ASCII bytes is sent
+    /// as no namespace.
+    pub fn with_namespace(&self, ns: &str) -> Client {
+        let mut c = self.clone();
+        c.headers.namespace = if ns.is_empty() { None } else { ns.parse().ok() };
+        c
+    }
+
+    /// The same connection adding new objects to lease `id`.
+    pub fn with_lease(&self, id: &str) -> Client {
+        let mut c = self.clone();
+        c.headers.lease = id.parse().ok();
+        c
+    }
+
+    /// The underlying channel, for services this type has no accessor for.
+    pub fn channel(&self) -> Channel {
+        self.channel.clone()
+    }
+
+    fn svc(&self) -> Svc {
+        InterceptedService::new(self.channel.clone(), self.headers.clone())
+    }
+
+    /// Version service.
+    pub fn version(&self) -> VersionClient<Svc> {
+        VersionClient::new(self.svc())
+    }
+
+    /// Namespaces service.
+    pub fn namespaces(&self) -> NamespacesClient<Svc> {
+        NamespacesClient::new(self.svc())
+    }
+
+    /// Content service.
+    pub fn content(&self) -> ContentClient<Svc> {
+        ContentClient::new(self.svc())
+            .max_decoding_message_size(MAX_MESSAGE_SIZE)
+            .max_encoding_message_size(MAX_MESSAGE_SIZE)
+    }
+
+    /// Images service.
+    pub fn images(&self) -> ImagesClient<Svc> {
+        ImagesClient::new(self.svc())
+    }
+
+    /// Leases service.
+    pub fn leases(&self) -> LeasesClient<Svc> {
+        LeasesClient::new(self.svc())
+    }
+
+    /// Events service.
+    pub fn events(&self) -> EventsClient<Svc> {
+        EventsClient::new(self.svc())
+    }
+
+    /// Introspection service.
+    pub fn introspection(&self) -> IntrospectionClient<Svc> {
+        IntrospectionClient::new(self.svc())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_codes_map_back_to_kinds() {
+        assert_eq!(from_status(&Status::not_found("x")), Kind::NotFound);
+        assert_eq!(from_status(&Status::unavailable("x")), Kind::Unavailable);
+        assert_eq!(from_status(&Status::failed_precondition("x")), Kind::FailedPrecondition);
+        assert_eq!(Error::Status(Status::already_exists("x")).kind(), Kind::AlreadyExists);
+    }
+}

@@ -1,1 +1,72 @@
-//! placeholder
+//! hulld: containerd's API served from one process.
+//!
+//! Layout:
+//! - [`metadata`]: the sled metadata DB. It exposes typed, namespaced stores
+//!   (namespaces, content, images, leases) and garbage collection; sled trees
+//!   never leave it.
+//! - [`content`]: the local content store (blobs and resumable ingests),
+//!   which knows nothing of namespaces, leases or GC.
+//! - [`api`]: one module per gRPC service; handlers call only the metadata
+//!   stores and the event exchange.
+//! - [`events`]: the in-process event exchange.
+//! - [`filters`]: containerd's list filter syntax.
+//! - [`config`] and [`wiring`]: the TOML config and the plain code that
+//!   builds and serves everything.
+//!
+//! `anyhow` appears only in the `hulld` binary.
+
+#![warn(missing_docs)]
+
+pub mod api;
+pub mod config;
+pub mod content;
+pub mod events;
+pub mod filters;
+pub mod metadata;
+pub mod wiring;
+
+/// hulld's version, reported by the version service.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Runs blocking filesystem or DB work off the async runtime.
+///
+/// A panic in `f` becomes an error of kind Unknown rather than tearing down
+/// the caller.
+pub(crate) async fn blocking<T, E, F>(f: F) -> Result<T, E>
+where
+    F: FnOnce() -> Result<T, E> + Send + 'static,
+    T: Send + 'static,
+    E: From<JoinError> + Send + 'static,
+{
+    match tokio::task::spawn_blocking(f).await {
+        Ok(result) => result,
+        Err(err) => Err(E::from(JoinError(err.to_string()))),
+    }
+}
+
+/// A blocking task panicked or was cancelled.
+#[derive(Debug, thiserror::Error)]
+#[error("blocking task failed: {0}")]
+pub struct JoinError(String);
+
+impl hull_proto::errdefs::Classify for JoinError {
+    fn kind(&self) -> hull_proto::errdefs::Kind {
+        hull_proto::errdefs::Kind::Unknown
+    }
+}
+
+/// Wall-clock time as nanoseconds since the Unix epoch, the form records keep.
+pub(crate) fn now_nanos() -> i64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(now.as_nanos()).unwrap_or(i64::MAX)
+}
+
+/// Converts record time to the protobuf timestamp.
+pub(crate) fn timestamp(nanos: i64) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: nanos.div_euclid(1_000_000_000),
+        nanos: i32::try_from(nanos.rem_euclid(1_000_000_000)).unwrap_or(0),
+    }
+}

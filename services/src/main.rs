@@ -1,1 +1,139 @@
-fn main() {}
+//! hulld: the hull daemon.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+use hull_services::config::{self, Config};
+
+/// A container daemon that speaks containerd's API.
+#[derive(Debug, Parser)]
+#[command(name = "hulld", version)]
+struct Cli {
+    /// Config file (default /etc/hull/config.toml, if present).
+    #[arg(long, short = 'c', global = true)]
+    config: Option<PathBuf>,
+    /// Persistent data directory.
+    #[arg(long, global = true)]
+    root: Option<PathBuf>,
+    /// Runtime state directory.
+    #[arg(long, global = true)]
+    state: Option<PathBuf>,
+    /// Socket path to serve on.
+    #[arg(long, short = 'a', global = true)]
+    address: Option<PathBuf>,
+    /// trace, debug, info, warn or error.
+    #[arg(long, short = 'l', global = true)]
+    log_level: Option<String>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Config file helpers.
+    Config {
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigAction {
+    /// Print the full default config.
+    Default,
+}
+
+fn load(cli: &Cli) -> anyhow::Result<Config> {
+    let mut cfg = match &cli.config {
+        Some(p) => Config::load(p, true)?,
+        None => Config::load(std::path::Path::new(config::DEFAULT_PATH), false)?,
+    };
+    if let Some(r) = &cli.root {
+        cfg.root = r.clone();
+    }
+    if let Some(s) = &cli.state {
+        cfg.state = s.clone();
+    }
+    if let Some(a) = &cli.address {
+        cfg.grpc.address = a.clone();
+    }
+    if let Some(l) = &cli.log_level {
+        cfg.debug.level = l.clone();
+    }
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+fn init_logging(cfg: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| {
+            // The transport stack is chatty at debug; keep it to warnings.
+            tracing_subscriber::EnvFilter::new(format!("{},h2=warn,hyper=warn,tower=warn", cfg.debug.level))
+        });
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if cfg.debug.format == "json" {
+        builder.json().init();
+    } else {
+        builder.with_ansi(false).init();
+    }
+}
+
+async fn run(cfg: Config) -> anyhow::Result<()> {
+    let shutdown = CancellationToken::new();
+    let token = shutdown.clone();
+    tokio::spawn(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+            tracing::error!("cannot install signal handlers");
+            return;
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+            _ = token.cancelled() => return,
+        }
+        tracing::info!("shutting down");
+        token.cancel();
+    });
+    hull_services::wiring::serve(cfg, shutdown)
+        .await
+        .map_err(|e| anyhow::anyhow!(hull_proto::errdefs::message(&e)))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Some(Command::Config {
+        action: ConfigAction::Default,
+    }) = cli.command
+    {
+        print!("{}", Config::default_toml());
+        return ExitCode::SUCCESS;
+    }
+    let cfg = match load(&cli) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("hulld: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    init_logging(&cfg);
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build().context("start runtime") {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("hulld: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cfg)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(cause = %e, "hulld failed");
+            eprintln!("hulld: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

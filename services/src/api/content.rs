@@ -1,0 +1,346 @@
+//! `containerd.services.content.v1.Content`.
+
+use std::io::{Read, Seek, SeekFrom};
+use std::pin::Pin;
+use std::sync::Arc;
+
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::Stream;
+use tokio_util::task::TaskTracker;
+use tonic::{Request, Response, Status, Streaming};
+
+use hull_proto::containerd::events::ContentDelete;
+use hull_proto::containerd::services::content::v1::{
+    content_server::Content, AbortRequest, DeleteContentRequest, Info as ProtoInfo, InfoRequest, InfoResponse,
+    ListContentRequest, ListContentResponse, ListStatusesRequest, ListStatusesResponse, ReadContentRequest,
+    ReadContentResponse, Status as ProtoStatus, StatusRequest, StatusResponse, UpdateRequest, UpdateResponse,
+    WriteAction, WriteContentRequest, WriteContentResponse,
+};
+use hull_proto::digest::Digest;
+use hull_proto::errdefs::{self, Kind};
+use hull_proto::identifiers::{LeaseId, Namespace};
+
+use super::{digest, lease, namespace, paths, run, status, LIST_BATCH};
+use crate::content::{ContentError, IngestStatus, Writer};
+use crate::events::Exchange;
+use crate::filters::Filter;
+use crate::metadata::content::BlobInfo;
+use crate::metadata::{MetaDb, MetadataError};
+
+/// Size of each `Read` response chunk.
+const READ_CHUNK: usize = 1 << 20;
+
+/// Content over the metadata DB and the local store.
+#[derive(Debug)]
+pub struct ContentService {
+    db: Arc<MetaDb>,
+    events: Exchange,
+    tasks: TaskTracker,
+}
+
+impl ContentService {
+    /// Serves `db`'s content; streams run on `tasks`.
+    pub fn new(db: Arc<MetaDb>, events: Exchange, tasks: TaskTracker) -> Self {
+        ContentService { db, events, tasks }
+    }
+}
+
+fn info_to_proto(i: BlobInfo) -> ProtoInfo {
+    ProtoInfo {
+        digest: i.digest.to_string(),
+        size: i.size,
+        created_at: Some(crate::timestamp(i.created_at)),
+        updated_at: Some(crate::timestamp(i.updated_at)),
+        labels: i.labels.into_iter().collect(),
+    }
+}
+
+fn status_to_proto(s: IngestStatus) -> ProtoStatus {
+    ProtoStatus {
+        started_at: Some(crate::timestamp(s.started_at)),
+        updated_at: Some(crate::timestamp(s.updated_at)),
+        r#ref: s.ref_key,
+        offset: i64::try_from(s.offset).unwrap_or(i64::MAX),
+        total: s.total,
+        expected: String::new(),
+    }
+}
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Content for ContentService {
+    async fn info(&self, req: Request<InfoRequest>) -> Result<Response<InfoResponse>, Status> {
+        let ns = namespace(&req)?;
+        let d = digest(&req.into_inner().digest)?;
+        let db = self.db.clone();
+        let info = run(move || db.blob_info(&ns, &d)).await?;
+        Ok(Response::new(InfoResponse {
+            info: Some(info_to_proto(info)),
+        }))
+    }
+
+    async fn update(&self, req: Request<UpdateRequest>) -> Result<Response<UpdateResponse>, Status> {
+        let ns = namespace(&req)?;
+        let req = req.into_inner();
+        let info = req.info.unwrap_or_default();
+        let d = digest(&info.digest)?;
+        let labels = info.labels.into_iter().collect();
+        let paths = paths(req.update_mask);
+        let db = self.db.clone();
+        let info = run(move || db.update_blob(&ns, &d, &labels, &paths)).await?;
+        self.db.flush().await.map_err(status)?;
+        Ok(Response::new(UpdateResponse {
+            info: Some(info_to_proto(info)),
+        }))
+    }
+
+    type ListStream = BoxStream<ListContentResponse>;
+
+    async fn list(&self, req: Request<ListContentRequest>) -> Result<Response<Self::ListStream>, Status> {
+        let ns = namespace(&req)?;
+        let filter = Filter::parse(&req.into_inner().filters).map_err(status)?;
+        let db = self.db.clone();
+        let all = run(move || db.list_blobs(&ns, &filter)).await?;
+        let mut batches = Vec::new();
+        let mut it = all.into_iter().peekable();
+        while it.peek().is_some() {
+            let info = it.by_ref().take(LIST_BATCH).map(info_to_proto).collect();
+            batches.push(Ok(ListContentResponse { info }));
+        }
+        Ok(Response::new(Box::pin(tokio_stream::iter(batches))))
+    }
+
+    async fn delete(&self, req: Request<DeleteContentRequest>) -> Result<Response<()>, Status> {
+        let ns = namespace(&req)?;
+        let d = digest(&req.into_inner().digest)?;
+        let db = self.db.clone();
+        let (n, dd) = (ns.clone(), d.clone());
+        run(move || db.delete_blob(&n, &dd)).await?;
+        self.db.flush().await.map_err(status)?;
+        self.events.publish(&ns, "/content/delete", &ContentDelete { digest: d.to_string() });
+        self.db.schedule_gc();
+        Ok(Response::new(()))
+    }
+
+    type ReadStream = BoxStream<ReadContentResponse>;
+
+    async fn read(&self, req: Request<ReadContentRequest>) -> Result<Response<Self::ReadStream>, Status> {
+        let ns = namespace(&req)?;
+        let req = req.into_inner();
+        let d = digest(&req.digest)?;
+        let db = self.db.clone();
+        let (mut file, size) = run(move || db.open_blob(&ns, &d)).await?;
+        let offset = req.offset.max(0);
+        if offset > size {
+            return Err(errdefs::status(
+                Kind::OutOfRange,
+                format!("read past object length {size} bytes"),
+            ));
+        }
+        let len = if req.size <= 0 || offset.saturating_add(req.size) > size {
+            size - offset
+        } else {
+            req.size
+        };
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        self.tasks.spawn_blocking(move || {
+            let mut pos = offset;
+            let end = offset + len;
+            if let Err(e) = file.seek(SeekFrom::Start(u64::try_from(pos).unwrap_or(0))) {
+                let _ = tx.blocking_send(Err(errdefs::status(Kind::Unknown, format!("seek blob: {e}"))));
+                return;
+            }
+            while pos < end {
+                let want = usize::try_from(end - pos).unwrap_or(READ_CHUNK).min(READ_CHUNK);
+                let mut data = vec![0u8; want];
+                if let Err(e) = file.read_exact(&mut data) {
+                    let _ = tx.blocking_send(Err(errdefs::status(Kind::Unknown, format!("read blob: {e}"))));
+                    return;
+                }
+                if tx.blocking_send(Ok(ReadContentResponse { offset: pos, data })).is_err() {
+                    return;
+                }
+                pos += i64::try_from(want).unwrap_or(0);
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn status(&self, req: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
+        let ns = namespace(&req)?;
+        let r = req.into_inner().r#ref;
+        let db = self.db.clone();
+        let st = run(move || db.ingest_status(&ns, &r)).await?;
+        Ok(Response::new(StatusResponse {
+            status: Some(status_to_proto(st)),
+        }))
+    }
+
+    async fn list_statuses(&self, req: Request<ListStatusesRequest>) -> Result<Response<ListStatusesResponse>, Status> {
+        let ns = namespace(&req)?;
+        let filter = Filter::parse(&req.into_inner().filters).map_err(status)?;
+        let db = self.db.clone();
+        let all = run(move || db.list_ingests(&ns, &filter)).await?;
+        Ok(Response::new(ListStatusesResponse {
+            statuses: all.into_iter().map(status_to_proto).collect(),
+        }))
+    }
+
+    type WriteStream = BoxStream<WriteContentResponse>;
+
+    async fn write(&self, req: Request<Streaming<WriteContentRequest>>) -> Result<Response<Self::WriteStream>, Status> {
+        let ns = namespace(&req)?;
+        let lease = lease(&req)?;
+        let stream = req.into_inner();
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let session = WriteSession {
+            db: self.db.clone(),
+            ns,
+            lease,
+            tx: tx.clone(),
+        };
+        self.tasks.spawn(async move {
+            if let Err(st) = session.run(stream).await {
+                let _ = tx.send(Err(st)).await;
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn abort(&self, req: Request<AbortRequest>) -> Result<Response<()>, Status> {
+        let ns = namespace(&req)?;
+        let r = req.into_inner().r#ref;
+        let db = self.db.clone();
+        run(move || db.abort_ingest(&ns, &r)).await?;
+        Ok(Response::new(()))
+    }
+}
+
+/// One `Write` stream: a single ref, one writer, until commit or the
+/// client goes away (what was written stays for a resume).
+struct WriteSession {
+    db: Arc<MetaDb>,
+    ns: Namespace,
+    lease: Option<LeaseId>,
+    tx: tokio::sync::mpsc::Sender<Result<WriteContentResponse, Status>>,
+}
+
+impl WriteSession {
+    async fn run(self, mut stream: Streaming<WriteContentRequest>) -> Result<(), Status> {
+        let Some(mut req) = stream.message().await? else {
+            return Ok(());
+        };
+        if req.r#ref.is_empty() {
+            return Err(errdefs::status(Kind::InvalidArgument, "first message must have a reference"));
+        }
+        let r = req.r#ref.clone();
+        let mut total = req.total;
+        let mut expected: Option<Digest> = None;
+        let (db, ns, lease, rr) = (self.db.clone(), self.ns.clone(), self.lease.clone(), r.clone());
+        let mut writer = Some(run(move || db.open_writer(&ns, &rr, total, lease.as_ref())).await?);
+        tracing::debug!(r#ref = %r, total, "write started");
+        loop {
+            if !req.expected.is_empty() {
+                let d = digest(&req.expected)?;
+                let (db, ns) = (self.db.clone(), self.ns.clone());
+                let dd = d.clone();
+                if run(move || Ok(db.blob_info(&ns, &dd).is_ok())).await? {
+                    drop(writer.take());
+                    let (db, ns, rr) = (self.db.clone(), self.ns.clone(), r.clone());
+                    if let Err(e) = run(move || db.abort_ingest(&ns, &rr)).await {
+                        tracing::warn!(cause = %e.message(), "abort ingest of existing blob");
+                    }
+                    return Err(errdefs::status(
+                        Kind::AlreadyExists,
+                        format!("blob with expected digest {d} exists"),
+                    ));
+                }
+                expected = Some(d);
+            }
+            let mut w = writer
+                .take()
+                .ok_or_else(|| errdefs::status(Kind::FailedPrecondition, "writer is closed"))?;
+            if req.total > 0 {
+                total = req.total;
+            }
+            let action = WriteAction::try_from(req.action)
+                .map_err(|_| errdefs::status(Kind::InvalidArgument, format!("unknown write action {}", req.action)))?;
+            let mut msg = WriteContentResponse {
+                action: req.action,
+                ..Default::default()
+            };
+            match action {
+                WriteAction::Stat => {
+                    let (w2, st, d) = in_blocking(w, move |w| {
+                        w.set_total(total)?;
+                        Ok((w.status(), w.digest()))
+                    })
+                    .await?;
+                    w = w2;
+                    msg.offset = i64::try_from(st.offset).unwrap_or(i64::MAX);
+                    msg.digest = d.to_string();
+                    msg.started_at = Some(crate::timestamp(st.started_at));
+                    msg.updated_at = Some(crate::timestamp(st.updated_at));
+                    msg.total = total;
+                    writer = Some(w);
+                }
+                WriteAction::Write | WriteAction::Commit => {
+                    let offset = req.offset;
+                    let data = std::mem::take(&mut req.data);
+                    let (w2, st, d) = in_blocking(w, move |w| {
+                        let current = w.status().offset;
+                        if offset > 0 && u64::try_from(offset).ok() != Some(current) {
+                            return Err(ContentError::OffsetMismatch { offset, current }.into());
+                        }
+                        if offset == 0 && current > 0 {
+                            w.truncate()?;
+                        }
+                        if !data.is_empty() {
+                            w.write(&data)?;
+                        }
+                        if total > 0 {
+                            w.set_total(total)?;
+                        }
+                        Ok((w.status(), w.digest()))
+                    })
+                    .await?;
+                    msg.offset = i64::try_from(st.offset).unwrap_or(i64::MAX);
+                    msg.digest = d.to_string();
+                    if action == WriteAction::Commit {
+                        let (db, ns, lease) = (self.db.clone(), self.ns.clone(), self.lease.clone());
+                        let labels = std::mem::take(&mut req.labels).into_iter().collect();
+                        let exp = expected.clone();
+                        let committed =
+                            run(move || db.commit(&ns, w2, total, exp.as_ref(), labels, lease.as_ref())).await?;
+                        self.db.flush().await.map_err(status)?;
+                        msg.digest = committed.to_string();
+                        tracing::debug!(r#ref = %r, digest = %committed, "write committed");
+                        let _ = self.tx.send(Ok(msg)).await;
+                        return Ok(());
+                    }
+                    writer = Some(w2);
+                }
+            }
+            if self.tx.send(Ok(msg)).await.is_err() {
+                return Ok(());
+            }
+            req = match stream.message().await? {
+                Some(r) => r,
+                None => return Ok(()),
+            };
+        }
+    }
+}
+
+/// Moves the writer onto the blocking pool for `f` and back.
+async fn in_blocking<F>(mut w: Writer, f: F) -> Result<(Writer, IngestStatus, Digest), Status>
+where
+    F: FnOnce(&mut Writer) -> Result<(IngestStatus, Digest), MetadataError> + Send + 'static,
+{
+    run(move || {
+        let (st, d) = f(&mut w)?;
+        Ok((w, st, d))
+    })
+    .await
+}

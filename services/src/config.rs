@@ -1,0 +1,170 @@
+//! hulld's TOML config. Every key is optional; `hulld config default`
+//! prints the whole default. Each section's struct lives with the code it
+//! configures; this module composes them.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::metadata::gc::GcConfig;
+use crate::wiring::GrpcConfig;
+
+/// Where hulld looks for its config when `--config` is not given.
+pub const DEFAULT_PATH: &str = "/etc/hull/config.toml";
+
+/// The whole config file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Config format version; 2 as containerd 1.6's.
+    pub version: u32,
+    /// Persistent data: metadata DB, content, snapshots.
+    pub root: PathBuf,
+    /// Runtime state: sockets, shim bundles.
+    pub state: PathBuf,
+    /// `[grpc]`: the socket clients dial.
+    pub grpc: GrpcConfig,
+    /// `[debug]`: logging.
+    pub debug: DebugConfig,
+    /// `[gc]`: garbage collection.
+    pub gc: GcConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            version: 2,
+            root: PathBuf::from("/var/lib/hull"),
+            state: PathBuf::from("/run/hull"),
+            grpc: GrpcConfig::default(),
+            debug: DebugConfig::default(),
+            gc: GcConfig::default(),
+        }
+    }
+}
+
+/// `[debug]`: how hulld logs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DebugConfig {
+    /// trace, debug, info, warn or error; `RUST_LOG` overrides it.
+    pub level: String,
+    /// `text` or `json`.
+    pub format: String,
+}
+
+impl Default for DebugConfig {
+    fn default() -> Self {
+        DebugConfig {
+            level: "info".into(),
+            format: "text".into(),
+        }
+    }
+}
+
+/// The config could not be used.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("read config {path}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this schema.
+    #[error("parse config {path}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: toml::de::Error,
+    },
+    /// A value is out of range.
+    #[error("invalid config: {0}")]
+    Invalid(&'static str),
+}
+
+impl Config {
+    /// Reads `path`; when `required` is false a missing file means defaults.
+    ///
+    /// # Errors
+    /// When the file cannot be read or parsed.
+    pub fn load(path: &Path, required: bool) -> Result<Config, ConfigError> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => return Ok(Config::default()),
+            Err(source) => {
+                return Err(ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                })
+            }
+        };
+        Config::parse(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_owned(),
+            source,
+        })
+    }
+
+    /// Parses TOML text.
+    ///
+    /// # Errors
+    /// When the text is not valid for this schema.
+    pub fn parse(text: &str) -> Result<Config, toml::de::Error> {
+        toml::from_str(text)
+    }
+
+    /// Checks values once at startup.
+    ///
+    /// # Errors
+    /// The first value that cannot work.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.grpc.address.as_os_str().is_empty() {
+            return Err(ConfigError::Invalid("grpc.address must be set"));
+        }
+        if !self.root.is_absolute() || !self.state.is_absolute() {
+            return Err(ConfigError::Invalid("root and state must be absolute paths"));
+        }
+        if self.gc.interval_s == 0 {
+            return Err(ConfigError::Invalid("gc.interval_s must be at least 1"));
+        }
+        if !matches!(self.debug.format.as_str(), "text" | "json") {
+            return Err(ConfigError::Invalid("debug.format must be text or json"));
+        }
+        Ok(())
+    }
+
+    /// The default config as TOML.
+    pub fn default_toml() -> String {
+        // Serialising plain structs of strings and integers cannot fail.
+        toml::to_string(&Config::default()).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_round_trips_and_empty_file_is_default() {
+        let text = Config::default_toml();
+        assert!(text.contains("[grpc]"), "{text}");
+        assert_eq!(Config::parse(&text).unwrap(), Config::default());
+        assert_eq!(Config::parse("").unwrap(), Config::default());
+        Config::default().validate().unwrap();
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        assert!(Config::parse("bogus = 1").is_err());
+        assert!(Config::parse("[gc]\nbogus = 1").is_err());
+        let c = Config::parse("[gc]\ninterval_s = 5").unwrap();
+        assert_eq!(c.gc.interval_s, 5);
+        assert_eq!(c.gc.schedule_delay_ms, GcConfig::default().schedule_delay_ms);
+    }
+}

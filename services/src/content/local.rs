@@ -1,0 +1,473 @@
+//! [`LocalContentStore`]: blobs and ingests on the local filesystem.
+
+use std::collections::HashSet;
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Write as _};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::UNIX_EPOCH;
+
+use sha2::{Digest as _, Sha256};
+
+use hull_proto::digest::{Algorithm, Digest};
+
+use super::{io_err, ContentError};
+
+type Result<T> = std::result::Result<T, ContentError>;
+
+/// Progress of one ingest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IngestStatus {
+    /// The full ref.
+    pub ref_key: String,
+    /// Bytes written so far.
+    pub offset: u64,
+    /// Expected total, 0 when unknown.
+    pub total: i64,
+    /// Nanoseconds since the epoch.
+    pub started_at: i64,
+    /// Nanoseconds since the epoch.
+    pub updated_at: i64,
+}
+
+/// Blobs and ingests under one directory. Shared as `Arc`.
+#[derive(Debug)]
+pub struct LocalContentStore {
+    root: PathBuf,
+    /// Refs with a live writer; one writer per ref.
+    locks: Mutex<HashSet<String>>,
+}
+
+impl LocalContentStore {
+    /// Opens (creating) the store at `root` and removes half-created ingests.
+    ///
+    /// # Errors
+    /// Unknown when the directories cannot be created.
+    pub fn open(root: impl Into<PathBuf>) -> Result<Arc<LocalContentStore>> {
+        let root = root.into();
+        for dir in [root.join("blobs/sha256"), root.join("ingest")] {
+            fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
+        }
+        let ingest = root.join("ingest");
+        for entry in fs::read_dir(&ingest).map_err(io_err("read", &ingest))? {
+            let entry = entry.map_err(io_err("read", &ingest))?;
+            if entry.file_name().to_string_lossy().starts_with(".tmp-") {
+                fs::remove_dir_all(entry.path()).map_err(io_err("remove", entry.path()))?;
+            }
+        }
+        Ok(Arc::new(LocalContentStore {
+            root,
+            locks: Mutex::new(HashSet::new()),
+        }))
+    }
+
+    /// Where the blob lives (whether or not it exists).
+    pub fn blob_path(&self, digest: &Digest) -> PathBuf {
+        self.root
+            .join("blobs")
+            .join(digest.algorithm().as_str())
+            .join(digest.hex())
+    }
+
+    /// Whether the blob is committed.
+    pub fn exists(&self, digest: &Digest) -> bool {
+        self.blob_path(digest).is_file()
+    }
+
+    /// Opens a committed blob.
+    ///
+    /// # Errors
+    /// NotFound when there is no such blob.
+    pub fn open_blob(&self, digest: &Digest) -> Result<File> {
+        File::open(self.blob_path(digest)).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => ContentError::BlobNotFound(digest.clone()),
+            _ => ContentError::Io {
+                op: "open",
+                path: self.blob_path(digest),
+                source: e,
+            },
+        })
+    }
+
+    /// Removes a committed blob; absent blobs are not an error.
+    ///
+    /// # Errors
+    /// Unknown when the file cannot be removed.
+    pub fn delete_blob(&self, digest: &Digest) -> Result<()> {
+        let path = self.blob_path(digest);
+        match fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io_err("remove", path)(e)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Every committed blob.
+    ///
+    /// # Errors
+    /// Unknown when the blob directories cannot be read.
+    pub fn blobs(&self) -> Result<Vec<Digest>> {
+        let mut out = Vec::new();
+        let dir = self.root.join("blobs");
+        for alg in fs::read_dir(&dir).map_err(io_err("read", &dir))? {
+            let alg = alg.map_err(io_err("read", &dir))?;
+            let alg_name = alg.file_name().to_string_lossy().into_owned();
+            for blob in fs::read_dir(alg.path()).map_err(io_err("read", alg.path()))? {
+                let blob = blob.map_err(io_err("read", alg.path()))?;
+                let name = format!("{alg_name}:{}", blob.file_name().to_string_lossy());
+                // Anything that is not a digest is not ours to judge.
+                if let Ok(d) = name.parse() {
+                    out.push(d);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn ingest_dir(&self, ref_key: &str) -> PathBuf {
+        let hash = Digest::sha256(&Sha256::digest(ref_key.as_bytes()).into());
+        self.root.join("ingest").join(hash.hex())
+    }
+
+    /// Opens a writer for `ref_key`, resuming what was written before.
+    ///
+    /// # Errors
+    /// Unavailable when another writer holds the ref.
+    pub fn writer(self: &Arc<Self>, ref_key: &str, total: i64) -> Result<Writer> {
+        if ref_key.is_empty() {
+            return Err(ContentError::EmptyRef);
+        }
+        let lock = RefLock::acquire(self, ref_key)?;
+        let dir = self.ingest_dir(ref_key);
+        if !dir.join("ref").is_file() {
+            self.create_ingest(&dir, ref_key, total)?;
+        } else if total > 0 {
+            write_file(&dir.join("total"), total.to_string().as_bytes())?;
+        }
+        let data = dir.join("data");
+        let mut file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .open(&data)
+            .map_err(io_err("open", &data))?;
+        // Resuming: the hash state died with the last writer, so rebuild it.
+        let mut hasher = Sha256::new();
+        let mut buf = vec![0u8; 1 << 20];
+        let mut offset = 0u64;
+        loop {
+            let n = file.read(&mut buf).map_err(io_err("read", &data))?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            offset += n as u64;
+        }
+        let status = read_status(&dir)?;
+        Ok(Writer {
+            _lock: lock,
+            dir,
+            file,
+            hasher,
+            offset,
+            total: status.total,
+            started_at: status.started_at,
+            updated_at: status.updated_at,
+            ref_key: ref_key.to_owned(),
+        })
+    }
+
+    fn create_ingest(&self, dir: &Path, ref_key: &str, total: i64) -> Result<()> {
+        let parent = self.root.join("ingest");
+        let tmp = parent.join(format!(".tmp-{}", dir.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()));
+        let _ = fs::remove_dir_all(&tmp);
+        fs::create_dir(&tmp).map_err(io_err("create", &tmp))?;
+        write_file(&tmp.join("ref"), ref_key.as_bytes())?;
+        write_file(&tmp.join("total"), total.to_string().as_bytes())?;
+        write_file(&tmp.join("startedat"), crate::now_nanos().to_string().as_bytes())?;
+        File::create(tmp.join("data")).map_err(io_err("create", tmp.join("data")))?;
+        fs::rename(&tmp, dir).map_err(io_err("rename", dir))?;
+        Ok(())
+    }
+
+    /// Status of one ingest.
+    ///
+    /// # Errors
+    /// NotFound when there is no such ingest.
+    pub fn status(&self, ref_key: &str) -> Result<IngestStatus> {
+        let dir = self.ingest_dir(ref_key);
+        if !dir.join("ref").is_file() {
+            return Err(ContentError::IngestNotFound(ref_key.to_owned()));
+        }
+        read_status(&dir)
+    }
+
+    /// Every ingest whose ref starts with `prefix`.
+    ///
+    /// # Errors
+    /// Unknown when the ingest directory cannot be read.
+    pub fn list_statuses(&self, prefix: &str) -> Result<Vec<IngestStatus>> {
+        let parent = self.root.join("ingest");
+        let mut out = Vec::new();
+        for entry in fs::read_dir(&parent).map_err(io_err("read", &parent))? {
+            let entry = entry.map_err(io_err("read", &parent))?;
+            if entry.file_name().to_string_lossy().starts_with('.') {
+                continue;
+            }
+            let Ok(ref_key) = fs::read_to_string(entry.path().join("ref")) else {
+                continue;
+            };
+            if !ref_key.starts_with(prefix) {
+                continue;
+            }
+            // An ingest committed or aborted while we looked is simply gone.
+            if let Ok(st) = read_status(&entry.path()) {
+                out.push(st);
+            }
+        }
+        out.sort_by(|a, b| a.ref_key.cmp(&b.ref_key));
+        Ok(out)
+    }
+
+    /// Removes an ingest and what was written to it.
+    ///
+    /// # Errors
+    /// NotFound when there is no such ingest.
+    pub fn abort(&self, ref_key: &str) -> Result<()> {
+        let dir = self.ingest_dir(ref_key);
+        if !dir.join("ref").is_file() {
+            return Err(ContentError::IngestNotFound(ref_key.to_owned()));
+        }
+        fs::remove_dir_all(&dir).map_err(io_err("remove", &dir))
+    }
+}
+
+fn write_file(path: &Path, data: &[u8]) -> Result<()> {
+    fs::write(path, data).map_err(io_err("write", path))
+}
+
+fn read_status(dir: &Path) -> Result<IngestStatus> {
+    let read = |name: &str| fs::read_to_string(dir.join(name)).map_err(io_err("read", dir.join(name)));
+    let ref_key = read("ref")?;
+    let total = read("total")?.trim().parse().unwrap_or(0);
+    let started_at = read("startedat")?.trim().parse().unwrap_or(0);
+    let data = dir.join("data");
+    let meta = fs::metadata(&data).map_err(io_err("stat", &data))?;
+    let updated_at = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(started_at, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
+    Ok(IngestStatus {
+        ref_key,
+        offset: meta.len(),
+        total,
+        started_at,
+        updated_at,
+    })
+}
+
+/// Holds a ref for one writer; released on drop.
+#[derive(Debug)]
+struct RefLock {
+    store: Arc<LocalContentStore>,
+    ref_key: String,
+}
+
+impl RefLock {
+    fn acquire(store: &Arc<LocalContentStore>, ref_key: &str) -> Result<RefLock> {
+        let mut locks = store.locks.lock().unwrap_or_else(|p| p.into_inner());
+        if !locks.insert(ref_key.to_owned()) {
+            return Err(ContentError::Locked(ref_key.to_owned()));
+        }
+        Ok(RefLock {
+            store: Arc::clone(store),
+            ref_key: ref_key.to_owned(),
+        })
+    }
+}
+
+impl Drop for RefLock {
+    fn drop(&mut self) {
+        let mut locks = self.store.locks.lock().unwrap_or_else(|p| p.into_inner());
+        locks.remove(&self.ref_key);
+    }
+}
+
+/// One open ingest. Dropping it keeps what was written, for a later resume.
+#[derive(Debug)]
+pub struct Writer {
+    _lock: RefLock,
+    dir: PathBuf,
+    file: File,
+    hasher: Sha256,
+    offset: u64,
+    total: i64,
+    started_at: i64,
+    updated_at: i64,
+    ref_key: String,
+}
+
+impl Writer {
+    /// Progress so far.
+    pub fn status(&self) -> IngestStatus {
+        IngestStatus {
+            ref_key: self.ref_key.clone(),
+            offset: self.offset,
+            total: self.total,
+            started_at: self.started_at,
+            updated_at: self.updated_at,
+        }
+    }
+
+    /// Digest of what was written so far.
+    pub fn digest(&self) -> Digest {
+        Digest::sha256(&self.hasher.clone().finalize().into())
+    }
+
+    /// Records the expected total size.
+    ///
+    /// # Errors
+    /// Unknown when the ingest cannot be written.
+    pub fn set_total(&mut self, total: i64) -> Result<()> {
+        if total != self.total {
+            write_file(&self.dir.join("total"), total.to_string().as_bytes())?;
+            self.total = total;
+        }
+        Ok(())
+    }
+
+    /// Appends `data` at the current offset.
+    ///
+    /// # Errors
+    /// Unknown when the data cannot be written.
+    pub fn write(&mut self, data: &[u8]) -> Result<()> {
+        self.file
+            .write_all(data)
+            .map_err(io_err("write", self.dir.join("data")))?;
+        self.hasher.update(data);
+        self.offset += data.len() as u64;
+        self.updated_at = crate::now_nanos();
+        Ok(())
+    }
+
+    /// Starts over from offset zero.
+    ///
+    /// # Errors
+    /// Unknown when the data file cannot be truncated.
+    pub fn truncate(&mut self) -> Result<()> {
+        self.file
+            .set_len(0)
+            .map_err(io_err("truncate", self.dir.join("data")))?;
+        self.hasher = Sha256::new();
+        self.offset = 0;
+        self.updated_at = crate::now_nanos();
+        Ok(())
+    }
+
+    /// Makes the data durable and checks it against what the client
+    /// expects (`size` 0 and no digest check nothing), returning its digest.
+    ///
+    /// # Errors
+    /// FailedPrecondition on a size or digest mismatch; the ingest is kept so
+    /// that the client can inspect or abort it.
+    pub fn verify(&mut self, size: i64, expected: Option<&Digest>) -> Result<Digest> {
+        if size > 0 && u64::try_from(size).ok() != Some(self.offset) {
+            return Err(ContentError::SizeMismatch {
+                size: self.offset,
+                expected: size,
+            });
+        }
+        let digest = self.digest();
+        if let Some(expected) = expected {
+            if expected.algorithm() != Algorithm::Sha256 {
+                return Err(ContentError::Algorithm(expected.clone()));
+            }
+            if *expected != digest {
+                return Err(ContentError::DigestMismatch {
+                    digest,
+                    expected: expected.clone(),
+                });
+            }
+        }
+        self.file
+            .sync_all()
+            .map_err(io_err("fsync", self.dir.join("data")))?;
+        Ok(digest)
+    }
+
+    /// Moves the verified data into place as blob `digest` and removes the
+    /// ingest. The rename is made durable before returning.
+    ///
+    /// # Errors
+    /// AlreadyExists when the blob was there already (the ingest is removed
+    /// all the same); Unknown on I/O failure.
+    pub fn publish(self, store: &LocalContentStore, digest: &Digest) -> Result<()> {
+        let target = store.blob_path(digest);
+        let result = if target.exists() {
+            Err(ContentError::AlreadyExists(digest.clone()))
+        } else {
+            let data = self.dir.join("data");
+            fs::set_permissions(&data, fs::Permissions::from_mode(0o444))
+                .map_err(io_err("chmod", &data))?;
+            fs::rename(&data, &target).map_err(io_err("rename", &target))?;
+            let parent = target.parent().map(Path::to_path_buf).unwrap_or_default();
+            File::open(&parent)
+                .and_then(|d| d.sync_all())
+                .map_err(io_err("fsync", &parent))?;
+            Ok(())
+        };
+        // Past the point of no return: the blob is in place (or was already),
+        // so a leftover ingest directory is only clutter.
+        if let Err(e) = fs::remove_dir_all(&self.dir) {
+            tracing::warn!(dir = %self.dir.display(), cause = %e, "remove committed ingest");
+        }
+        result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hull_proto::errdefs::{Classify, Kind};
+
+    fn sha(data: &[u8]) -> Digest {
+        Digest::sha256(&Sha256::digest(data).into())
+    }
+
+    #[test]
+    fn write_resume_commit() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = LocalContentStore::open(tmp.path()).unwrap();
+        let mut w = store.writer("ns/a", 6).unwrap();
+        w.write(b"abc").unwrap();
+        assert_eq!(store.writer("ns/a", 0).unwrap_err().kind(), Kind::Unavailable);
+        drop(w);
+        let st = store.status("ns/a").unwrap();
+        assert_eq!((st.offset, st.total), (3, 6));
+        let mut w = store.writer("ns/a", 0).unwrap();
+        assert_eq!(w.status().offset, 3);
+        w.write(b"def").unwrap();
+        assert_eq!(w.verify(7, None).unwrap_err().kind(), Kind::FailedPrecondition);
+        assert_eq!(w.verify(6, Some(&sha(b"x"))).unwrap_err().kind(), Kind::FailedPrecondition);
+        let d = w.verify(6, Some(&sha(b"abcdef"))).unwrap();
+        w.publish(&store, &d).unwrap();
+        let mut got = String::new();
+        store.open_blob(&d).unwrap().read_to_string(&mut got).unwrap();
+        assert_eq!(got, "abcdef");
+        assert_eq!(store.status("ns/a").unwrap_err().kind(), Kind::NotFound);
+        assert_eq!(store.blobs().unwrap(), vec![d]);
+    }
+
+    #[test]
+    fn list_and_abort() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = LocalContentStore::open(tmp.path()).unwrap();
+        drop(store.writer("x/1", 0).unwrap());
+        drop(store.writer("y/1", 0).unwrap());
+        let refs: Vec<_> = store.list_statuses("x/").unwrap().into_iter().map(|s| s.ref_key).collect();
+        assert_eq!(refs, ["x/1"]);
+        store.abort("x/1").unwrap();
+        assert_eq!(store.abort("x/1").unwrap_err().kind(), Kind::NotFound);
+        assert!(store.list_statuses("x/").unwrap().is_empty());
+    }
+}

@@ -1,0 +1,292 @@
+//! A namespace's view of the content store: blob records with labels, and
+//! ingests whose refs are qualified by namespace.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::sync::Arc;
+
+use hull_proto::digest::Digest;
+use hull_proto::identifiers::{LeaseId, Namespace};
+use hull_proto::labels;
+
+use super::leases::{Resource, CONTENT, INGESTS};
+use super::schema::{key, kinds, prefix, BlobRecord};
+use super::{update_labels, MetaDb, MetadataError, Result};
+use crate::content::{ContentError, IngestStatus, Writer};
+use crate::filters::{label_field, Adaptor, Filter};
+
+/// A blob as one namespace sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlobInfo {
+    /// Digest.
+    pub digest: Digest,
+    /// Size in bytes.
+    pub size: i64,
+    /// Nanoseconds since the epoch.
+    pub created_at: i64,
+    /// Nanoseconds since the epoch.
+    pub updated_at: i64,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+}
+
+impl Adaptor for BlobInfo {
+    fn field(&self, path: &[String]) -> Option<String> {
+        match path.first().map(String::as_str)? {
+            "digest" => Some(self.digest.to_string()),
+            "size" => Some(self.size.to_string()),
+            "labels" => label_field(|k| self.labels.get(k), &path[1..]),
+            _ => None,
+        }
+    }
+}
+
+impl Adaptor for IngestStatus {
+    fn field(&self, path: &[String]) -> Option<String> {
+        match path.first().map(String::as_str)? {
+            "ref" => Some(self.ref_key.clone()),
+            _ => None,
+        }
+    }
+}
+
+fn blob_key(ns: &Namespace, digest: &Digest) -> Vec<u8> {
+    key(&["o", ns.as_str(), kinds::BLOB, &digest.to_string()])
+}
+
+fn not_found(digest: &Digest) -> MetadataError {
+    MetadataError::Content(ContentError::BlobNotFound(digest.clone()))
+}
+
+/// The content store's ref for a namespace's ingest. Namespaces cannot
+/// contain `/`, so the split back is unambiguous.
+fn backend_ref(ns: &Namespace, r: &str) -> String {
+    format!("{ns}/{r}")
+}
+
+fn strip_ref(ns: &Namespace, mut st: IngestStatus) -> IngestStatus {
+    st.ref_key = st.ref_key.split_off(ns.as_str().len() + 1);
+    st
+}
+
+fn to_info(digest: Digest, rec: BlobRecord) -> BlobInfo {
+    BlobInfo {
+        digest,
+        size: rec.size,
+        created_at: rec.created_at,
+        updated_at: rec.updated_at,
+        labels: rec.labels,
+    }
+}
+
+impl MetaDb {
+    /// Reads a blob record.
+    ///
+    /// # Errors
+    /// NotFound when the namespace has no such blob.
+    pub fn blob_info(&self, ns: &Namespace, digest: &Digest) -> Result<BlobInfo> {
+        let rec = self.get(&blob_key(ns, digest))?.ok_or_else(|| not_found(digest))?;
+        Ok(to_info(digest.clone(), rec))
+    }
+
+    /// Blobs of a namespace matching `filter`.
+    ///
+    /// # Errors
+    /// Unknown when the DB fails.
+    pub fn list_blobs(&self, ns: &Namespace, filter: &Filter) -> Result<Vec<BlobInfo>> {
+        let mut out = Vec::new();
+        for (d, rec) in self.scan::<BlobRecord>(&prefix(&["o", ns.as_str(), kinds::BLOB]))? {
+            let info = to_info(d.parse()?, rec);
+            if filter.matches(&info) {
+                out.push(info);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Updates a blob's labels (`labels`, `labels.<key>`; no mask replaces
+    /// all labels).
+    ///
+    /// # Errors
+    /// NotFound; InvalidArgument for other paths or bad labels.
+    pub fn update_blob(
+        &self,
+        ns: &Namespace,
+        digest: &Digest,
+        new: &BTreeMap<String, String>,
+        paths: &[String],
+    ) -> Result<BlobInfo> {
+        self.update(|txn| {
+            let k = blob_key(ns, digest);
+            let mut rec: BlobRecord = txn.get(&k)?.ok_or_else(|| not_found(digest))?;
+            if paths.is_empty() {
+                rec.labels = new.clone();
+            }
+            for p in paths {
+                if !update_labels(&mut rec.labels, new, p) {
+                    return Err(MetadataError::Field {
+                        what: "content",
+                        field: p.clone(),
+                        id: digest.to_string(),
+                    });
+                }
+            }
+            labels::validate_all(&rec.labels)?;
+            rec.updated_at = crate::now_nanos();
+            txn.put(k, &rec);
+            Ok(to_info(digest.clone(), rec))
+        })
+    }
+
+    /// Removes a namespace's record of a blob; the file goes at the next GC
+    /// unless another namespace has it.
+    ///
+    /// # Errors
+    /// NotFound.
+    pub fn delete_blob(&self, ns: &Namespace, digest: &Digest) -> Result<()> {
+        self.update(|txn| {
+            let k = blob_key(ns, digest);
+            if !txn.contains(&k)? {
+                return Err(not_found(digest));
+            }
+            txn.remove(k);
+            Ok(())
+        })
+    }
+
+    /// Opens a blob the namespace has, with its size.
+    ///
+    /// # Errors
+    /// NotFound.
+    pub fn open_blob(&self, ns: &Namespace, digest: &Digest) -> Result<(File, i64)> {
+        let info = self.blob_info(ns, digest)?;
+        Ok((self.content.open_blob(digest)?, info.size))
+    }
+
+    /// Opens (or resumes) the writer for `r`, adding the ingest to `lease`.
+    ///
+    /// # Errors
+    /// Unavailable when another writer holds the ref; NotFound for an
+    /// unknown lease.
+    pub fn open_writer(&self, ns: &Namespace, r: &str, total: i64, lease: Option<&LeaseId>) -> Result<Writer> {
+        if r.is_empty() {
+            return Err(ContentError::EmptyRef.into());
+        }
+        if let Some(lease) = lease {
+            let res = Resource {
+                kind: INGESTS.into(),
+                id: r.to_owned(),
+            };
+            self.update(|txn| txn.add_to_lease(ns, lease, &res))?;
+        }
+        Ok(self.content.writer(&backend_ref(ns, r), total)?)
+    }
+
+    /// Verifies and commits what `writer` holds as a blob of `ns`.
+    ///
+    /// The data is fsynced and renamed into place before its record is
+    /// committed; a crash in between leaves only an unreferenced file, which
+    /// GC removes.
+    ///
+    /// # Errors
+    /// FailedPrecondition on a size or digest mismatch (nothing is stored);
+    /// AlreadyExists when the namespace has the blob already.
+    pub fn commit(
+        &self,
+        ns: &Namespace,
+        mut writer: Writer,
+        size: i64,
+        expected: Option<&Digest>,
+        labels: BTreeMap<String, String>,
+        lease: Option<&LeaseId>,
+    ) -> Result<Digest> {
+        labels::validate_all(&labels)?;
+        let digest = writer.verify(size, expected)?;
+        let ingest_ref = writer.status().ref_key.split_off(ns.as_str().len() + 1);
+        let size = i64::try_from(writer.status().offset).unwrap_or(i64::MAX);
+        *self.lock().committing.entry(digest.clone()).or_default() += 1;
+        let published = writer.publish(&self.content, &digest);
+        self.update(|txn| {
+            if let Some(n) = txn.state.committing.get_mut(&digest) {
+                *n -= 1;
+                if *n == 0 {
+                    txn.state.committing.remove(&digest);
+                }
+            }
+            match published {
+                Ok(()) | Err(ContentError::AlreadyExists(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
+            let k = blob_key(ns, &digest);
+            if txn.contains(&k)? {
+                return Err(MetadataError::AlreadyExists {
+                    what: "content",
+                    id: digest.to_string(),
+                });
+            }
+            let now = crate::now_nanos();
+            txn.ensure_namespace(ns)?;
+            txn.put(
+                k,
+                &BlobRecord {
+                    size,
+                    created_at: now,
+                    updated_at: now,
+                    labels,
+                },
+            );
+            if let Some(lease) = lease {
+                txn.add_to_lease(
+                    ns,
+                    lease,
+                    &Resource {
+                        kind: CONTENT.into(),
+                        id: digest.to_string(),
+                    },
+                )?;
+                txn.remove(key(&[
+                    "o",
+                    ns.as_str(),
+                    kinds::LEASE_RESOURCE,
+                    lease.as_str(),
+                    INGESTS,
+                    &ingest_ref,
+                ]));
+            }
+            Ok(digest.clone())
+        })
+    }
+
+    /// Progress of one ingest of the namespace.
+    ///
+    /// # Errors
+    /// NotFound.
+    pub fn ingest_status(&self, ns: &Namespace, r: &str) -> Result<IngestStatus> {
+        Ok(strip_ref(ns, self.content.status(&backend_ref(ns, r))?))
+    }
+
+    /// Ingests of the namespace matching `filter`.
+    ///
+    /// # Errors
+    /// Unknown when the ingest directory cannot be read.
+    pub fn list_ingests(&self, ns: &Namespace, filter: &Filter) -> Result<Vec<IngestStatus>> {
+        Ok(self
+            .content
+            .list_statuses(&backend_ref(ns, ""))?
+            .into_iter()
+            .map(|s| strip_ref(ns, s))
+            .filter(|s| filter.matches(s))
+            .collect())
+    }
+
+    /// Drops an ingest and its data.
+    ///
+    /// # Errors
+    /// NotFound.
+    pub fn abort_ingest(&self, ns: &Namespace, r: &str) -> Result<()> {
+        Ok(self.content.abort(&backend_ref(ns, r))?)
+    }
+}
+
+/// Shared handle type used by the services.
+pub type SharedDb = Arc<MetaDb>;

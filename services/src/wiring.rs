@@ -1,0 +1,258 @@
+//! Builds every component from the config and serves them on one socket.
+//! Plain code with concrete types: reading it top to bottom is the startup
+//! sequence.
+
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+use tokio::net::UnixListener;
+use tokio_stream::wrappers::UnixListenerStream;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use hull_proto::containerd::services::content::v1::content_server::ContentServer;
+use hull_proto::containerd::services::events::v1::events_server::EventsServer;
+use hull_proto::containerd::services::images::v1::images_server::ImagesServer;
+use hull_proto::containerd::services::introspection::v1::introspection_server::IntrospectionServer;
+use hull_proto::containerd::services::leases::v1::leases_server::LeasesServer;
+use hull_proto::containerd::services::namespaces::v1::namespaces_server::NamespacesServer;
+use hull_proto::containerd::services::version::v1::version_server::VersionServer;
+use hull_proto::grpc::health::v1::health_server::HealthServer;
+
+use crate::api::content::ContentService;
+use crate::api::events::EventsService;
+use crate::api::health::HealthService;
+use crate::api::images::ImagesService;
+use crate::api::introspection::{IntrospectionService, PluginInfo};
+use crate::api::leases::LeasesService;
+use crate::api::namespaces::NamespacesService;
+use crate::api::version::VersionService;
+use crate::api::MAX_MESSAGE_SIZE;
+use crate::config::Config;
+use crate::content::{ContentError, LocalContentStore};
+use crate::events::Exchange;
+use crate::metadata::gc::GcConfig;
+use crate::metadata::{MetaDb, MetadataError};
+
+/// `[grpc]`: the socket clients dial.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GrpcConfig {
+    /// Unix socket path.
+    pub address: PathBuf,
+    /// Owner uid of the socket; 0 keeps root.
+    pub uid: u32,
+    /// Owner gid of the socket; 0 keeps root's group.
+    pub gid: u32,
+}
+
+impl Default for GrpcConfig {
+    fn default() -> Self {
+        GrpcConfig {
+            address: PathBuf::from("/run/hull/hull.sock"),
+            uid: 0,
+            gid: 0,
+        }
+    }
+}
+
+/// Startup or serving failed.
+#[derive(Debug, Error)]
+pub enum WiringError {
+    /// A directory or socket operation failed.
+    #[error("{op} {path}")]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// On what.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Another hulld owns the root.
+    #[error("root {0} is in use by another hulld")]
+    RootLocked(PathBuf),
+    /// Something answers on the socket already.
+    #[error("address {0} is in use by a running server")]
+    AddressInUse(PathBuf),
+    /// The metadata DB failed to open.
+    #[error("open metadata")]
+    Metadata(#[from] MetadataError),
+    /// The content store failed to open.
+    #[error("open content store")]
+    Content(#[from] ContentError),
+    /// The gRPC server failed.
+    #[error("grpc server")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+fn io(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> WiringError {
+    let path = path.to_owned();
+    move |source| WiringError::Io { op, path, source }
+}
+
+/// Holds an exclusive `flock` on the root for the daemon's lifetime, so two
+/// daemons never share one root.
+#[derive(Debug)]
+pub struct RootLock {
+    _file: std::fs::File,
+}
+
+impl RootLock {
+    /// Locks `root/hulld.lock`.
+    ///
+    /// # Errors
+    /// RootLocked when another process holds it.
+    pub fn acquire(root: &Path) -> Result<RootLock, WiringError> {
+        let path = root.join("hulld.lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io("open", &path))?;
+        // SAFETY: flock on a descriptor we own; no memory is involved.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if rc != 0 {
+            return Err(WiringError::RootLocked(root.to_owned()));
+        }
+        Ok(RootLock { _file: file })
+    }
+}
+
+/// What hulld serves, as introspection lists it.
+pub fn plugins() -> Vec<PluginInfo> {
+    const GRPC: &str = "io.containerd.grpc.v1";
+    const SERVICE: &str = "io.containerd.service.v1";
+    const METADATA: &str = "io.containerd.metadata.v1";
+    let mut out = vec![
+        PluginInfo::new("io.containerd.content.v1", "content", &[]),
+        PluginInfo::new("io.containerd.event.v1", "exchange", &[]),
+        PluginInfo::new(METADATA, "sled", &["io.containerd.content.v1"]),
+        PluginInfo::new("io.containerd.gc.v1", "scheduler", &[METADATA]),
+        PluginInfo::new("io.containerd.lease.v1", "manager", &[METADATA]),
+    ];
+    for svc in ["content-service", "images-service", "leases-service", "namespaces-service", "introspection-service"] {
+        out.push(PluginInfo::new(SERVICE, svc, &[METADATA]));
+    }
+    for svc in ["content", "events", "healthcheck", "images", "introspection", "leases", "namespaces", "version"] {
+        out.push(PluginInfo::new(GRPC, svc, &[SERVICE]));
+    }
+    out
+}
+
+fn prepare_socket(path: &Path) -> Result<UnixListener, WiringError> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(io("create", parent))?;
+    }
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(WiringError::AddressInUse(path.to_owned()));
+        }
+        // Nobody answers: a socket left by a daemon that died.
+        std::fs::remove_file(path).map_err(io("remove stale socket", path))?;
+    }
+    let listener = UnixListener::bind(path).map_err(io("bind", path))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660)).map_err(io("chmod", path))?;
+    Ok(listener)
+}
+
+async fn gc_loop(db: Arc<MetaDb>, cfg: GcConfig, shutdown: CancellationToken) {
+    let mut interval = tokio::time::interval(Duration::from_secs(cfg.interval_s));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = db.gc_requested() => {
+                tokio::time::sleep(Duration::from_millis(cfg.schedule_delay_ms)).await;
+            }
+            _ = interval.tick() => {}
+        }
+        let d = db.clone();
+        match crate::blocking(move || d.collect_garbage(crate::now_nanos())).await {
+            Ok(stats) if stats != Default::default() => {
+                tracing::info!(records = stats.records, blobs = stats.blobs, leases = stats.leases, "garbage collected");
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(cause = %hull_proto::errdefs::message(&e), "garbage collection failed"),
+        }
+    }
+}
+
+/// Opens everything under the config's root and serves until `shutdown`.
+///
+/// # Errors
+/// When the root is locked, the socket is in use, or the stores cannot open.
+pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), WiringError> {
+    for dir in [&config.root, &config.state] {
+        std::fs::create_dir_all(dir).map_err(io("create", dir))?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711)).map_err(io("chmod", dir))?;
+    }
+    let _lock = RootLock::acquire(&config.root)?;
+    let root = config.root.clone();
+    let db = crate::blocking(move || -> Result<Arc<MetaDb>, WiringError> {
+        let content = LocalContentStore::open(root.join("content"))?;
+        Ok(MetaDb::open(&root.join("meta.sled"), content)?)
+    })
+    .await?;
+    let listener = prepare_socket(&config.grpc.address)?;
+    let events = Exchange::new();
+    let tasks = TaskTracker::new();
+    tasks.spawn(gc_loop(db.clone(), config.gc.clone(), shutdown.clone()));
+
+    let uuid = {
+        let d = db.clone();
+        crate::blocking(move || d.server_uuid()).await?
+    };
+    tracing::info!(address = %config.grpc.address.display(), root = %config.root.display(), %uuid, "serving");
+
+    macro_rules! limits {
+        ($svc:expr) => {
+            $svc.max_decoding_message_size(MAX_MESSAGE_SIZE)
+                .max_encoding_message_size(MAX_MESSAGE_SIZE)
+        };
+    }
+    let router = tonic::transport::Server::builder()
+        .trace_fn(|req| tracing::debug_span!("rpc", method = %req.uri().path()))
+        .add_service(limits!(VersionServer::new(VersionService)))
+        .add_service(HealthServer::new(HealthService::new(shutdown.clone(), tasks.clone())))
+        .add_service(limits!(IntrospectionServer::new(IntrospectionService::new(db.clone(), plugins()))))
+        .add_service(limits!(NamespacesServer::new(NamespacesService::new(db.clone(), events.clone()))))
+        .add_service(limits!(ContentServer::new(ContentService::new(
+            db.clone(),
+            events.clone(),
+            tasks.clone()
+        ))))
+        .add_service(limits!(ImagesServer::new(ImagesService::new(db.clone(), events.clone()))))
+        .add_service(limits!(LeasesServer::new(LeasesService::new(db.clone()))))
+        .add_service(limits!(EventsServer::new(EventsService::new(
+            events.clone(),
+            shutdown.clone(),
+            tasks.clone()
+        ))));
+    let result = router
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown.clone().cancelled_owned())
+        .await;
+    shutdown.cancel();
+    tasks.close();
+    if tokio::time::timeout(Duration::from_secs(5), tasks.wait()).await.is_err() {
+        tracing::warn!("background tasks still running at shutdown");
+    }
+    if let Err(e) = db.flush().await {
+        tracing::error!(cause = %hull_proto::errdefs::message(&e), "final flush");
+    }
+    let _ = std::fs::remove_file(&config.grpc.address);
+    tracing::info!("stopped");
+    result.map_err(WiringError::from)
+}
+
+impl From<crate::JoinError> for WiringError {
+    fn from(e: crate::JoinError) -> Self {
+        WiringError::Metadata(MetadataError::Join(e))
+    }
+}
