@@ -72,7 +72,7 @@ fn init_logging(cfg: &Config) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| {
             // The transport stack is chatty at debug; keep it to warnings.
-            tracing_subscriber::EnvFilter::new(format!("{},h2=warn,hyper=warn,tower=warn", cfg.debug.level))
+            tracing_subscriber::EnvFilter::new(format!("{},h2=warn,hyper=warn,tower=warn,tonic=info", cfg.debug.level))
         });
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     if cfg.debug.format == "json" {

@@ -39,6 +39,9 @@ use crate::events::Exchange;
 use crate::metadata::gc::GcConfig;
 use crate::metadata::{MetaDb, MetadataError};
 
+/// How long shutdown waits for connected clients to hang up.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+
 /// `[grpc]`: the socket clients dial.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -235,9 +238,21 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), Wi
             shutdown.clone(),
             tasks.clone()
         ))));
-    let result = router
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown.clone().cancelled_owned())
-        .await;
+    let serving = router.serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown.clone().cancelled_owned());
+    // Graceful shutdown waits for clients to hang up; one that never does
+    // (a stuck client, an open event subscription elsewhere) must not keep
+    // the daemon alive.
+    let grace = async {
+        shutdown.cancelled().await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+    };
+    let result = tokio::select! {
+        r = serving => r,
+        _ = grace => {
+            tracing::warn!("clients still connected after the grace period; closing");
+            Ok(())
+        }
+    };
     shutdown.cancel();
     tasks.close();
     if tokio::time::timeout(Duration::from_secs(5), tasks.wait()).await.is_err() {

@@ -1,0 +1,249 @@
+//! Starts the built `hulld` (or `$HULLD_BIN`) on a temporary root, state and
+//! socket, and stops it on drop: SIGTERM, then SIGKILL. Its log is printed
+//! only when the test fails.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use hull_client::Client;
+
+/// A hulld of this test's own.
+pub struct Daemon {
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+    /// Namespace the test works in.
+    pub ns: String,
+}
+
+/// Path of a binary built by this workspace, next to the test executable.
+pub fn workspace_bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> -> target/<profile>/<name>
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} not built: run `cargo build --workspace --bins` first",
+        path.display()
+    );
+    path
+}
+
+fn hulld_bin() -> PathBuf {
+    std::env::var_os("HULLD_BIN").map_or_else(|| workspace_bin("hulld"), PathBuf::from)
+}
+
+impl Daemon {
+    /// Starts a daemon; `ns` names the test's namespace.
+    pub async fn start(ns: &str) -> Daemon {
+        let dir = tempfile::Builder::new().prefix("hull-test-").tempdir().expect("tempdir");
+        let mut d = Daemon {
+            dir,
+            child: None,
+            ns: ns.to_owned(),
+        };
+        d.spawn().await;
+        d
+    }
+
+    /// The temporary directory holding root, state and socket.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The daemon's root.
+    pub fn root(&self) -> PathBuf {
+        self.dir.path().join("root")
+    }
+
+    /// The socket path.
+    pub fn address(&self) -> PathBuf {
+        self.dir.path().join("hull.sock")
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.path().join("hulld.log")
+    }
+
+    async fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .expect("open log");
+        // An empty config file is the default config, and keeps any
+        // /etc/hull/config.toml of this machine out of the test.
+        let config = self.dir.path().join("none.toml");
+        if !config.exists() {
+            std::fs::write(&config, "").expect("write config");
+        }
+        let child = Command::new(hulld_bin())
+            .arg("--config")
+            .arg(self.dir.path().join("none.toml"))
+            .arg("--root")
+            .arg(self.root())
+            .arg("--state")
+            .arg(self.dir.path().join("state"))
+            .arg("--address")
+            .arg(self.address())
+            .arg("--log-level")
+            .arg("debug")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log fd"))
+            .stderr(log)
+            .spawn()
+            .expect("start hulld");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Ok(c) = Client::connect(self.address()).await {
+                if c.version().version(()).await.is_ok() {
+                    return;
+                }
+            }
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
+                panic!("hulld exited during startup: {status}\n{}", self.log());
+            }
+            assert!(Instant::now() < deadline, "hulld did not answer within 5s\n{}", self.log());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The daemon's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    /// A client in the test's namespace.
+    pub async fn client(&self) -> Client {
+        Client::connect(self.address())
+            .await
+            .expect("connect")
+            .with_namespace(&self.ns)
+    }
+
+    /// Stops the daemon: SIGTERM, then SIGKILL after 10 s. Returns whether
+    /// it exited cleanly.
+    pub fn stop(&mut self) -> bool {
+        let Some(mut child) = self.child.take() else {
+            return true;
+        };
+        signal(&child, libc::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.success();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        signal(&child, libc::SIGKILL);
+        let _ = child.wait();
+        false
+    }
+
+    /// Kills the daemon with SIGKILL, as a crash would.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            signal(&child, libc::SIGKILL);
+            let _ = child.wait();
+        }
+    }
+
+    /// Stops the daemon like [`Daemon::stop`], letting the test's runtime
+    /// run meanwhile so that its clients can hang up.
+    pub async fn stop_async(&mut self) -> bool {
+        let Some(mut child) = self.child.take() else {
+            return true;
+        };
+        signal(&child, libc::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.success();
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        signal(&child, libc::SIGKILL);
+        let _ = child.wait();
+        false
+    }
+
+    /// Starts the daemon again on the same root, state and socket.
+    pub async fn restart(&mut self) {
+        assert!(self.stop_async().await, "hulld did not stop cleanly\n{}", self.log());
+        self.spawn().await;
+    }
+
+    /// Starts the daemon again after [`Daemon::kill`].
+    pub async fn start_again(&mut self) {
+        assert!(self.child.is_none(), "daemon still running");
+        self.spawn().await;
+    }
+
+    /// `ctr` against this daemon in the test's namespace.
+    pub fn ctr(&self) -> Command {
+        let mut c = Command::new("ctr");
+        c.arg("--address").arg(self.address()).arg("--namespace").arg(&self.ns);
+        c.stdin(Stdio::null());
+        c
+    }
+
+    /// Runs `ctr args...`, asserting success; returns stdout.
+    pub fn ctr_ok(&self, args: &[&str]) -> String {
+        let out = self.ctr_run(args);
+        assert!(
+            out.status.success(),
+            "ctr {args:?} failed: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs `ctr args...`, returning its output whatever the status.
+    pub fn ctr_run(&self, args: &[&str]) -> Output {
+        self.ctr().args(args).output().expect("run ctr (is the containerd package installed?)")
+    }
+
+    /// Blob files in the content store, whichever namespace holds them.
+    pub fn blob_files(&self) -> Vec<String> {
+        let dir = self.root().join("content/blobs/sha256");
+        let mut out: Vec<String> = std::fs::read_dir(dir)
+            .map(|rd| rd.filter_map(|e| e.ok()).map(|e| format!("sha256:{}", e.file_name().to_string_lossy())).collect())
+            .unwrap_or_default();
+        out.sort();
+        out
+    }
+}
+
+fn signal(child: &Child, sig: i32) {
+    let Ok(pid) = i32::try_from(child.id()) else { return };
+    // SAFETY: kill(2) on the pid of a child we spawned and have not reaped.
+    unsafe {
+        libc::kill(pid, sig);
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let clean = self.stop();
+        if std::thread::panicking() || !clean {
+            eprintln!("---- hulld log ({}) ----\n{}", self.dir.path().display(), self.log());
+        }
+    }
+}
+
+/// Polls `f` until it returns true or `timeout` passes.
+pub async fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if f() {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

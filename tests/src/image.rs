@@ -1,0 +1,174 @@
+//! Builds small image archives from the host's busybox-static, in the two
+//! formats `ctr images import` reads: an OCI image layout and a
+//! `docker save` archive. Layers are uncompressed tars.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use sha2::{Digest as _, Sha256};
+
+/// Where Debian's busybox-static installs its binary.
+pub const BUSYBOX: &str = "/bin/busybox";
+
+/// Media types used here.
+pub mod media {
+    /// OCI image index.
+    pub const INDEX: &str = "application/vnd.oci.image.index.v1+json";
+    /// OCI image manifest.
+    pub const MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+    /// OCI image config.
+    pub const CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+    /// Uncompressed OCI layer.
+    pub const LAYER: &str = "application/vnd.oci.image.layer.v1.tar";
+}
+
+/// sha256 digest string of `data`.
+pub fn sha256(data: &[u8]) -> String {
+    let h = Sha256::digest(data);
+    let mut s = String::from("sha256:");
+    for b in h {
+        s.push_str(&format!("{b:02x}"));
+    }
+    s
+}
+
+/// A blob of the image with its digest.
+#[derive(Debug, Clone)]
+pub struct Blob {
+    /// Digest string.
+    pub digest: String,
+    /// Bytes.
+    pub data: Vec<u8>,
+}
+
+impl Blob {
+    fn new(data: Vec<u8>) -> Blob {
+        Blob {
+            digest: sha256(&data),
+            data,
+        }
+    }
+
+    fn hex(&self) -> &str {
+        &self.digest["sha256:".len()..]
+    }
+}
+
+/// The parts of one single-layer image.
+#[derive(Debug, Clone)]
+pub struct TestImage {
+    /// The layer tar.
+    pub layer: Blob,
+    /// The image config.
+    pub config: Blob,
+    /// The manifest.
+    pub manifest: Blob,
+}
+
+fn header(path: &str, size: u64, mode: u32, kind: tar::EntryType) -> tar::Header {
+    let mut h = tar::Header::new_gnu();
+    h.set_path(path).expect("tar path");
+    h.set_size(size);
+    h.set_mode(mode);
+    h.set_entry_type(kind);
+    h.set_mtime(0);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_cksum();
+    h
+}
+
+/// A layer with busybox and a few applet links, plus `extra` files
+/// (path → contents) so that tests can make distinct layers.
+pub fn busybox_layer(extra: &BTreeMap<String, Vec<u8>>) -> Vec<u8> {
+    let busybox = std::fs::read(BUSYBOX).expect("read /bin/busybox (install busybox-static)");
+    let mut b = tar::Builder::new(Vec::new());
+    for dir in ["bin/", "etc/", "tmp/"] {
+        b.append(&header(dir, 0, 0o755, tar::EntryType::Directory), std::io::empty())
+            .expect("tar dir");
+    }
+    b.append(&header("bin/busybox", busybox.len() as u64, 0o755, tar::EntryType::Regular), busybox.as_slice())
+        .expect("tar busybox");
+    for applet in ["sh", "echo", "ls", "cat", "true", "sleep"] {
+        let mut h = header(&format!("bin/{applet}"), 0, 0o777, tar::EntryType::Symlink);
+        h.set_link_name("busybox").expect("link name");
+        h.set_cksum();
+        b.append(&h, std::io::empty()).expect("tar link");
+    }
+    for (path, data) in extra {
+        b.append(&header(path, data.len() as u64, 0o644, tar::EntryType::Regular), data.as_slice())
+            .expect("tar extra");
+    }
+    b.into_inner().expect("finish tar")
+}
+
+/// Builds the image parts around `layer`.
+pub fn image(layer: Vec<u8>) -> TestImage {
+    let layer = Blob::new(layer);
+    let config = serde_json::json!({
+        "architecture": host_arch(),
+        "os": "linux",
+        "config": { "Cmd": ["/bin/sh"], "Env": ["PATH=/bin"] },
+        "rootfs": { "type": "layers", "diff_ids": [layer.digest] },
+    });
+    let config = Blob::new(serde_json::to_vec(&config).expect("json"));
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": media::MANIFEST,
+        "config": { "mediaType": media::CONFIG, "digest": config.digest, "size": config.data.len() },
+        "layers": [ { "mediaType": media::LAYER, "digest": layer.digest, "size": layer.data.len() } ],
+    });
+    let manifest = Blob::new(serde_json::to_vec(&manifest).expect("json"));
+    TestImage { layer, config, manifest }
+}
+
+/// The OCI architecture name of this machine.
+pub fn host_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    }
+}
+
+fn append_file(b: &mut tar::Builder<Vec<u8>>, path: &str, data: &[u8]) {
+    b.append(&header(path, data.len() as u64, 0o644, tar::EntryType::Regular), data)
+        .expect("tar file");
+}
+
+/// Writes an OCI image layout archive naming the image `name`.
+pub fn write_oci_archive(path: &Path, img: &TestImage, name: &str) {
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": media::INDEX,
+        "manifests": [{
+            "mediaType": media::MANIFEST,
+            "digest": img.manifest.digest,
+            "size": img.manifest.data.len(),
+            "annotations": { "io.containerd.image.name": name, "org.opencontainers.image.ref.name": "latest" },
+        }],
+    });
+    let mut b = tar::Builder::new(Vec::new());
+    append_file(&mut b, "oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#);
+    append_file(&mut b, "index.json", &serde_json::to_vec(&index).expect("json"));
+    for blob in [&img.layer, &img.config, &img.manifest] {
+        append_file(&mut b, &format!("blobs/sha256/{}", blob.hex()), &blob.data);
+    }
+    std::fs::write(path, b.into_inner().expect("tar")).expect("write archive");
+}
+
+/// Writes a `docker save` archive tagging the image `tag`.
+pub fn write_docker_archive(path: &Path, img: &TestImage, tag: &str) {
+    let layer_path = format!("{}/layer.tar", img.layer.hex());
+    let config_path = format!("{}.json", img.config.hex());
+    let manifest = serde_json::json!([{
+        "Config": config_path,
+        "RepoTags": [tag],
+        "Layers": [layer_path],
+    }]);
+    let mut b = tar::Builder::new(Vec::new());
+    append_file(&mut b, "manifest.json", &serde_json::to_vec(&manifest).expect("json"));
+    append_file(&mut b, &config_path, &img.config.data);
+    append_file(&mut b, &layer_path, &img.layer.data);
+    std::fs::write(path, b.into_inner().expect("tar")).expect("write archive");
+}
