@@ -4,7 +4,7 @@ use hull_proto::containerd::services::introspection::v1::PluginsRequest;
 use hull_proto::containerd::services::namespaces::v1::GetNamespaceRequest;
 use hull_tests::daemon::Daemon;
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ctr_version_reports_server_and_uuid_survives_restart() {
     let mut d = Daemon::start("basics").await;
     let out = d.ctr_ok(&["version"]);
@@ -22,7 +22,7 @@ async fn ctr_version_reports_server_and_uuid_survives_restart() {
     assert_eq!(uuid(&d.ctr_ok(&["version"])), first);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ctr_namespaces_create_label_list_remove() {
     let d = Daemon::start("default").await;
     d.ctr_ok(&["namespaces", "create", "team-a", "owner=alice"]);
@@ -56,7 +56,7 @@ async fn ctr_namespaces_create_label_list_remove() {
     assert_eq!(err.code(), tonic::Code::NotFound);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn namespace_holding_content_cannot_be_removed() {
     let d = Daemon::start("busy").await;
     let mut ingest = d.ctr();
@@ -74,7 +74,7 @@ async fn namespace_holding_content_cannot_be_removed() {
     assert!(d.ctr_ok(&["namespaces", "ls", "-q"]).lines().any(|l| l == "busy"));
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ctr_plugins_ls_lists_served_services() {
     let d = Daemon::start("plugins").await;
     let out = d.ctr_ok(&["plugins", "ls"]);

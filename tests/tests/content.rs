@@ -13,7 +13,7 @@ use hull_tests::blobs::{write_blob, Ingest};
 use hull_tests::daemon::{eventually, Daemon};
 use hull_tests::image::sha256;
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ctr_content_round_trip() {
     let d = Daemon::start("content").await;
     let data = b"hello from hull\n";
@@ -50,7 +50,7 @@ async fn ctr_content_round_trip() {
     assert!(eventually(Duration::from_secs(5), || !d2.blob_files().contains(&digest)).await);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ctr_content_active_shows_unfinished_ingest() {
     let d = Daemon::start("active").await;
     let c = d.client().await;
@@ -81,7 +81,7 @@ fn chunk(i: u64) -> Vec<u8> {
     buf
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gigabyte_blob_resumes_after_writer_is_killed() {
     const CHUNKS: u64 = 1024; // 1 GiB
     let d = Daemon::start("resume").await;
@@ -198,7 +198,7 @@ async fn gigabyte_blob_resumes_after_writer_is_killed() {
     assert_eq!(format!("sha256:{:x}", h.finalize()), digest);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commit_with_wrong_size_or_digest_stores_nothing() {
     let d = Daemon::start("verify").await;
     let c = d.client().await;
@@ -260,7 +260,7 @@ async fn reopen(c: &hull_client::Client, r: &str) -> (Ingest, hull_proto::contai
     panic!("ref {r} stayed locked");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_writer_per_ref_and_offsets_are_checked() {
     let d = Daemon::start("locks").await;
     let c = d.client().await;
@@ -280,7 +280,7 @@ async fn one_writer_per_ref_and_offsets_are_checked() {
     assert_eq!(digest, sha256(b"payload"));
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn read_honours_offset_and_size() {
     let d = Daemon::start("read").await;
     let c = d.client().await;
