@@ -1,0 +1,220 @@
+//! Everything acknowledged survives a restart, clean or SIGKILL, even with
+//! writers in flight.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sha2::{Digest as _, Sha256};
+
+use hull_proto::containerd::services::content::v1::{
+    InfoRequest, ListStatusesRequest, ReadContentRequest,
+};
+use hull_proto::containerd::services::leases::v1::{
+    AddResourceRequest, CreateRequest, ListRequest, ListResourcesRequest, Resource,
+};
+use hull_tests::blobs::{write_blob, Ingest};
+use hull_tests::daemon::Daemon;
+use hull_tests::image::{busybox_layer, image, sha256, write_oci_archive};
+
+async fn state(d: &Daemon) -> String {
+    let c = d.client().await;
+    let leases = c.leases().list(ListRequest::default()).await.expect("leases").into_inner();
+    let mut lease_lines: Vec<String> = Vec::new();
+    for l in leases.leases {
+        let mut labels: Vec<_> = l.labels.into_iter().collect();
+        labels.sort();
+        let res = c
+            .leases()
+            .list_resources(ListResourcesRequest { id: l.id.clone() })
+            .await
+            .expect("resources")
+            .into_inner()
+            .resources;
+        let mut res: Vec<_> = res.into_iter().map(|r| format!("{}:{}", r.r#type, r.id)).collect();
+        res.sort();
+        lease_lines.push(format!("{} {labels:?} {res:?}", l.id));
+    }
+    format!(
+        "{}\n{}\n{}\n{}",
+        d.ctr_ok(&["namespaces", "ls"]),
+        d.ctr_ok(&["images", "ls"]).lines().map(|l| l.split_whitespace().filter(|w| !w.contains("ago")).collect::<Vec<_>>().join(" ")).collect::<Vec<_>>().join("\n"),
+        d.ctr_ok(&["content", "ls"]).lines().map(|l| {
+            // Drop the AGE column, which changes with time.
+            let f: Vec<&str> = l.split('\t').collect();
+            // ctr prints labels in Go's random map order.
+            let mut labels: Vec<&str> = f.last().unwrap_or(&"").split(',').collect();
+            labels.sort();
+            format!("{} {} {}", f[0], f.get(1).unwrap_or(&""), labels.join(","))
+        }).collect::<Vec<_>>().join("\n"),
+        lease_lines.join("\n")
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn state_survives_clean_restart_and_sigkill() {
+    let mut d = Daemon::start("persist").await;
+    d.ctr_ok(&["namespaces", "create", "persist", "env=test"]);
+    let img = image(busybox_layer(&BTreeMap::new()));
+    let tar = d.dir().join("img.tar");
+    write_oci_archive(&tar, &img, "docker.io/hull/persist:1");
+    d.ctr_ok(&["images", "import", "--no-unpack", tar.to_str().expect("p")]);
+    d.ctr_ok(&["images", "label", "docker.io/hull/persist:1", "keep=yes"]);
+    d.ctr_ok(&["content", "label", &img.layer.digest, "layer=busybox"]);
+    let c = d.client().await;
+    c.leases()
+        .create(CreateRequest {
+            id: "held".into(),
+            labels: [("purpose".to_string(), "restart".to_string())].into(),
+        })
+        .await
+        .expect("lease");
+    let leased = write_blob(&c.with_lease("held"), "leased", b"leased data").await.expect("leased blob");
+    c.leases()
+        .add_resource(AddResourceRequest {
+            id: "held".into(),
+            resource: Some(Resource {
+                id: "some-ingest".into(),
+                r#type: "ingests".into(),
+            }),
+        })
+        .await
+        .expect("add");
+    let before = state(&d).await;
+    assert!(before.contains(&leased) && before.contains("keep=yes") && before.contains("env=test"), "{before}");
+
+    d.restart().await;
+    assert_eq!(state(&d).await, before, "clean restart lost state");
+
+    d.kill();
+    d.start_again().await;
+    assert_eq!(state(&d).await, before, "SIGKILL lost acknowledged state");
+    // The leased blob reads back.
+    assert_eq!(d.ctr_ok(&["content", "get", &leased]).as_bytes(), b"leased data");
+}
+
+fn blob_data(writer: usize, n: usize) -> Vec<u8> {
+    let len = 4096 + (writer * 7919 + n * 104_729) % (2 << 20);
+    let mut x = ((writer as u64) << 32 | n as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut v = Vec::with_capacity(len);
+    while v.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        v.extend_from_slice(&x.to_le_bytes());
+    }
+    v.truncate(len);
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_during_twenty_concurrent_writers_loses_nothing_acknowledged() {
+    let mut d = Daemon::start("crash").await;
+    let committed: Arc<Mutex<Vec<(String, usize, usize)>>> = Arc::default();
+    let attempted: Arc<Mutex<HashMap<String, (usize, usize)>>> = Arc::default();
+    // Blobs nothing refers to are garbage (GC also runs at startup, as
+    // containerd's does), so the writers work under a lease, as clients do.
+    d.client()
+        .await
+        .leases()
+        .create(CreateRequest {
+            id: "writers".into(),
+            labels: Default::default(),
+        })
+        .await
+        .expect("lease");
+    let mut tasks = Vec::new();
+    for w in 0..20 {
+        let c = d.client().await.with_lease("writers");
+        let committed = committed.clone();
+        let attempted = attempted.clone();
+        tasks.push(tokio::spawn(async move {
+            for n in 0.. {
+                let data = blob_data(w, n);
+                let r = format!("w{w}-{n}");
+                attempted.lock().expect("lock").insert(r.clone(), (w, n));
+                match write_blob(&c, &r, &data).await {
+                    Ok(dg) => {
+                        assert_eq!(dg, sha256(&data));
+                        committed.lock().expect("lock").push((dg, w, n));
+                    }
+                    Err(_) => return,
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    d.kill();
+    for t in tasks {
+        t.await.expect("writer task");
+    }
+    let committed = committed.lock().expect("lock").clone();
+    assert!(committed.len() >= 20, "only {} blobs committed before the kill", committed.len());
+
+    d.start_again().await;
+    let c = d.client().await.with_lease("writers");
+    // Every acknowledged blob is there and reads back whole.
+    for (dg, w, n) in &committed {
+        let info = c
+            .content()
+            .info(InfoRequest { digest: dg.clone() })
+            .await
+            .unwrap_or_else(|e| panic!("acknowledged blob {dg} lost: {e}"))
+            .into_inner()
+            .info
+            .expect("info");
+        assert_eq!(info.size as usize, blob_data(*w, *n).len());
+        let mut s = c
+            .content()
+            .read(ReadContentRequest {
+                digest: dg.clone(),
+                offset: 0,
+                size: 0,
+            })
+            .await
+            .expect("read")
+            .into_inner();
+        let mut h = Sha256::new();
+        while let Some(m) = s.message().await.expect("read") {
+            h.update(&m.data);
+        }
+        assert_eq!(&format!("sha256:{:x}", h.finalize()), dg);
+    }
+    // No partial blob is visible: every file hashes to its name.
+    for name in d.blob_files() {
+        let path = d.root().join("content/blobs/sha256").join(&name[7..]);
+        let data = std::fs::read(&path).expect("blob file");
+        assert_eq!(sha256(&data), name, "blob file with wrong content");
+    }
+    // Unfinished refs are listed, and each resumes to a correct commit.
+    let statuses = c
+        .content()
+        .list_statuses(ListStatusesRequest::default())
+        .await
+        .expect("statuses")
+        .into_inner()
+        .statuses;
+    let attempted = attempted.lock().expect("lock").clone();
+    for st in &statuses {
+        let (w, n) = *attempted.get(&st.r#ref).unwrap_or_else(|| panic!("unknown ref {}", st.r#ref));
+        let data = blob_data(w, n);
+        assert!(st.offset as usize <= data.len());
+        let (mut ing, stat) = Ingest::open(&c, &st.r#ref).await.expect("resume");
+        assert_eq!(stat.offset, st.offset);
+        let mut at = stat.offset;
+        for chunk in data[at as usize..].chunks(1 << 20) {
+            at = ing.write(at, chunk.to_vec()).await.expect("write").offset;
+        }
+        let done = ing.commit(at, data.len() as i64, &sha256(&data)).await.expect("commit resumed");
+        assert_eq!(done.digest, sha256(&data));
+    }
+    let left = c
+        .content()
+        .list_statuses(ListStatusesRequest::default())
+        .await
+        .expect("statuses")
+        .into_inner()
+        .statuses;
+    assert!(left.is_empty(), "{left:?}");
+    eprintln!("{} committed before the kill, {} resumed after", committed.len(), statuses.len());
+}
