@@ -1,1 +1,392 @@
-fn main() {}
+//! hull-bench: the same client load against hulld and, when it is
+//! installed, containerd, each on a temporary root; prints a table with
+//! the ratio hull/containerd for each measure.
+//!
+//! Run from a release build: `cargo build --release --workspace --bins &&
+//! target/release/hull-bench`. `--quick` shrinks the workloads for a smoke
+//! run.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _, Result};
+use sha2::{Digest as _, Sha256};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+use hull_client::Client;
+use hull_proto::containerd::services::content::v1::{WriteAction, WriteContentRequest};
+use hull_proto::containerd::services::images::v1::{CreateImageRequest, Image, ListImagesRequest};
+use hull_proto::containerd::services::leases::v1::CreateRequest;
+use hull_proto::containerd::types::Descriptor;
+
+struct Sizes {
+    big_mib: usize,
+    small_count: usize,
+    images: usize,
+}
+
+/// A daemon under test.
+struct Server {
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) on the pid of a child we spawned and have not reaped.
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Server {
+    fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+fn sibling(name: &str) -> Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let p = exe.parent().context("exe dir")?.join(name);
+    if !p.exists() {
+        bail!("{} not built (cargo build --release --workspace --bins)", p.display());
+    }
+    Ok(p)
+}
+
+async fn wait_ready(address: &Path, child: &mut Child) -> Result<Client> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(c) = Client::connect(address).await {
+            if c.version().version(()).await.is_ok() {
+                return Ok(c.with_namespace("bench"));
+            }
+        }
+        if let Some(status) = child.try_wait()? {
+            bail!("server exited: {status}");
+        }
+        if Instant::now() > deadline {
+            bail!("server did not come up");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn start_hulld() -> Result<(Server, Client)> {
+    let dir = tempfile::Builder::new().prefix("hull-bench-").tempdir()?;
+    let address = dir.path().join("hull.sock");
+    std::fs::write(dir.path().join("config.toml"), "")?;
+    let mut child = Command::new(sibling("hulld")?)
+        .arg("--config")
+        .arg(dir.path().join("config.toml"))
+        .arg("--root")
+        .arg(dir.path().join("root"))
+        .arg("--state")
+        .arg(dir.path().join("state"))
+        .arg("--address")
+        .arg(&address)
+        .arg("--log-level")
+        .arg("warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()?;
+    let client = wait_ready(&address, &mut child).await?;
+    Ok((
+        Server {
+            child,
+            _dir: dir,
+        },
+        client,
+    ))
+}
+
+async fn start_containerd() -> Result<Option<(Server, Client)>> {
+    let Ok(bin) = which("containerd") else {
+        return Ok(None);
+    };
+    let dir = tempfile::Builder::new().prefix("containerd-bench-").tempdir()?;
+    let d = dir.path();
+    let address = d.join("containerd.sock");
+    // A private root, state and socket; CRI off (it needs a CNI setup and
+    // is not part of what is measured).
+    let config = format!(
+        "version = 2\nroot = {root:?}\nstate = {state:?}\ndisabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\
+         [grpc]\n  address = {sock:?}\n[ttrpc]\n  address = {ttrpc:?}\n\
+         [plugins.\"io.containerd.internal.v1.opt\"]\n  path = {opt:?}\n",
+        root = d.join("root"),
+        state = d.join("state"),
+        sock = address,
+        ttrpc = d.join("containerd.sock.ttrpc"),
+        opt = d.join("opt"),
+    );
+    std::fs::write(d.join("config.toml"), config)?;
+    let mut child = Command::new(bin)
+        .arg("--config")
+        .arg(d.join("config.toml"))
+        .arg("--log-level")
+        .arg("warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let client = wait_ready(&address, &mut child).await?;
+    Ok(Some((
+        Server {
+            child,
+            _dir: dir,
+        },
+        client,
+    )))
+}
+
+fn which(name: &str) -> Result<PathBuf> {
+    for dir in std::env::var("PATH").unwrap_or_default().split(':') {
+        let p = Path::new(dir).join(name);
+        if p.is_file() {
+            return Ok(p);
+        }
+    }
+    bail!("{name} not on PATH")
+}
+
+fn digest_of(data: &[u8]) -> String {
+    format!("sha256:{:x}", Sha256::digest(data))
+}
+
+/// Writes one blob with digest `expected` through a `Write` stream, `chunk`
+/// bytes per message, waiting for each reply as containerd's client does.
+async fn write(client: &Client, r: &str, data: &[u8], expected: &str, chunk: usize) -> Result<()> {
+    let (tx, rx) = mpsc::channel(8);
+    let mut content = client.content();
+    let expected = expected.to_owned();
+    tx.send(WriteContentRequest {
+        action: WriteAction::Stat as i32,
+        r#ref: r.to_owned(),
+        total: data.len() as i64,
+        expected: expected.clone(),
+        ..Default::default()
+    })
+    .await?;
+    let mut resp = content.write(ReceiverStream::new(rx)).await?.into_inner();
+    resp.message().await?;
+    let mut offset = 0usize;
+    let chunks: Vec<&[u8]> = data.chunks(chunk).collect();
+    let last = chunks.len().saturating_sub(1);
+    for (i, c) in chunks.into_iter().enumerate() {
+        let commit = i == last;
+        tx.send(WriteContentRequest {
+            action: if commit { WriteAction::Commit } else { WriteAction::Write } as i32,
+            offset: offset as i64,
+            data: c.to_vec(),
+            total: data.len() as i64,
+            expected: if commit { expected.clone() } else { String::new() },
+            ..Default::default()
+        })
+        .await?;
+        offset += c.len();
+        resp.message().await?;
+    }
+    Ok(())
+}
+
+fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut v = Vec::with_capacity(len + 8);
+    while v.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        v.extend_from_slice(&x.to_le_bytes());
+    }
+    v.truncate(len);
+    v
+}
+
+struct Results(HashMap<&'static str, f64>);
+
+fn median(runs: &[Results]) -> Results {
+    let mut out = HashMap::new();
+    for (name, _) in ORDER {
+        let mut v: Vec<f64> = runs.iter().filter_map(|r| r.0.get(name).copied()).collect();
+        v.sort_by(f64::total_cmp);
+        if !v.is_empty() {
+            out.insert(*name, v[v.len() / 2]);
+        }
+    }
+    Results(out)
+}
+
+async fn run(server: &Server, client: &Client, sizes: &Sizes, seed: u64) -> Result<Results> {
+    let mut r = HashMap::new();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    r.insert("idle RSS at start (MiB)", server.rss_kib() as f64 / 1024.0);
+
+    let big = pseudo_random(sizes.big_mib << 20, seed);
+    // The client's own hashing is not the daemon's work: keep it out.
+    let big_digest = digest_of(&big);
+    let t = Instant::now();
+    write(client, "big", &big, &big_digest, 1 << 20).await.context("big blob")?;
+    r.insert("large blob write (MB/s)", big.len() as f64 / 1e6 / t.elapsed().as_secs_f64());
+    drop(big);
+
+    client
+        .leases()
+        .create(CreateRequest {
+            id: "bench".into(),
+            labels: HashMap::new(),
+        })
+        .await?;
+    let leased = client.with_lease("bench");
+    let blobs: Vec<(Vec<u8>, String)> = (0..sizes.small_count)
+        .map(|i| {
+            let b = pseudo_random(4096, seed ^ (i as u64 + 1));
+            let d = digest_of(&b);
+            (b, d)
+        })
+        .collect();
+    let t = Instant::now();
+    for (i, (b, d)) in blobs.iter().enumerate().take(sizes.small_count / 2) {
+        write(&leased, &format!("s{i}"), b, d, 1 << 20).await.context("small blob")?;
+    }
+    r.insert("4 KiB blobs, 1 client (blobs/s)", (sizes.small_count / 2) as f64 / t.elapsed().as_secs_f64());
+    let t = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    let per = sizes.small_count / 2 / 16;
+    for w in 0..16 {
+        let c = leased.clone();
+        let mine: Vec<(Vec<u8>, String)> = blobs[sizes.small_count / 2 + w * per..sizes.small_count / 2 + (w + 1) * per].to_vec();
+        tasks.spawn(async move {
+            for (i, (b, d)) in mine.iter().enumerate() {
+                write(&c, &format!("c{w}-{i}"), b, d, 1 << 20).await?;
+            }
+            anyhow::Ok(())
+        });
+    }
+    while let Some(res) = tasks.join_next().await {
+        res??;
+    }
+    r.insert("4 KiB blobs, 16 clients (blobs/s)", (per * 16) as f64 / t.elapsed().as_secs_f64());
+
+    let target = Descriptor {
+        media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+        digest: blobs[0].1.clone(),
+        size: 4096,
+        annotations: HashMap::new(),
+    };
+    for i in 0..sizes.images {
+        client
+            .images()
+            .create(CreateImageRequest {
+                image: Some(Image {
+                    name: format!("registry.example/bench/image-{i}:latest"),
+                    labels: [("bench".to_string(), i.to_string())].into(),
+                    target: Some(target.clone()),
+                    ..Default::default()
+                }),
+            })
+            .await?;
+    }
+    let mut times = Vec::new();
+    for _ in 0..11 {
+        let t = Instant::now();
+        let n = client.images().list(ListImagesRequest::default()).await?.into_inner().images.len();
+        times.push(t.elapsed().as_secs_f64() * 1e3);
+        if n != sizes.images {
+            bail!("listed {n} images, expected {}", sizes.images);
+        }
+    }
+    times.sort_by(f64::total_cmp);
+    r.insert("List of images, median (ms)", times[times.len() / 2]);
+
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    r.insert("idle RSS after load (MiB)", server.rss_kib() as f64 / 1024.0);
+    Ok(Results(r))
+}
+
+const ORDER: &[(&str, bool)] = &[
+    ("large blob write (MB/s)", true),
+    ("4 KiB blobs, 1 client (blobs/s)", true),
+    ("4 KiB blobs, 16 clients (blobs/s)", true),
+    ("List of images, median (ms)", false),
+    ("idle RSS at start (MiB)", false),
+    ("idle RSS after load (MiB)", false),
+];
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let sizes = if quick {
+        Sizes {
+            big_mib: 64,
+            small_count: 320,
+            images: 100,
+        }
+    } else {
+        Sizes {
+            big_mib: 512,
+            small_count: 4000,
+            images: 1000,
+        }
+    };
+    let rounds: usize = if quick { 1 } else { 3 };
+    let have_containerd = which("containerd").is_ok();
+    if !have_containerd {
+        eprintln!("containerd not installed: hull numbers only");
+    }
+    let mut hull_runs = Vec::new();
+    let mut ctd_runs = Vec::new();
+    // Alternate which daemon goes first, and let earlier writeback settle,
+    // so that neither inherits the other's disk load.
+    for round in 0..rounds {
+        for first in [round % 2 == 0, round % 2 == 1] {
+            // SAFETY: sync(2) takes no arguments and cannot fail.
+            unsafe { libc::sync() };
+            if first {
+                let (hull, hc) = start_hulld().await?;
+                hull_runs.push(run(&hull, &hc, &sizes, round as u64 + 1).await?);
+            } else if have_containerd {
+                if let Some((s, c)) = start_containerd().await? {
+                    ctd_runs.push(run(&s, &c, &sizes, round as u64 + 1).await?);
+                }
+            }
+        }
+    }
+    let hull_r = median(&hull_runs);
+    let ctd = (!ctd_runs.is_empty()).then(|| median(&ctd_runs));
+    println!("{rounds} round(s) each, medians");
+    println!(
+        "{:<36} {:>12} {:>12} {:>14}",
+        "measure", "hulld", "containerd", "hull/ctrd"
+    );
+    for (name, higher_better) in ORDER {
+        let h = hull_r.0.get(name).copied().unwrap_or(f64::NAN);
+        match &ctd {
+            Some(c) => {
+                let c = c.0.get(name).copied().unwrap_or(f64::NAN);
+                let note = if *higher_better { "higher is better" } else { "lower is better" };
+                println!("{name:<36} {h:>12.2} {c:>12.2} {:>14.2}  ({note})", h / c);
+            }
+            None => println!("{name:<36} {h:>12.2} {:>12} {:>14}", "-", "-"),
+        }
+    }
+    Ok(())
+}

@@ -100,6 +100,9 @@ impl Client {
         let p = path.clone();
         // The URI is required by the API but unused: the connector dials the socket.
         let channel = Endpoint::from_static("http://[::1]:1")
+            // Room for several 1 MiB blob chunks in flight.
+            .initial_stream_window_size(Some(8 << 20))
+            .initial_connection_window_size(Some(16 << 20))
             .connect_with_connector(tower::service_fn(move |_| {
                 let p = p.clone();
                 async move { tokio::net::UnixStream::connect(p).await.map(TokioIo::new) }
@@ -188,7 +191,13 @@ mod tests {
     fn status_codes_map_back_to_kinds() {
         assert_eq!(from_status(&Status::not_found("x")), Kind::NotFound);
         assert_eq!(from_status(&Status::unavailable("x")), Kind::Unavailable);
-        assert_eq!(from_status(&Status::failed_precondition("x")), Kind::FailedPrecondition);
-        assert_eq!(Error::Status(Status::already_exists("x")).kind(), Kind::AlreadyExists);
+        assert_eq!(
+            from_status(&Status::failed_precondition("x")),
+            Kind::FailedPrecondition
+        );
+        assert_eq!(
+            Error::Status(Status::already_exists("x")).kind(),
+            Kind::AlreadyExists
+        );
     }
 }

@@ -15,7 +15,12 @@ use hull_proto::containerd::services::namespaces::v1::ListNamespacesRequest;
 #[command(name = "hullctl", version)]
 struct Cli {
     /// Daemon socket.
-    #[arg(long, short = 'a', default_value = "/run/hull/hull.sock", env = "HULL_ADDRESS")]
+    #[arg(
+        long,
+        short = 'a',
+        default_value = "/run/hull/hull.sock",
+        env = "HULL_ADDRESS"
+    )]
     address: PathBuf,
     /// Namespace.
     #[arg(long, short = 'n', default_value = "default", env = "HULL_NAMESPACE")]
@@ -37,21 +42,36 @@ enum Command {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let client = Client::connect(&cli.address).await?.with_namespace(&cli.namespace);
+    let client = Client::connect(&cli.address)
+        .await?
+        .with_namespace(&cli.namespace);
     match cli.command {
         Command::Version => {
             let v = client.version().version(()).await?.into_inner();
-            println!("client: {}\nserver: {} ({})", env!("CARGO_PKG_VERSION"), v.version, v.revision);
+            println!(
+                "client: {}\nserver: {} ({})",
+                env!("CARGO_PKG_VERSION"),
+                v.version,
+                v.revision
+            );
         }
         Command::Namespaces => {
-            let list = client.namespaces().list(ListNamespacesRequest::default()).await?.into_inner();
+            let list = client
+                .namespaces()
+                .list(ListNamespacesRequest::default())
+                .await?
+                .into_inner();
             println!("NAME");
             for ns in list.namespaces {
                 println!("{}", ns.name);
             }
         }
         Command::Images => {
-            let list = client.images().list(ListImagesRequest::default()).await?.into_inner();
+            let list = client
+                .images()
+                .list(ListImagesRequest::default())
+                .await?
+                .into_inner();
             println!("{:<50} {:<72} SIZE", "REF", "DIGEST");
             for i in list.images {
                 let t = i.target.unwrap_or_default();
@@ -59,7 +79,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Content => {
-            let mut stream = client.content().list(ListContentRequest::default()).await?.into_inner();
+            let mut stream = client
+                .content()
+                .list(ListContentRequest::default())
+                .await?
+                .into_inner();
             println!("{:<72} SIZE", "DIGEST");
             while let Some(batch) = stream.message().await? {
                 for i in batch.info {
@@ -73,7 +97,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("hullctl: {e}");

@@ -142,11 +142,26 @@ mod tests {
 
     #[test]
     fn rejects_malformed() {
-        assert!(matches!("nocolon".parse::<Digest>(), Err(DigestError::Format(_))));
-        assert!(matches!("md5:abcd".parse::<Digest>(), Err(DigestError::Algorithm(_))));
-        assert!(matches!("sha256:abcd".parse::<Digest>(), Err(DigestError::Length(_))));
+        assert!(matches!(
+            "nocolon".parse::<Digest>(),
+            Err(DigestError::Format(_))
+        ));
+        assert!(matches!(
+            "md5:abcd".parse::<Digest>(),
+            Err(DigestError::Algorithm(_))
+        ));
+        assert!(matches!(
+            "sha256:abcd".parse::<Digest>(),
+            Err(DigestError::Length(_))
+        ));
         let upper = EMPTY.to_uppercase().replace("SHA256", "sha256");
-        assert!(matches!(upper.parse::<Digest>(), Err(DigestError::Encoding(_))));
-        assert!(matches!("sha256:../../etc/passwd".parse::<Digest>(), Err(DigestError::Encoding(_))));
+        assert!(matches!(
+            upper.parse::<Digest>(),
+            Err(DigestError::Encoding(_))
+        ));
+        assert!(matches!(
+            "sha256:../../etc/passwd".parse::<Digest>(),
+            Err(DigestError::Encoding(_))
+        ));
     }
 }

@@ -114,7 +114,15 @@ mod tests {
 
     #[test]
     fn accepts_containerd_identifiers() {
-        for ok in ["default", "k8s.io", "a", "a-b_c.d", "A9", "moby", &"x".repeat(76)] {
+        for ok in [
+            "default",
+            "k8s.io",
+            "a",
+            "a-b_c.d",
+            "A9",
+            "moby",
+            &"x".repeat(76),
+        ] {
             assert_eq!(validate(ok), Ok(()), "{ok}");
         }
     }
@@ -122,10 +130,19 @@ mod tests {
     #[test]
     fn rejects_the_rest() {
         assert_eq!(validate(""), Err(IdentifierError::Empty));
-        assert!(matches!(validate(&"x".repeat(77)), Err(IdentifierError::TooLong(_))));
+        assert!(matches!(
+            validate(&"x".repeat(77)),
+            Err(IdentifierError::TooLong(_))
+        ));
         for bad in ["-a", "a-", "a..b", "a/b", "../x", "a b", ".", "é", "a\0"] {
-            assert!(matches!(validate(bad), Err(IdentifierError::Malformed(_))), "{bad:?}");
+            assert!(
+                matches!(validate(bad), Err(IdentifierError::Malformed(_))),
+                "{bad:?}"
+            );
         }
-        assert_eq!(Namespace::new("a/b").unwrap_err().kind(), Kind::InvalidArgument);
+        assert_eq!(
+            Namespace::new("a/b").unwrap_err().kind(),
+            Kind::InvalidArgument
+        );
     }
 }

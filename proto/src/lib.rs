@@ -19,6 +19,7 @@ pub mod headers;
 pub mod identifiers;
 pub mod labels;
 pub mod typeurl;
+pub mod wire;
 
 /// The containerd API packages.
 #[allow(clippy::all, clippy::unwrap_used)]
@@ -129,6 +130,6 @@ pub mod grpc {
     }
 }
 
-/// Serialized `FileDescriptorSet` of every proto compiled here; diffed in CI
-/// against `proto/descriptor.txt` so that a change to the wire is deliberate.
+/// Serialized `FileDescriptorSet` of every proto compiled here; [`wire`]
+/// renders it for the checked-in `proto/wire.txt`.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/descriptor.bin"));

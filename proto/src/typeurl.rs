@@ -7,7 +7,8 @@ pub const RUNTIME_SPEC: &str = "types.containerd.io/opencontainers/runtime-spec/
 /// OCI process spec for exec (JSON value).
 pub const PROCESS_SPEC: &str = "types.containerd.io/opencontainers/runtime-spec/1/Process";
 /// OCI Linux resources for task updates (JSON value).
-pub const LINUX_RESOURCES: &str = "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources";
+pub const LINUX_RESOURCES: &str =
+    "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources";
 
 /// containerd names protobuf messages by their full name, without the
 /// `type.googleapis.com/` prefix that prost adds.
@@ -32,6 +33,9 @@ mod tests {
     #[test]
     fn event_type_urls_match_containerd() {
         assert_eq!(of::<TaskExit>(), "containerd.events.TaskExit");
-        assert_eq!(of::<ImageCreate>(), "containerd.services.images.v1.ImageCreate");
+        assert_eq!(
+            of::<ImageCreate>(),
+            "containerd.services.images.v1.ImageCreate"
+        );
     }
 }

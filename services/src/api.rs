@@ -42,7 +42,10 @@ pub(crate) fn status<E: Error + Classify + 'static>(err: E) -> Status {
 /// malformed one.
 pub(crate) fn namespace<T>(req: &Request<T>) -> Result<Namespace, Status> {
     let Some(v) = req.metadata().get(headers::NAMESPACE) else {
-        return Err(errdefs::status(Kind::FailedPrecondition, "namespace is required"));
+        return Err(errdefs::status(
+            Kind::FailedPrecondition,
+            "namespace is required",
+        ));
     };
     let v = v
         .to_str()

@@ -97,7 +97,9 @@ impl Config {
     pub fn load(path: &Path, required: bool) -> Result<Config, ConfigError> {
         let text = match std::fs::read_to_string(path) {
             Ok(t) => t,
-            Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => return Ok(Config::default()),
+            Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(Config::default())
+            }
             Err(source) => {
                 return Err(ConfigError::Read {
                     path: path.to_owned(),
@@ -128,7 +130,9 @@ impl Config {
             return Err(ConfigError::Invalid("grpc.address must be set"));
         }
         if !self.root.is_absolute() || !self.state.is_absolute() {
-            return Err(ConfigError::Invalid("root and state must be absolute paths"));
+            return Err(ConfigError::Invalid(
+                "root and state must be absolute paths",
+            ));
         }
         if self.gc.interval_s == 0 {
             return Err(ConfigError::Invalid("gc.interval_s must be at least 1"));
@@ -165,6 +169,9 @@ mod tests {
         assert!(Config::parse("[gc]\nbogus = 1").is_err());
         let c = Config::parse("[gc]\ninterval_s = 5").unwrap();
         assert_eq!(c.gc.interval_s, 5);
-        assert_eq!(c.gc.schedule_delay_ms, GcConfig::default().schedule_delay_ms);
+        assert_eq!(
+            c.gc.schedule_delay_ms,
+            GcConfig::default().schedule_delay_ms
+        );
     }
 }

@@ -109,7 +109,10 @@ impl Classify for ContentError {
     }
 }
 
-pub(crate) fn io_err(op: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> ContentError {
+pub(crate) fn io_err(
+    op: &'static str,
+    path: impl Into<PathBuf>,
+) -> impl FnOnce(std::io::Error) -> ContentError {
     let path = path.into();
     move |source| ContentError::Io { op, path, source }
 }

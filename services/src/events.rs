@@ -144,7 +144,11 @@ mod tests {
     async fn subscribers_see_events_after_subscribing() {
         let ex = Exchange::new();
         let ns = Namespace::new("default").unwrap();
-        ex.publish(&ns, "/before", &hull_proto::containerd::events::ContentDelete::default());
+        ex.publish(
+            &ns,
+            "/before",
+            &hull_proto::containerd::events::ContentDelete::default(),
+        );
         let mut rx = ex.subscribe();
         let ev = hull_proto::containerd::events::ContentDelete { digest: "d".into() };
         ex.publish(&ns, "/content/delete", &ev);

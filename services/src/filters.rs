@@ -91,7 +91,11 @@ impl Filter {
 
     /// Whether the object passes.
     pub fn matches(&self, obj: &dyn Adaptor) -> bool {
-        self.any.is_empty() || self.any.iter().any(|all| all.iter().all(|s| s.matches(obj)))
+        self.any.is_empty()
+            || self
+                .any
+                .iter()
+                .any(|all| all.iter().all(|s| s.matches(obj)))
     }
 }
 
@@ -222,7 +226,12 @@ impl<'a> Parser<'a> {
     /// A quoted token, if one starts here. `"` quotes take backslash
     /// escapes; `/` and `|` quotes are raw, for regular expressions.
     fn quoted(&mut self) -> Result<Option<String>, FilterError> {
-        let Some(q) = self.rest().chars().next().filter(|c| matches!(c, '"' | '/' | '|')) else {
+        let Some(q) = self
+            .rest()
+            .chars()
+            .next()
+            .filter(|c| matches!(c, '"' | '/' | '|'))
+        else {
             return Ok(None);
         };
         let start = self.pos;
@@ -297,9 +306,12 @@ mod tests {
     fn obj() -> Obj {
         Obj {
             name: "docker.io/library/busybox:latest".into(),
-            labels: [("containerd.io/gc.root".to_string(), "x".to_string()), ("a".into(), "1".into())]
-                .into_iter()
-                .collect(),
+            labels: [
+                ("containerd.io/gc.root".to_string(), "x".to_string()),
+                ("a".into(), "1".into()),
+            ]
+            .into_iter()
+            .collect(),
         }
     }
 
@@ -326,7 +338,14 @@ mod tests {
 
     #[test]
     fn syntax_errors_are_invalid_argument() {
-        for bad in ["name=", "==x", "name==", "labels.\"open", "name~=(", "name ==a b,"] {
+        for bad in [
+            "name=",
+            "==x",
+            "name==",
+            "labels.\"open",
+            "name~=(",
+            "name ==a b,",
+        ] {
             let err = Filter::parse(&[bad]).err();
             if bad == "name ==a b," {
                 // A bare value runs to the next comma; the trailing empty

@@ -69,12 +69,16 @@ fn load(cli: &Cli) -> anyhow::Result<Config> {
 }
 
 fn init_logging(cfg: &Config) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| {
-            // The transport stack is chatty at debug; keep it to warnings.
-            tracing_subscriber::EnvFilter::new(format!("{},h2=warn,hyper=warn,tower=warn,tonic=info", cfg.debug.level))
-        });
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        // The transport stack is chatty at debug; keep it to warnings.
+        tracing_subscriber::EnvFilter::new(format!(
+            "{},h2=warn,hyper=warn,tower=warn,tonic=info",
+            cfg.debug.level
+        ))
+    });
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if cfg.debug.format == "json" {
         builder.json().init();
     } else {
@@ -87,7 +91,10 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     let token = shutdown.clone();
     tokio::spawn(async move {
         use tokio::signal::unix::{signal, SignalKind};
-        let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
             tracing::error!("cannot install signal handlers");
             return;
         };
@@ -121,7 +128,11 @@ fn main() -> ExitCode {
         }
     };
     init_logging(&cfg);
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build().context("start runtime") {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("start runtime")
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("hulld: {e:#}");

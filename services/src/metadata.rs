@@ -193,7 +193,10 @@ impl MetaDb {
     /// Unknown when sled cannot open the DB; FailedPrecondition when it was
     /// written by a newer hulld.
     pub fn open(path: &Path, content: Arc<LocalContentStore>) -> Result<Arc<MetaDb>> {
-        let db = sled::Config::new().path(path).mode(sled::Mode::HighThroughput).open()?;
+        let db = sled::Config::new()
+            .path(path)
+            .mode(sled::Mode::HighThroughput)
+            .open()?;
         let tree = db.open_tree(schema::TREE)?;
         migrations::migrate(&tree)?;
         db.flush()?;
@@ -305,7 +308,10 @@ fn get_record<M: Message + Default>(tree: &sled::Tree, k: &[u8]) -> Result<Optio
     }
 }
 
-fn scan_records<M: Message + Default>(tree: &sled::Tree, prefix: &[u8]) -> Result<Vec<(String, M)>> {
+fn scan_records<M: Message + Default>(
+    tree: &sled::Tree,
+    prefix: &[u8],
+) -> Result<Vec<(String, M)>> {
     let mut out = Vec::new();
     for item in tree.scan_prefix(prefix) {
         let (k, v) = item?;
@@ -330,9 +336,13 @@ impl Txn<'_> {
     pub(crate) fn get<M: Message + Default>(&self, k: &[u8]) -> Result<Option<M>> {
         match self.staged.get(k) {
             Some(None) => Ok(None),
-            Some(Some(v)) => M::decode(v.as_slice()).map(Some).map_err(|_| MetadataError::Corrupt {
-                key: String::from_utf8_lossy(k).into_owned(),
-            }),
+            Some(Some(v)) => {
+                M::decode(v.as_slice())
+                    .map(Some)
+                    .map_err(|_| MetadataError::Corrupt {
+                        key: String::from_utf8_lossy(k).into_owned(),
+                    })
+            }
             None => get_record(self.tree, k),
         }
     }
@@ -377,11 +387,17 @@ impl Txn<'_> {
 
 fn random_uuid() -> String {
     let mut b = [0u8; 16];
-    if let Err(e) = std::fs::File::open("/dev/urandom").and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b)) {
+    if let Err(e) = std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b))
+    {
         // Fall back to time-derived bytes: the UUID only needs to differ
         // between roots, not to be secret.
         tracing::warn!(cause = %e, "read /dev/urandom");
-        b = crate::now_nanos().to_le_bytes().repeat(2).try_into().unwrap_or([7; 16]);
+        b = crate::now_nanos()
+            .to_le_bytes()
+            .repeat(2)
+            .try_into()
+            .unwrap_or([7; 16]);
     }
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
@@ -399,7 +415,8 @@ fn random_uuid() -> String {
 /// Random lowercase alphanumerics, for generated ids.
 pub(crate) fn random_suffix(n: usize) -> String {
     let mut b = vec![0u8; n];
-    let _ = std::fs::File::open("/dev/urandom").and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b));
+    let _ = std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b));
     b.iter()
         .map(|x| char::from(b"abcdefghijklmnopqrstuvwxyz0123456789"[usize::from(*x) % 36]))
         .collect()
@@ -443,7 +460,8 @@ mod tests {
 
     #[test]
     fn label_masks() {
-        let mut cur: BTreeMap<String, String> = [("a".into(), "1".into()), ("b".into(), "2".into())].into();
+        let mut cur: BTreeMap<String, String> =
+            [("a".into(), "1".into()), ("b".into(), "2".into())].into();
         let new: BTreeMap<String, String> = [("a".into(), "9".into())].into();
         assert!(update_labels(&mut cur, &new, "labels.a"));
         assert!(update_labels(&mut cur, &new, "labels.b"));

@@ -39,6 +39,9 @@ use crate::events::Exchange;
 use crate::metadata::gc::GcConfig;
 use crate::metadata::{MetaDb, MetadataError};
 
+/// HTTP/2 flow-control window per stream.
+const STREAM_WINDOW: u32 = 8 << 20;
+
 /// How long shutdown waits for connected clients to hang up.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
@@ -141,10 +144,25 @@ pub fn plugins() -> Vec<PluginInfo> {
         PluginInfo::new("io.containerd.gc.v1", "scheduler", &[METADATA]),
         PluginInfo::new("io.containerd.lease.v1", "manager", &[METADATA]),
     ];
-    for svc in ["content-service", "images-service", "leases-service", "namespaces-service", "introspection-service"] {
+    for svc in [
+        "content-service",
+        "images-service",
+        "leases-service",
+        "namespaces-service",
+        "introspection-service",
+    ] {
         out.push(PluginInfo::new(SERVICE, svc, &[METADATA]));
     }
-    for svc in ["content", "events", "healthcheck", "images", "introspection", "leases", "namespaces", "version"] {
+    for svc in [
+        "content",
+        "events",
+        "healthcheck",
+        "images",
+        "introspection",
+        "leases",
+        "namespaces",
+        "version",
+    ] {
         out.push(PluginInfo::new(GRPC, svc, &[SERVICE]));
     }
     out
@@ -162,7 +180,8 @@ fn prepare_socket(path: &Path) -> Result<UnixListener, WiringError> {
         std::fs::remove_file(path).map_err(io("remove stale socket", path))?;
     }
     let listener = UnixListener::bind(path).map_err(io("bind", path))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660)).map_err(io("chmod", path))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
+        .map_err(io("chmod", path))?;
     Ok(listener)
 }
 
@@ -179,10 +198,17 @@ async fn gc_loop(db: Arc<MetaDb>, cfg: GcConfig, shutdown: CancellationToken) {
         let d = db.clone();
         match crate::blocking(move || d.collect_garbage(crate::now_nanos())).await {
             Ok(stats) if stats != Default::default() => {
-                tracing::info!(records = stats.records, blobs = stats.blobs, leases = stats.leases, "garbage collected");
+                tracing::info!(
+                    records = stats.records,
+                    blobs = stats.blobs,
+                    leases = stats.leases,
+                    "garbage collected"
+                );
             }
             Ok(_) => {}
-            Err(e) => tracing::warn!(cause = %hull_proto::errdefs::message(&e), "garbage collection failed"),
+            Err(e) => {
+                tracing::warn!(cause = %hull_proto::errdefs::message(&e), "garbage collection failed")
+            }
         }
     }
 }
@@ -194,7 +220,8 @@ async fn gc_loop(db: Arc<MetaDb>, cfg: GcConfig, shutdown: CancellationToken) {
 pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), WiringError> {
     for dir in [&config.root, &config.state] {
         std::fs::create_dir_all(dir).map_err(io("create", dir))?;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711)).map_err(io("chmod", dir))?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711))
+            .map_err(io("chmod", dir))?;
     }
     let _lock = RootLock::acquire(&config.root)?;
     let root = config.root.clone();
@@ -221,24 +248,42 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), Wi
         };
     }
     let router = tonic::transport::Server::builder()
+        // Blob writes arrive as 1 MiB messages: a window of several keeps
+        // the stream from stalling on window updates.
+        .initial_stream_window_size(Some(STREAM_WINDOW))
+        .initial_connection_window_size(Some(2 * STREAM_WINDOW))
         .trace_fn(|req| tracing::debug_span!("rpc", method = %req.uri().path()))
         .add_service(limits!(VersionServer::new(VersionService)))
-        .add_service(HealthServer::new(HealthService::new(shutdown.clone(), tasks.clone())))
-        .add_service(limits!(IntrospectionServer::new(IntrospectionService::new(db.clone(), plugins()))))
-        .add_service(limits!(NamespacesServer::new(NamespacesService::new(db.clone(), events.clone()))))
+        .add_service(HealthServer::new(HealthService::new(
+            shutdown.clone(),
+            tasks.clone(),
+        )))
+        .add_service(limits!(IntrospectionServer::new(
+            IntrospectionService::new(db.clone(), plugins())
+        )))
+        .add_service(limits!(NamespacesServer::new(NamespacesService::new(
+            db.clone(),
+            events.clone()
+        ))))
         .add_service(limits!(ContentServer::new(ContentService::new(
             db.clone(),
             events.clone(),
             tasks.clone()
         ))))
-        .add_service(limits!(ImagesServer::new(ImagesService::new(db.clone(), events.clone()))))
+        .add_service(limits!(ImagesServer::new(ImagesService::new(
+            db.clone(),
+            events.clone()
+        ))))
         .add_service(limits!(LeasesServer::new(LeasesService::new(db.clone()))))
         .add_service(limits!(EventsServer::new(EventsService::new(
             events.clone(),
             shutdown.clone(),
             tasks.clone()
         ))));
-    let serving = router.serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown.clone().cancelled_owned());
+    let serving = router.serve_with_incoming_shutdown(
+        UnixListenerStream::new(listener),
+        shutdown.clone().cancelled_owned(),
+    );
     // Graceful shutdown waits for clients to hang up; one that never does
     // (a stuck client, an open event subscription elsewhere) must not keep
     // the daemon alive.
@@ -255,7 +300,10 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), Wi
     };
     shutdown.cancel();
     tasks.close();
-    if tokio::time::timeout(Duration::from_secs(5), tasks.wait()).await.is_err() {
+    if tokio::time::timeout(Duration::from_secs(5), tasks.wait())
+        .await
+        .is_err()
+    {
         tracing::warn!("background tasks still running at shutdown");
     }
     if let Err(e) = db.flush().await {

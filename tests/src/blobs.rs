@@ -6,7 +6,9 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Status, Streaming};
 
 use hull_client::Client;
-use hull_proto::containerd::services::content::v1::{WriteAction, WriteContentRequest, WriteContentResponse};
+use hull_proto::containerd::services::content::v1::{
+    WriteAction, WriteContentRequest, WriteContentResponse,
+};
 
 /// One open `Write` stream.
 pub struct Ingest {
@@ -29,7 +31,10 @@ impl Ingest {
         .await
         .map_err(|_| Status::unavailable("stream closed"))?;
         let mut rx = content.write(ReceiverStream::new(rx)).await?.into_inner();
-        let stat = rx.message().await?.ok_or_else(|| Status::unknown("no stat reply"))?;
+        let stat = rx
+            .message()
+            .await?
+            .ok_or_else(|| Status::unknown("no stat reply"))?;
         Ok((
             Ingest {
                 tx,
@@ -46,11 +51,18 @@ impl Ingest {
             .send(req)
             .await
             .map_err(|_| Status::unavailable("stream closed"))?;
-        self.rx.message().await?.ok_or_else(|| Status::unknown("stream ended"))
+        self.rx
+            .message()
+            .await?
+            .ok_or_else(|| Status::unknown("stream ended"))
     }
 
     /// Writes `data` at `offset`.
-    pub async fn write(&mut self, offset: i64, data: Vec<u8>) -> Result<WriteContentResponse, Status> {
+    pub async fn write(
+        &mut self,
+        offset: i64,
+        data: Vec<u8>,
+    ) -> Result<WriteContentResponse, Status> {
         self.send(WriteContentRequest {
             action: WriteAction::Write as i32,
             offset,
@@ -62,7 +74,12 @@ impl Ingest {
 
     /// Commits at `offset` (as containerd's client does: an offset of zero
     /// would restart the ingest) with the expected size and digest.
-    pub async fn commit(&mut self, offset: i64, total: i64, expected: &str) -> Result<WriteContentResponse, Status> {
+    pub async fn commit(
+        &mut self,
+        offset: i64,
+        total: i64,
+        expected: &str,
+    ) -> Result<WriteContentResponse, Status> {
         self.send(WriteContentRequest {
             action: WriteAction::Commit as i32,
             offset,
@@ -84,6 +101,8 @@ pub async fn write_blob(client: &Client, r: &str, data: &[u8]) -> Result<String,
         let resp = ingest.write(offset, chunk.to_vec()).await?;
         offset = resp.offset;
     }
-    let resp = ingest.commit(offset, data.len() as i64, &crate::image::sha256(data)).await?;
+    let resp = ingest
+        .commit(offset, data.len() as i64, &crate::image::sha256(data))
+        .await?;
     Ok(resp.digest)
 }

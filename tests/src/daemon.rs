@@ -37,7 +37,10 @@ fn hulld_bin() -> PathBuf {
 impl Daemon {
     /// Starts a daemon; `ns` names the test's namespace.
     pub async fn start(ns: &str) -> Daemon {
-        let dir = tempfile::Builder::new().prefix("hull-test-").tempdir().expect("tempdir");
+        let dir = tempfile::Builder::new()
+            .prefix("hull-test-")
+            .tempdir()
+            .expect("tempdir");
         let mut d = Daemon {
             dir,
             child: None,
@@ -105,7 +108,11 @@ impl Daemon {
             if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
                 panic!("hulld exited during startup: {status}\n{}", self.log());
             }
-            assert!(Instant::now() < deadline, "hulld did not answer within 5s\n{}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "hulld did not answer within 5s\n{}",
+                self.log()
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -171,7 +178,11 @@ impl Daemon {
 
     /// Starts the daemon again on the same root, state and socket.
     pub async fn restart(&mut self) {
-        assert!(self.stop_async().await, "hulld did not stop cleanly\n{}", self.log());
+        assert!(
+            self.stop_async().await,
+            "hulld did not stop cleanly\n{}",
+            self.log()
+        );
         self.spawn().await;
     }
 
@@ -184,7 +195,10 @@ impl Daemon {
     /// `ctr` against this daemon in the test's namespace.
     pub fn ctr(&self) -> Command {
         let mut c = Command::new("ctr");
-        c.arg("--address").arg(self.address()).arg("--namespace").arg(&self.ns);
+        c.arg("--address")
+            .arg(self.address())
+            .arg("--namespace")
+            .arg(&self.ns);
         c.stdin(Stdio::null());
         c
     }
@@ -203,14 +217,21 @@ impl Daemon {
 
     /// Runs `ctr args...`, returning its output whatever the status.
     pub fn ctr_run(&self, args: &[&str]) -> Output {
-        self.ctr().args(args).output().expect("run ctr (is the containerd package installed?)")
+        self.ctr()
+            .args(args)
+            .output()
+            .expect("run ctr (is the containerd package installed?)")
     }
 
     /// Blob files in the content store, whichever namespace holds them.
     pub fn blob_files(&self) -> Vec<String> {
         let dir = self.root().join("content/blobs/sha256");
         let mut out: Vec<String> = std::fs::read_dir(dir)
-            .map(|rd| rd.filter_map(|e| e.ok()).map(|e| format!("sha256:{}", e.file_name().to_string_lossy())).collect())
+            .map(|rd| {
+                rd.filter_map(|e| e.ok())
+                    .map(|e| format!("sha256:{}", e.file_name().to_string_lossy()))
+                    .collect()
+            })
             .unwrap_or_default();
         out.sort();
         out
@@ -218,7 +239,9 @@ impl Daemon {
 }
 
 fn signal(child: &Child, sig: i32) {
-    let Ok(pid) = i32::try_from(child.id()) else { return };
+    let Ok(pid) = i32::try_from(child.id()) else {
+        return;
+    };
     // SAFETY: kill(2) on the pid of a child we spawned and have not reaped.
     unsafe {
         libc::kill(pid, sig);
@@ -229,7 +252,11 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         let clean = self.stop();
         if std::thread::panicking() || !clean {
-            eprintln!("---- hulld log ({}) ----\n{}", self.dir.path().display(), self.log());
+            eprintln!(
+                "---- hulld log ({}) ----\n{}",
+                self.dir.path().display(),
+                self.log()
+            );
         }
     }
 }

@@ -84,11 +84,22 @@ pub fn busybox_layer(extra: &BTreeMap<String, Vec<u8>>) -> Vec<u8> {
     let busybox = std::fs::read(BUSYBOX).expect("read /bin/busybox (install busybox-static)");
     let mut b = tar::Builder::new(Vec::new());
     for dir in ["bin/", "etc/", "tmp/"] {
-        b.append(&header(dir, 0, 0o755, tar::EntryType::Directory), std::io::empty())
-            .expect("tar dir");
+        b.append(
+            &header(dir, 0, 0o755, tar::EntryType::Directory),
+            std::io::empty(),
+        )
+        .expect("tar dir");
     }
-    b.append(&header("bin/busybox", busybox.len() as u64, 0o755, tar::EntryType::Regular), busybox.as_slice())
-        .expect("tar busybox");
+    b.append(
+        &header(
+            "bin/busybox",
+            busybox.len() as u64,
+            0o755,
+            tar::EntryType::Regular,
+        ),
+        busybox.as_slice(),
+    )
+    .expect("tar busybox");
     for applet in ["sh", "echo", "ls", "cat", "true", "sleep"] {
         let mut h = header(&format!("bin/{applet}"), 0, 0o777, tar::EntryType::Symlink);
         h.set_link_name("busybox").expect("link name");
@@ -96,8 +107,11 @@ pub fn busybox_layer(extra: &BTreeMap<String, Vec<u8>>) -> Vec<u8> {
         b.append(&h, std::io::empty()).expect("tar link");
     }
     for (path, data) in extra {
-        b.append(&header(path, data.len() as u64, 0o644, tar::EntryType::Regular), data.as_slice())
-            .expect("tar extra");
+        b.append(
+            &header(path, data.len() as u64, 0o644, tar::EntryType::Regular),
+            data.as_slice(),
+        )
+        .expect("tar extra");
     }
     b.into_inner().expect("finish tar")
 }
@@ -119,7 +133,11 @@ pub fn image(layer: Vec<u8>) -> TestImage {
         "layers": [ { "mediaType": media::LAYER, "digest": layer.digest, "size": layer.data.len() } ],
     });
     let manifest = Blob::new(serde_json::to_vec(&manifest).expect("json"));
-    TestImage { layer, config, manifest }
+    TestImage {
+        layer,
+        config,
+        manifest,
+    }
 }
 
 /// The OCI architecture name of this machine.
@@ -132,8 +150,11 @@ pub fn host_arch() -> &'static str {
 }
 
 fn append_file(b: &mut tar::Builder<Vec<u8>>, path: &str, data: &[u8]) {
-    b.append(&header(path, data.len() as u64, 0o644, tar::EntryType::Regular), data)
-        .expect("tar file");
+    b.append(
+        &header(path, data.len() as u64, 0o644, tar::EntryType::Regular),
+        data,
+    )
+    .expect("tar file");
 }
 
 /// Writes an OCI image layout archive naming the image `name`.
@@ -150,7 +171,11 @@ pub fn write_oci_archive(path: &Path, img: &TestImage, name: &str) {
     });
     let mut b = tar::Builder::new(Vec::new());
     append_file(&mut b, "oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#);
-    append_file(&mut b, "index.json", &serde_json::to_vec(&index).expect("json"));
+    append_file(
+        &mut b,
+        "index.json",
+        &serde_json::to_vec(&index).expect("json"),
+    );
     for blob in [&img.layer, &img.config, &img.manifest] {
         append_file(&mut b, &format!("blobs/sha256/{}", blob.hex()), &blob.data);
     }
@@ -167,7 +192,11 @@ pub fn write_docker_archive(path: &Path, img: &TestImage, tag: &str) {
         "Layers": [layer_path],
     }]);
     let mut b = tar::Builder::new(Vec::new());
-    append_file(&mut b, "manifest.json", &serde_json::to_vec(&manifest).expect("json"));
+    append_file(
+        &mut b,
+        "manifest.json",
+        &serde_json::to_vec(&manifest).expect("json"),
+    );
     append_file(&mut b, &config_path, &img.config.data);
     append_file(&mut b, &layer_path, &img.layer.data);
     std::fs::write(path, b.into_inner().expect("tar")).expect("write archive");

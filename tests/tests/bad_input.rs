@@ -5,9 +5,12 @@ use std::collections::HashMap;
 use tonic::Code;
 
 use hull_client::Client;
-use hull_proto::containerd::services::content::v1::{Info, InfoRequest, ListContentRequest, UpdateRequest};
+use hull_proto::containerd::services::content::v1::{
+    Info, InfoRequest, ListContentRequest, UpdateRequest,
+};
 use hull_proto::containerd::services::images::v1::{
-    CreateImageRequest, DeleteImageRequest, GetImageRequest, Image, ListImagesRequest, UpdateImageRequest,
+    CreateImageRequest, DeleteImageRequest, GetImageRequest, Image, ListImagesRequest,
+    UpdateImageRequest,
 };
 use hull_proto::containerd::services::leases::v1::{AddResourceRequest, CreateRequest, Resource};
 use hull_proto::containerd::services::namespaces::v1::{CreateNamespaceRequest, Namespace};
@@ -41,7 +44,12 @@ async fn snapshot(c: &Client) -> (Vec<Image>, Vec<Info>) {
         .images;
     images.sort_by(|a, b| a.name.cmp(&b.name));
     let mut blobs = Vec::new();
-    let mut s = c.content().list(ListContentRequest::default()).await.expect("list").into_inner();
+    let mut s = c
+        .content()
+        .list(ListContentRequest::default())
+        .await
+        .expect("list")
+        .into_inner();
     while let Some(m) = s.message().await.expect("list") {
         blobs.extend(m.info);
     }
@@ -66,19 +74,66 @@ async fn bad_requests_get_containerd_codes_and_change_nothing() {
     let before = snapshot(&c).await;
 
     // Malformed digests.
-    for bad in ["sha256:zzz", "nocolon", "md5:d41d8cd98f00b204e9800998ecf8427e", "sha256:../../etc/passwd", ""] {
-        assert_eq!(code(c.content().info(InfoRequest { digest: bad.into() }).await), Code::InvalidArgument, "{bad}");
+    for bad in [
+        "sha256:zzz",
+        "nocolon",
+        "md5:d41d8cd98f00b204e9800998ecf8427e",
+        "sha256:../../etc/passwd",
+        "",
+    ] {
+        assert_eq!(
+            code(c.content().info(InfoRequest { digest: bad.into() }).await),
+            Code::InvalidArgument,
+            "{bad}"
+        );
         let img = image("docker.io/x/bad:1", bad, MANIFEST, 9);
-        assert_eq!(code(c.images().create(CreateImageRequest { image: Some(img) }).await), Code::InvalidArgument);
+        assert_eq!(
+            code(
+                c.images()
+                    .create(CreateImageRequest { image: Some(img) })
+                    .await
+            ),
+            Code::InvalidArgument
+        );
     }
     // Targets without a media type or size, and images without a name.
     let no_type = image("docker.io/x/bad:1", &digest, "", 9);
-    assert_eq!(code(c.images().create(CreateImageRequest { image: Some(no_type) }).await), Code::InvalidArgument);
+    assert_eq!(
+        code(
+            c.images()
+                .create(CreateImageRequest {
+                    image: Some(no_type)
+                })
+                .await
+        ),
+        Code::InvalidArgument
+    );
     let no_size = image("docker.io/x/bad:1", &digest, MANIFEST, 0);
-    assert_eq!(code(c.images().create(CreateImageRequest { image: Some(no_size) }).await), Code::InvalidArgument);
+    assert_eq!(
+        code(
+            c.images()
+                .create(CreateImageRequest {
+                    image: Some(no_size)
+                })
+                .await
+        ),
+        Code::InvalidArgument
+    );
     let no_name = image("", &digest, MANIFEST, 9);
-    assert_eq!(code(c.images().create(CreateImageRequest { image: Some(no_name) }).await), Code::InvalidArgument);
-    assert_eq!(code(c.images().create(CreateImageRequest { image: None }).await), Code::InvalidArgument);
+    assert_eq!(
+        code(
+            c.images()
+                .create(CreateImageRequest {
+                    image: Some(no_name)
+                })
+                .await
+        ),
+        Code::InvalidArgument
+    );
+    assert_eq!(
+        code(c.images().create(CreateImageRequest { image: None }).await),
+        Code::InvalidArgument
+    );
 
     // Identifiers that break containerd's rules.
     for bad in ["", "-lead", "trail-", "a/b", "dot..dot", &"x".repeat(77)] {
@@ -86,7 +141,12 @@ async fn bad_requests_get_containerd_codes_and_change_nothing() {
             name: bad.to_string(),
             labels: HashMap::new(),
         };
-        let r = c.namespaces().create(CreateNamespaceRequest { namespace: Some(ns) }).await;
+        let r = c
+            .namespaces()
+            .create(CreateNamespaceRequest {
+                namespace: Some(ns),
+            })
+            .await;
         assert_eq!(code(r), Code::InvalidArgument, "namespace {bad:?}");
         if !bad.is_empty() {
             let r = c
@@ -99,14 +159,27 @@ async fn bad_requests_get_containerd_codes_and_change_nothing() {
             assert_eq!(code(r), Code::InvalidArgument, "lease {bad:?}");
         }
     }
-    let r = d.client().await.with_namespace("no/slashes").images().list(ListImagesRequest::default()).await;
+    let r = d
+        .client()
+        .await
+        .with_namespace("no/slashes")
+        .images()
+        .list(ListImagesRequest::default())
+        .await;
     assert_eq!(code(r), Code::InvalidArgument);
 
     // Labels over the size limit.
     let huge: HashMap<String, String> = [("k".to_string(), "v".repeat(4096))].into();
     let mut img = image("docker.io/x/labels:1", &digest, MANIFEST, 9);
     img.labels = huge.clone();
-    assert_eq!(code(c.images().create(CreateImageRequest { image: Some(img) }).await), Code::InvalidArgument);
+    assert_eq!(
+        code(
+            c.images()
+                .create(CreateImageRequest { image: Some(img) })
+                .await
+        ),
+        Code::InvalidArgument
+    );
     let r = c
         .content()
         .update(UpdateRequest {
@@ -125,9 +198,25 @@ async fn bad_requests_get_containerd_codes_and_change_nothing() {
         name: "labelled".into(),
         labels: huge.clone(),
     };
-    assert_eq!(code(c.namespaces().create(CreateNamespaceRequest { namespace: Some(ns) }).await), Code::InvalidArgument);
     assert_eq!(
-        code(c.leases().create(CreateRequest { id: "big".into(), labels: huge }).await),
+        code(
+            c.namespaces()
+                .create(CreateNamespaceRequest {
+                    namespace: Some(ns)
+                })
+                .await
+        ),
+        Code::InvalidArgument
+    );
+    assert_eq!(
+        code(
+            c.leases()
+                .create(CreateRequest {
+                    id: "big".into(),
+                    labels: huge
+                })
+                .await
+        ),
         Code::InvalidArgument
     );
 
@@ -145,22 +234,63 @@ async fn bad_requests_get_containerd_codes_and_change_nothing() {
 
     // A missing namespace.
     let none = d.client().await.with_namespace("");
-    assert_eq!(code(none.images().list(ListImagesRequest::default()).await), Code::FailedPrecondition);
-    assert_eq!(code(none.content().info(InfoRequest { digest: digest.clone() }).await), Code::FailedPrecondition);
+    assert_eq!(
+        code(none.images().list(ListImagesRequest::default()).await),
+        Code::FailedPrecondition
+    );
+    assert_eq!(
+        code(
+            none.content()
+                .info(InfoRequest {
+                    digest: digest.clone()
+                })
+                .await
+        ),
+        Code::FailedPrecondition
+    );
 
     // Unknown objects.
     assert_eq!(
-        code(c.images().get(GetImageRequest { name: "docker.io/x/none:1".into() }).await),
+        code(
+            c.images()
+                .get(GetImageRequest {
+                    name: "docker.io/x/none:1".into()
+                })
+                .await
+        ),
         Code::NotFound
     );
     assert_eq!(
-        code(c.images().delete(DeleteImageRequest { name: "docker.io/x/none:1".into(), sync: false }).await),
+        code(
+            c.images()
+                .delete(DeleteImageRequest {
+                    name: "docker.io/x/none:1".into(),
+                    sync: false
+                })
+                .await
+        ),
         Code::NotFound
     );
-    assert_eq!(code(c.content().info(InfoRequest { digest: sha256(b"absent") }).await), Code::NotFound);
+    assert_eq!(
+        code(
+            c.content()
+                .info(InfoRequest {
+                    digest: sha256(b"absent")
+                })
+                .await
+        ),
+        Code::NotFound
+    );
     // A write under a lease that does not exist.
-    let leased = d.client().await.with_namespace("bad").with_lease("no-such-lease");
-    assert_eq!(code(write_blob(&leased, "leased", b"data").await), Code::NotFound);
+    let leased = d
+        .client()
+        .await
+        .with_namespace("bad")
+        .with_lease("no-such-lease");
+    assert_eq!(
+        code(write_blob(&leased, "leased", b"data").await),
+        Code::NotFound
+    );
 
     // Lease resources of unknown type or with malformed ids.
     c.leases()
@@ -177,14 +307,30 @@ async fn bad_requests_get_containerd_codes_and_change_nothing() {
             r#type: ty.into(),
         }),
     };
-    assert_eq!(code(c.leases().add_resource(add("widgets", "x")).await), Code::Unimplemented);
-    assert_eq!(code(c.leases().add_resource(add("content", "not-a-digest")).await), Code::InvalidArgument);
-    assert_eq!(code(c.leases().add_resource(add("snapshots", "k")).await), Code::InvalidArgument);
+    assert_eq!(
+        code(c.leases().add_resource(add("widgets", "x")).await),
+        Code::Unimplemented
+    );
+    assert_eq!(
+        code(
+            c.leases()
+                .add_resource(add("content", "not-a-digest"))
+                .await
+        ),
+        Code::InvalidArgument
+    );
+    assert_eq!(
+        code(c.leases().add_resource(add("snapshots", "k")).await),
+        Code::InvalidArgument
+    );
 
     // Unknown media types are stored as given, as containerd does: the
     // image store does not interpret them.
     let odd = image("docker.io/x/odd:1", &digest, "application/x-unknown", 9);
-    c.images().create(CreateImageRequest { image: Some(odd) }).await.expect("unknown media type accepted");
+    c.images()
+        .create(CreateImageRequest { image: Some(odd) })
+        .await
+        .expect("unknown media type accepted");
     c.images()
         .delete(DeleteImageRequest {
             name: "docker.io/x/odd:1".into(),
@@ -193,6 +339,14 @@ async fn bad_requests_get_containerd_codes_and_change_nothing() {
         .await
         .expect("delete");
 
-    assert_eq!(snapshot(&c).await, before, "bad requests changed stored state");
-    assert!(d.log().lines().all(|l| !l.contains("panicked")), "hulld panicked:\n{}", d.log());
+    assert_eq!(
+        snapshot(&c).await,
+        before,
+        "bad requests changed stored state"
+    );
+    assert!(
+        d.log().lines().all(|l| !l.contains("panicked")),
+        "hulld panicked:\n{}",
+        d.log()
+    );
 }

@@ -9,7 +9,10 @@ async fn ctr_version_reports_server_and_uuid_survives_restart() {
     let mut d = Daemon::start("basics").await;
     let out = d.ctr_ok(&["version"]);
     assert!(out.contains("Server:"), "{out}");
-    assert!(out.contains(&format!("Version:  {}", env!("CARGO_PKG_VERSION"))), "{out}");
+    assert!(
+        out.contains(&format!("Version:  {}", env!("CARGO_PKG_VERSION"))),
+        "{out}"
+    );
     let uuid = |out: &str| {
         out.lines()
             .find_map(|l| l.trim().strip_prefix("UUID: "))
@@ -29,7 +32,10 @@ async fn ctr_namespaces_create_label_list_remove() {
     d.ctr_ok(&["namespaces", "label", "team-a", "tier=gold"]);
     let ls = d.ctr_ok(&["namespaces", "ls"]);
     let line = ls.lines().find(|l| l.starts_with("team-a")).expect(&ls);
-    assert!(line.contains("owner=alice") && line.contains("tier=gold"), "{ls}");
+    assert!(
+        line.contains("owner=alice") && line.contains("tier=gold"),
+        "{ls}"
+    );
 
     // Removing a label: `ctr namespaces label NS key=`.
     d.ctr_ok(&["namespaces", "label", "team-a", "owner="]);
@@ -42,15 +48,23 @@ async fn ctr_namespaces_create_label_list_remove() {
 
     let bad = d.ctr_run(&["namespaces", "create", "Bad/Name"]);
     assert!(!bad.status.success());
-    assert!(String::from_utf8_lossy(&bad.stderr).contains("identifier"), "{bad:?}");
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("identifier"),
+        "{bad:?}"
+    );
 
     d.ctr_ok(&["namespaces", "rm", "team-a"]);
-    assert!(!d.ctr_ok(&["namespaces", "ls", "-q"]).lines().any(|l| l == "team-a"));
+    assert!(!d
+        .ctr_ok(&["namespaces", "ls", "-q"])
+        .lines()
+        .any(|l| l == "team-a"));
     let err = d
         .client()
         .await
         .namespaces()
-        .get(GetNamespaceRequest { name: "team-a".into() })
+        .get(GetNamespaceRequest {
+            name: "team-a".into(),
+        })
         .await
         .expect_err("namespace is gone");
     assert_eq!(err.code(), tonic::Code::NotFound);
@@ -60,18 +74,35 @@ async fn ctr_namespaces_create_label_list_remove() {
 async fn namespace_holding_content_cannot_be_removed() {
     let d = Daemon::start("busy").await;
     let mut ingest = d.ctr();
-    ingest.args(["content", "ingest", "r1"]).stdin(std::process::Stdio::piped());
+    ingest
+        .args(["content", "ingest", "r1"])
+        .stdin(std::process::Stdio::piped());
     let mut child = ingest.spawn().expect("ctr");
     {
         use std::io::Write;
-        child.stdin.take().expect("stdin").write_all(b"keep me").expect("write");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(b"keep me")
+            .expect("write");
     }
     assert!(child.wait().expect("wait").success());
-    let out = d.ctr().args(["namespaces", "rm", "busy"]).output().expect("ctr");
+    let out = d
+        .ctr()
+        .args(["namespaces", "rm", "busy"])
+        .output()
+        .expect("ctr");
     // ctr prints the error per namespace and exits non-zero.
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("must be empty") && err.contains("blobs"), "{err}");
-    assert!(d.ctr_ok(&["namespaces", "ls", "-q"]).lines().any(|l| l == "busy"));
+    assert!(
+        err.contains("must be empty") && err.contains("blobs"),
+        "{err}"
+    );
+    assert!(d
+        .ctr_ok(&["namespaces", "ls", "-q"])
+        .lines()
+        .any(|l| l == "busy"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

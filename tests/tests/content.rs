@@ -23,7 +23,12 @@ async fn ctr_content_round_trip() {
         .stdin(Stdio::piped())
         .spawn()
         .expect("ctr");
-    child.stdin.take().expect("stdin").write_all(data).expect("write");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(data)
+        .expect("write");
     assert!(child.wait().expect("wait").success());
     let digest = sha256(data);
 
@@ -31,7 +36,13 @@ async fn ctr_content_round_trip() {
     assert!(ls.contains(&digest) && ls.contains("16B"), "{ls}");
     assert_eq!(d.ctr_ok(&["content", "get", &digest]).as_bytes(), data);
 
-    d.ctr_ok(&["content", "label", &digest, "purpose=test", "containerd.io/gc.root=now"]);
+    d.ctr_ok(&[
+        "content",
+        "label",
+        &digest,
+        "purpose=test",
+        "containerd.io/gc.root=now",
+    ]);
     let ls = d.ctr_ok(&["content", "ls"]);
     assert!(ls.contains("purpose=test"), "{ls}");
     d.ctr_ok(&["content", "label", &digest, "purpose="]);
@@ -47,7 +58,12 @@ async fn ctr_content_round_trip() {
     assert!(String::from_utf8_lossy(&got.stderr).contains("not found"));
     // GC removes the file once no namespace records the blob.
     let d2 = &d;
-    assert!(eventually(Duration::from_secs(5), || !d2.blob_files().contains(&digest)).await);
+    assert!(
+        eventually(Duration::from_secs(5), || !d2
+            .blob_files()
+            .contains(&digest))
+        .await
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -61,7 +77,8 @@ async fn ctr_content_active_shows_unfinished_ingest() {
     assert!(
         eventually(Duration::from_secs(5), || {
             let out = d2.ctr_ok(&["content", "active"]);
-            out.lines().any(|l| l.starts_with("half-done") && l.contains("1kB"))
+            out.lines()
+                .any(|l| l.starts_with("half-done") && l.contains("1kB"))
         })
         .await,
         "{}",
@@ -95,7 +112,15 @@ async fn gigabyte_blob_resumes_after_writer_is_killed() {
     // First writer: a real ctr, fed half the data, then SIGKILLed.
     let mut ctr = d
         .ctr()
-        .args(["content", "ingest", "--expected-size", &total.to_string(), "--expected-digest", &digest, "big"])
+        .args([
+            "content",
+            "ingest",
+            "--expected-size",
+            &total.to_string(),
+            "--expected-digest",
+            &digest,
+            "big",
+        ])
         .stdin(Stdio::piped())
         .spawn()
         .expect("ctr");
@@ -114,7 +139,13 @@ async fn gigabyte_blob_resumes_after_writer_is_killed() {
     let half = total / 2;
     let mut reached = false;
     for _ in 0..600 {
-        if let Ok(st) = c.content().status(StatusRequest { r#ref: "big".into() }).await {
+        if let Ok(st) = c
+            .content()
+            .status(StatusRequest {
+                r#ref: "big".into(),
+            })
+            .await
+        {
             let st = st.into_inner().status.expect("status");
             assert_eq!(st.total, total);
             if st.offset >= half - (4 << 20) {
@@ -152,7 +183,11 @@ async fn gigabyte_blob_resumes_after_writer_is_killed() {
         offset
     };
     assert!(offset > 0 && offset <= half, "offset {offset}");
-    assert_eq!(offset % (1 << 20), 0, "ctr writes whole chunks; offset {offset}");
+    assert_eq!(
+        offset % (1 << 20),
+        0,
+        "ctr writes whole chunks; offset {offset}"
+    );
 
     // Second writer resumes from that offset and commits.
     let (mut ing, stat) = Ingest::open(&c, "big").await.expect("resume");
@@ -167,7 +202,9 @@ async fn gigabyte_blob_resumes_after_writer_is_killed() {
 
     let info = c
         .content()
-        .info(InfoRequest { digest: digest.clone() })
+        .info(InfoRequest {
+            digest: digest.clone(),
+        })
         .await
         .expect("info")
         .into_inner()
@@ -240,7 +277,10 @@ async fn commit_with_wrong_size_or_digest_stores_nothing() {
     }
     // The ingest is still there to inspect or abort.
     let _ = reopen(&c, "v").await;
-    c.content().abort(AbortRequest { r#ref: "v".into() }).await.expect("abort");
+    c.content()
+        .abort(AbortRequest { r#ref: "v".into() })
+        .await
+        .expect("abort");
     let e = c
         .content()
         .status(StatusRequest { r#ref: "v".into() })
@@ -249,11 +289,19 @@ async fn commit_with_wrong_size_or_digest_stores_nothing() {
     assert_eq!(e.code(), tonic::Code::NotFound);
 }
 
-async fn reopen(c: &hull_client::Client, r: &str) -> (Ingest, hull_proto::containerd::services::content::v1::WriteContentResponse) {
+async fn reopen(
+    c: &hull_client::Client,
+    r: &str,
+) -> (
+    Ingest,
+    hull_proto::containerd::services::content::v1::WriteContentResponse,
+) {
     for _ in 0..100 {
         match Ingest::open(c, r).await {
             Ok(x) => return x,
-            Err(e) if e.code() == tonic::Code::Unavailable => tokio::time::sleep(Duration::from_millis(20)).await,
+            Err(e) if e.code() == tonic::Code::Unavailable => {
+                tokio::time::sleep(Duration::from_millis(20)).await
+            }
             Err(e) => panic!("reopen {r}: {e}"),
         }
     }
@@ -266,16 +314,26 @@ async fn one_writer_per_ref_and_offsets_are_checked() {
     let c = d.client().await;
     let (mut first, _) = Ingest::open(&c, "shared").await.expect("open");
     first.write(0, b"abc".to_vec()).await.expect("write");
-    let err = Ingest::open(&c, "shared").await.err().expect("second writer refused");
+    let err = Ingest::open(&c, "shared")
+        .await
+        .err()
+        .expect("second writer refused");
     assert_eq!(err.code(), tonic::Code::Unavailable, "{err}");
     assert!(err.message().contains("locked"), "{err}");
 
-    let err = first.write(10, b"x".to_vec()).await.expect_err("bad offset");
+    let err = first
+        .write(10, b"x".to_vec())
+        .await
+        .expect_err("bad offset");
     assert_eq!(err.code(), tonic::Code::OutOfRange, "{err}");
 
     // Another ref is independent, and an existing blob is AlreadyExists.
-    let digest = write_blob(&c, "other", b"payload").await.expect("write blob");
-    let err = write_blob(&c, "again", b"payload").await.expect_err("exists");
+    let digest = write_blob(&c, "other", b"payload")
+        .await
+        .expect("write blob");
+    let err = write_blob(&c, "again", b"payload")
+        .await
+        .expect_err("exists");
     assert_eq!(err.code(), tonic::Code::AlreadyExists, "{err}");
     assert_eq!(digest, sha256(b"payload"));
 }
@@ -290,7 +348,15 @@ async fn read_honours_offset_and_size() {
         let c = c.clone();
         let digest = digest.clone();
         async move {
-            let mut s = c.content().read(ReadContentRequest { digest, offset, size }).await?.into_inner();
+            let mut s = c
+                .content()
+                .read(ReadContentRequest {
+                    digest,
+                    offset,
+                    size,
+                })
+                .await?
+                .into_inner();
             let mut out = Vec::new();
             while let Some(m) = s.message().await? {
                 out.extend(m.data);
@@ -300,8 +366,14 @@ async fn read_honours_offset_and_size() {
     };
     assert_eq!(read(0, 0).await.expect("all"), data);
     assert_eq!(read(10, 20).await.expect("slice"), data[10..30].to_vec());
-    assert_eq!(read((3 << 20) - 5, 100).await.expect("tail"), data[(3 << 20) - 5..].to_vec());
-    assert_eq!(read(3 << 20, 0).await.expect("empty at end"), Vec::<u8>::new());
+    assert_eq!(
+        read((3 << 20) - 5, 100).await.expect("tail"),
+        data[(3 << 20) - 5..].to_vec()
+    );
+    assert_eq!(
+        read(3 << 20, 0).await.expect("empty at end"),
+        Vec::<u8>::new()
+    );
     let err = read((3 << 20) + 1, 0).await.expect_err("past end");
     assert_eq!(err.code(), tonic::Code::OutOfRange, "{err}");
 }

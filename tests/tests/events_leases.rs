@@ -45,7 +45,9 @@ async fn subscribers_get_image_content_and_namespace_events() {
         .into_inner();
 
     d.ctr_ok(&["namespaces", "create", "other"]);
-    let digest = write_blob(&c, "ev-blob", b"event payload").await.expect("blob");
+    let digest = write_blob(&c, "ev-blob", b"event payload")
+        .await
+        .expect("blob");
     c.images()
         .create(CreateImageRequest {
             image: Some(Image {
@@ -69,13 +71,26 @@ async fn subscribers_get_image_content_and_namespace_events() {
         })
         .await
         .expect("delete");
-    c.content().delete(DeleteContentRequest { digest: digest.clone() }).await.expect("rm");
+    c.content()
+        .delete(DeleteContentRequest {
+            digest: digest.clone(),
+        })
+        .await
+        .expect("rm");
 
     let e = next(&mut all).await;
-    assert_eq!((e.topic.as_str(), e.namespace.as_str()), ("/namespaces/create", "other"));
+    assert_eq!(
+        (e.topic.as_str(), e.namespace.as_str()),
+        ("/namespaces/create", "other")
+    );
     let ev = e.event.expect("payload");
     assert_eq!(ev.type_url, "containerd.events.NamespaceCreate");
-    assert_eq!(NamespaceCreate::decode(ev.value.as_slice()).expect("decode").name, "other");
+    assert_eq!(
+        NamespaceCreate::decode(ev.value.as_slice())
+            .expect("decode")
+            .name,
+        "other"
+    );
 
     let e = next(&mut all).await;
     assert_eq!(e.topic, "/images/create");
@@ -88,7 +103,12 @@ async fn subscribers_get_image_content_and_namespace_events() {
     let e = next(&mut all).await;
     assert_eq!(e.topic, "/content/delete");
     let ev = e.event.expect("payload");
-    assert_eq!(ContentDelete::decode(ev.value.as_slice()).expect("decode").digest, digest);
+    assert_eq!(
+        ContentDelete::decode(ev.value.as_slice())
+            .expect("decode")
+            .digest,
+        digest
+    );
 
     // The filtered subscriber saw only the two image events.
     let e = next(&mut images_only).await;
@@ -96,10 +116,16 @@ async fn subscribers_get_image_content_and_namespace_events() {
     let e = next(&mut images_only).await;
     assert_eq!(e.topic, "/images/delete");
     assert_eq!(
-        ImageDelete::decode(e.event.expect("payload").value.as_slice()).expect("decode").name,
+        ImageDelete::decode(e.event.expect("payload").value.as_slice())
+            .expect("decode")
+            .name,
         "docker.io/x/ev:1"
     );
-    assert!(tokio::time::timeout(Duration::from_millis(300), images_only.message()).await.is_err());
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), images_only.message())
+            .await
+            .is_err()
+    );
 
     // Publishing: topics are checked, and published events reach subscribers.
     let any = prost_types::Any {
@@ -122,7 +148,10 @@ async fn subscribers_get_image_content_and_namespace_events() {
         .await
         .expect("publish");
     let e = next(&mut all).await;
-    assert_eq!((e.topic.as_str(), e.namespace.as_str()), ("/custom/thing", "ev"));
+    assert_eq!(
+        (e.topic.as_str(), e.namespace.as_str()),
+        ("/custom/thing", "ev")
+    );
     assert_eq!(e.event, Some(any));
 }
 
@@ -132,7 +161,11 @@ async fn ctr_leases_and_expiry() {
     let out = d.ctr_ok(&["leases", "create", "--id", "manual", "owner=test"]);
     assert!(out.contains("manual"), "{out}");
     let ls = d.ctr_ok(&["leases", "ls"]);
-    assert!(ls.lines().any(|l| l.starts_with("manual") && l.contains("owner=test")), "{ls}");
+    assert!(
+        ls.lines()
+            .any(|l| l.starts_with("manual") && l.contains("owner=test")),
+        "{ls}"
+    );
     let dup = d.ctr_run(&["leases", "create", "--id", "manual"]);
     assert!(!dup.status.success());
 
@@ -150,7 +183,10 @@ async fn ctr_leases_and_expiry() {
 
     // A lease that expires protects its blob until then.
     let soon = std::time::SystemTime::now() + Duration::from_secs(2);
-    let secs = soon.duration_since(std::time::UNIX_EPOCH).expect("time").as_secs();
+    let secs = soon
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("time")
+        .as_secs();
     let expire = rfc3339(secs);
     c.leases()
         .create(CreateRequest {
@@ -159,15 +195,31 @@ async fn ctr_leases_and_expiry() {
         })
         .await
         .expect("create");
-    let digest = write_blob(&c.with_lease("short"), "short-blob", b"short lived").await.expect("blob");
+    let digest = write_blob(&c.with_lease("short"), "short-blob", b"short lived")
+        .await
+        .expect("blob");
     // A GC now keeps it.
     d.ctr_ok(&["leases", "rm", "--sync", &generated.id]);
-    c.content().info(InfoRequest { digest: digest.clone() }).await.expect("still leased");
+    c.content()
+        .info(InfoRequest {
+            digest: digest.clone(),
+        })
+        .await
+        .expect("still leased");
     tokio::time::sleep(Duration::from_millis(2500)).await;
     d.ctr_ok(&["leases", "rm", "--sync", "manual"]);
     let gone = c.content().info(InfoRequest { digest }).await;
-    assert_eq!(gone.expect_err("expired lease released its blob").code(), Code::NotFound);
-    let left = c.leases().list(ListRequest::default()).await.expect("list").into_inner().leases;
+    assert_eq!(
+        gone.expect_err("expired lease released its blob").code(),
+        Code::NotFound
+    );
+    let left = c
+        .leases()
+        .list(ListRequest::default())
+        .await
+        .expect("list")
+        .into_inner()
+        .leases;
     assert!(left.is_empty(), "expired lease still listed: {left:?}");
 }
 

@@ -19,7 +19,12 @@ use hull_tests::image::{busybox_layer, image, sha256, write_oci_archive};
 
 async fn state(d: &Daemon) -> String {
     let c = d.client().await;
-    let leases = c.leases().list(ListRequest::default()).await.expect("leases").into_inner();
+    let leases = c
+        .leases()
+        .list(ListRequest::default())
+        .await
+        .expect("leases")
+        .into_inner();
     let mut lease_lines: Vec<String> = Vec::new();
     for l in leases.leases {
         let mut labels: Vec<_> = l.labels.into_iter().collect();
@@ -31,22 +36,37 @@ async fn state(d: &Daemon) -> String {
             .expect("resources")
             .into_inner()
             .resources;
-        let mut res: Vec<_> = res.into_iter().map(|r| format!("{}:{}", r.r#type, r.id)).collect();
+        let mut res: Vec<_> = res
+            .into_iter()
+            .map(|r| format!("{}:{}", r.r#type, r.id))
+            .collect();
         res.sort();
         lease_lines.push(format!("{} {labels:?} {res:?}", l.id));
     }
     format!(
         "{}\n{}\n{}\n{}",
         d.ctr_ok(&["namespaces", "ls"]),
-        d.ctr_ok(&["images", "ls"]).lines().map(|l| l.split_whitespace().filter(|w| !w.contains("ago")).collect::<Vec<_>>().join(" ")).collect::<Vec<_>>().join("\n"),
-        d.ctr_ok(&["content", "ls"]).lines().map(|l| {
-            // Drop the AGE column, which changes with time.
-            let f: Vec<&str> = l.split('\t').collect();
-            // ctr prints labels in Go's random map order.
-            let mut labels: Vec<&str> = f.last().unwrap_or(&"").split(',').collect();
-            labels.sort();
-            format!("{} {} {}", f[0], f.get(1).unwrap_or(&""), labels.join(","))
-        }).collect::<Vec<_>>().join("\n"),
+        d.ctr_ok(&["images", "ls"])
+            .lines()
+            .map(|l| l
+                .split_whitespace()
+                .filter(|w| !w.contains("ago"))
+                .collect::<Vec<_>>()
+                .join(" "))
+            .collect::<Vec<_>>()
+            .join("\n"),
+        d.ctr_ok(&["content", "ls"])
+            .lines()
+            .map(|l| {
+                // Drop the AGE column, which changes with time.
+                let f: Vec<&str> = l.split('\t').collect();
+                // ctr prints labels in Go's random map order.
+                let mut labels: Vec<&str> = f.last().unwrap_or(&"").split(',').collect();
+                labels.sort();
+                format!("{} {} {}", f[0], f.get(1).unwrap_or(&""), labels.join(","))
+            })
+            .collect::<Vec<_>>()
+            .join("\n"),
         lease_lines.join("\n")
     )
 }
@@ -69,7 +89,9 @@ async fn state_survives_clean_restart_and_sigkill() {
         })
         .await
         .expect("lease");
-    let leased = write_blob(&c.with_lease("held"), "leased", b"leased data").await.expect("leased blob");
+    let leased = write_blob(&c.with_lease("held"), "leased", b"leased data")
+        .await
+        .expect("leased blob");
     c.leases()
         .add_resource(AddResourceRequest {
             id: "held".into(),
@@ -81,7 +103,10 @@ async fn state_survives_clean_restart_and_sigkill() {
         .await
         .expect("add");
     let before = state(&d).await;
-    assert!(before.contains(&leased) && before.contains("keep=yes") && before.contains("env=test"), "{before}");
+    assert!(
+        before.contains(&leased) && before.contains("keep=yes") && before.contains("env=test"),
+        "{before}"
+    );
 
     d.restart().await;
     assert_eq!(state(&d).await, before, "clean restart lost state");
@@ -90,7 +115,10 @@ async fn state_survives_clean_restart_and_sigkill() {
     d.start_again().await;
     assert_eq!(state(&d).await, before, "SIGKILL lost acknowledged state");
     // The leased blob reads back.
-    assert_eq!(d.ctr_ok(&["content", "get", &leased]).as_bytes(), b"leased data");
+    assert_eq!(
+        d.ctr_ok(&["content", "get", &leased]).as_bytes(),
+        b"leased data"
+    );
 }
 
 fn blob_data(writer: usize, n: usize) -> Vec<u8> {
@@ -149,7 +177,11 @@ async fn sigkill_during_twenty_concurrent_writers_loses_nothing_acknowledged() {
         t.await.expect("writer task");
     }
     let committed = committed.lock().expect("lock").clone();
-    assert!(committed.len() >= 20, "only {} blobs committed before the kill", committed.len());
+    assert!(
+        committed.len() >= 20,
+        "only {} blobs committed before the kill",
+        committed.len()
+    );
 
     d.start_again().await;
     let c = d.client().await.with_lease("writers");
@@ -196,7 +228,9 @@ async fn sigkill_during_twenty_concurrent_writers_loses_nothing_acknowledged() {
         .statuses;
     let attempted = attempted.lock().expect("lock").clone();
     for st in &statuses {
-        let (w, n) = *attempted.get(&st.r#ref).unwrap_or_else(|| panic!("unknown ref {}", st.r#ref));
+        let (w, n) = *attempted
+            .get(&st.r#ref)
+            .unwrap_or_else(|| panic!("unknown ref {}", st.r#ref));
         let data = blob_data(w, n);
         assert!(st.offset as usize <= data.len());
         let (mut ing, stat) = Ingest::open(&c, &st.r#ref).await.expect("resume");
@@ -205,7 +239,10 @@ async fn sigkill_during_twenty_concurrent_writers_loses_nothing_acknowledged() {
         for chunk in data[at as usize..].chunks(1 << 20) {
             at = ing.write(at, chunk.to_vec()).await.expect("write").offset;
         }
-        let done = ing.commit(at, data.len() as i64, &sha256(&data)).await.expect("commit resumed");
+        let done = ing
+            .commit(at, data.len() as i64, &sha256(&data))
+            .await
+            .expect("commit resumed");
         assert_eq!(done.digest, sha256(&data));
     }
     let left = c
@@ -216,5 +253,9 @@ async fn sigkill_during_twenty_concurrent_writers_loses_nothing_acknowledged() {
         .into_inner()
         .statuses;
     assert!(left.is_empty(), "{left:?}");
-    eprintln!("{} committed before the kill, {} resumed after", committed.len(), statuses.len());
+    eprintln!(
+        "{} committed before the kill, {} resumed after",
+        committed.len(),
+        statuses.len()
+    );
 }

@@ -11,10 +11,11 @@ use tonic::{Request, Response, Status, Streaming};
 
 use hull_proto::containerd::events::ContentDelete;
 use hull_proto::containerd::services::content::v1::{
-    content_server::Content, AbortRequest, DeleteContentRequest, Info as ProtoInfo, InfoRequest, InfoResponse,
-    ListContentRequest, ListContentResponse, ListStatusesRequest, ListStatusesResponse, ReadContentRequest,
-    ReadContentResponse, Status as ProtoStatus, StatusRequest, StatusResponse, UpdateRequest, UpdateResponse,
-    WriteAction, WriteContentRequest, WriteContentResponse,
+    content_server::Content, AbortRequest, DeleteContentRequest, Info as ProtoInfo, InfoRequest,
+    InfoResponse, ListContentRequest, ListContentResponse, ListStatusesRequest,
+    ListStatusesResponse, ReadContentRequest, ReadContentResponse, Status as ProtoStatus,
+    StatusRequest, StatusResponse, UpdateRequest, UpdateResponse, WriteAction, WriteContentRequest,
+    WriteContentResponse,
 };
 use hull_proto::digest::Digest;
 use hull_proto::errdefs::{self, Kind};
@@ -80,7 +81,10 @@ impl Content for ContentService {
         }))
     }
 
-    async fn update(&self, req: Request<UpdateRequest>) -> Result<Response<UpdateResponse>, Status> {
+    async fn update(
+        &self,
+        req: Request<UpdateRequest>,
+    ) -> Result<Response<UpdateResponse>, Status> {
         let ns = namespace(&req)?;
         let req = req.into_inner();
         let info = req.info.unwrap_or_default();
@@ -97,7 +101,10 @@ impl Content for ContentService {
 
     type ListStream = BoxStream<ListContentResponse>;
 
-    async fn list(&self, req: Request<ListContentRequest>) -> Result<Response<Self::ListStream>, Status> {
+    async fn list(
+        &self,
+        req: Request<ListContentRequest>,
+    ) -> Result<Response<Self::ListStream>, Status> {
         let ns = namespace(&req)?;
         let filter = Filter::parse(&req.into_inner().filters).map_err(status)?;
         let db = self.db.clone();
@@ -118,14 +125,23 @@ impl Content for ContentService {
         let (n, dd) = (ns.clone(), d.clone());
         run(move || db.delete_blob(&n, &dd)).await?;
         self.db.flush().await.map_err(status)?;
-        self.events.publish(&ns, "/content/delete", &ContentDelete { digest: d.to_string() });
+        self.events.publish(
+            &ns,
+            "/content/delete",
+            &ContentDelete {
+                digest: d.to_string(),
+            },
+        );
         self.db.schedule_gc();
         Ok(Response::new(()))
     }
 
     type ReadStream = BoxStream<ReadContentResponse>;
 
-    async fn read(&self, req: Request<ReadContentRequest>) -> Result<Response<Self::ReadStream>, Status> {
+    async fn read(
+        &self,
+        req: Request<ReadContentRequest>,
+    ) -> Result<Response<Self::ReadStream>, Status> {
         let ns = namespace(&req)?;
         let req = req.into_inner();
         let d = digest(&req.digest)?;
@@ -148,17 +164,28 @@ impl Content for ContentService {
             let mut pos = offset;
             let end = offset + len;
             if let Err(e) = file.seek(SeekFrom::Start(u64::try_from(pos).unwrap_or(0))) {
-                let _ = tx.blocking_send(Err(errdefs::status(Kind::Unknown, format!("seek blob: {e}"))));
+                let _ = tx.blocking_send(Err(errdefs::status(
+                    Kind::Unknown,
+                    format!("seek blob: {e}"),
+                )));
                 return;
             }
             while pos < end {
-                let want = usize::try_from(end - pos).unwrap_or(READ_CHUNK).min(READ_CHUNK);
+                let want = usize::try_from(end - pos)
+                    .unwrap_or(READ_CHUNK)
+                    .min(READ_CHUNK);
                 let mut data = vec![0u8; want];
                 if let Err(e) = file.read_exact(&mut data) {
-                    let _ = tx.blocking_send(Err(errdefs::status(Kind::Unknown, format!("read blob: {e}"))));
+                    let _ = tx.blocking_send(Err(errdefs::status(
+                        Kind::Unknown,
+                        format!("read blob: {e}"),
+                    )));
                     return;
                 }
-                if tx.blocking_send(Ok(ReadContentResponse { offset: pos, data })).is_err() {
+                if tx
+                    .blocking_send(Ok(ReadContentResponse { offset: pos, data }))
+                    .is_err()
+                {
                     return;
                 }
                 pos += i64::try_from(want).unwrap_or(0);
@@ -167,7 +194,10 @@ impl Content for ContentService {
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
-    async fn status(&self, req: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
+    async fn status(
+        &self,
+        req: Request<StatusRequest>,
+    ) -> Result<Response<StatusResponse>, Status> {
         let ns = namespace(&req)?;
         let r = req.into_inner().r#ref;
         let db = self.db.clone();
@@ -177,7 +207,10 @@ impl Content for ContentService {
         }))
     }
 
-    async fn list_statuses(&self, req: Request<ListStatusesRequest>) -> Result<Response<ListStatusesResponse>, Status> {
+    async fn list_statuses(
+        &self,
+        req: Request<ListStatusesRequest>,
+    ) -> Result<Response<ListStatusesResponse>, Status> {
         let ns = namespace(&req)?;
         let filter = Filter::parse(&req.into_inner().filters).map_err(status)?;
         let db = self.db.clone();
@@ -189,7 +222,10 @@ impl Content for ContentService {
 
     type WriteStream = BoxStream<WriteContentResponse>;
 
-    async fn write(&self, req: Request<Streaming<WriteContentRequest>>) -> Result<Response<Self::WriteStream>, Status> {
+    async fn write(
+        &self,
+        req: Request<Streaming<WriteContentRequest>>,
+    ) -> Result<Response<Self::WriteStream>, Status> {
         let ns = namespace(&req)?;
         let lease = lease(&req)?;
         let stream = req.into_inner();
@@ -232,13 +268,24 @@ impl WriteSession {
             return Ok(());
         };
         if req.r#ref.is_empty() {
-            return Err(errdefs::status(Kind::InvalidArgument, "first message must have a reference"));
+            return Err(errdefs::status(
+                Kind::InvalidArgument,
+                "first message must have a reference",
+            ));
         }
         let r = req.r#ref.clone();
         let mut total = req.total;
         let mut expected: Option<Digest> = None;
-        let (db, ns, lease, rr) = (self.db.clone(), self.ns.clone(), self.lease.clone(), r.clone());
-        let mut writer = Some(run(move || db.open_writer(&ns, &rr, total, lease.as_ref())).await?);
+        let (db, ns, lease, rr) = (
+            self.db.clone(),
+            self.ns.clone(),
+            self.lease.clone(),
+            r.clone(),
+        );
+        let opened = run(move || db.open_writer(&ns, &rr, total, lease.as_ref())).await?;
+        // Bytes in the ingest once queued writes land.
+        let mut written = opened.status().offset;
+        let mut writer = Some(opened);
         tracing::debug!(r#ref = %r, total, "write started");
         loop {
             if !req.expected.is_empty() {
@@ -264,8 +311,12 @@ impl WriteSession {
             if req.total > 0 {
                 total = req.total;
             }
-            let action = WriteAction::try_from(req.action)
-                .map_err(|_| errdefs::status(Kind::InvalidArgument, format!("unknown write action {}", req.action)))?;
+            let action = WriteAction::try_from(req.action).map_err(|_| {
+                errdefs::status(
+                    Kind::InvalidArgument,
+                    format!("unknown write action {}", req.action),
+                )
+            })?;
             let mut msg = WriteContentResponse {
                 action: req.action,
                 ..Default::default()
@@ -285,7 +336,44 @@ impl WriteSession {
                     msg.total = total;
                     writer = Some(w);
                 }
-                WriteAction::Write | WriteAction::Commit => {
+                WriteAction::Write => {
+                    // Acknowledge first, then write: the client sends its
+                    // next chunk while this one goes to disk. A WRITE reply
+                    // promises nothing durable (only COMMIT does), and a
+                    // failed write is reported on this stream before the
+                    // next message is read. The running digest is left out
+                    // of these replies, as it is not known yet.
+                    let offset = req.offset;
+                    let current = written;
+                    if offset > 0 && u64::try_from(offset).ok() != Some(current) {
+                        return Err(status(MetadataError::from(ContentError::OffsetMismatch { offset, current })));
+                    }
+                    let restart = offset == 0 && current > 0;
+                    let data = std::mem::take(&mut req.data);
+                    written = if restart { 0 } else { current } + data.len() as u64;
+                    msg.offset = i64::try_from(written).unwrap_or(i64::MAX);
+                    if self.tx.send(Ok(msg)).await.is_err() {
+                        return Ok(());
+                    }
+                    let (w2, _, _) = in_blocking(w, move |w| {
+                        if restart {
+                            w.truncate()?;
+                        }
+                        w.write(&data)?;
+                        if total > 0 {
+                            w.set_total(total)?;
+                        }
+                        Ok((w.status(), Digest::sha256(&[0; 32])))
+                    })
+                    .await?;
+                    writer = Some(w2);
+                    req = match stream.message().await? {
+                        Some(r) => r,
+                        None => return Ok(()),
+                    };
+                    continue;
+                }
+                WriteAction::Commit => {
                     let offset = req.offset;
                     let data = std::mem::take(&mut req.data);
                     let (w2, st, d) = in_blocking(w, move |w| {
@@ -307,19 +395,21 @@ impl WriteSession {
                     .await?;
                     msg.offset = i64::try_from(st.offset).unwrap_or(i64::MAX);
                     msg.digest = d.to_string();
-                    if action == WriteAction::Commit {
-                        let (db, ns, lease) = (self.db.clone(), self.ns.clone(), self.lease.clone());
+                    {
+                        let (db, ns, lease) =
+                            (self.db.clone(), self.ns.clone(), self.lease.clone());
                         let labels = std::mem::take(&mut req.labels).into_iter().collect();
                         let exp = expected.clone();
-                        let committed =
-                            run(move || db.commit(&ns, w2, total, exp.as_ref(), labels, lease.as_ref())).await?;
+                        let committed = run(move || {
+                            db.commit(&ns, w2, total, exp.as_ref(), labels, lease.as_ref())
+                        })
+                        .await?;
                         self.db.flush().await.map_err(status)?;
                         msg.digest = committed.to_string();
                         tracing::debug!(r#ref = %r, digest = %committed, "write committed");
                         let _ = self.tx.send(Ok(msg)).await;
                         return Ok(());
                     }
-                    writer = Some(w2);
                 }
             }
             if self.tx.send(Ok(msg)).await.is_err() {

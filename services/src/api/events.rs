@@ -90,7 +90,10 @@ impl Events for EventsService {
 
     type SubscribeStream = Pin<Box<dyn Stream<Item = Result<Proto, Status>> + Send>>;
 
-    async fn subscribe(&self, req: Request<SubscribeRequest>) -> Result<Response<Self::SubscribeStream>, Status> {
+    async fn subscribe(
+        &self,
+        req: Request<SubscribeRequest>,
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
         let filter = Filter::parse(&req.into_inner().filters).map_err(status)?;
         let mut rx = self.events.subscribe();
         let (tx, out) = tokio::sync::mpsc::channel(64);
@@ -109,7 +112,9 @@ impl Events for EventsService {
                         }
                     }
                     Ok(_) => {}
-                    Err(RecvError::Lagged(n)) => tracing::warn!(dropped = n, "slow event subscriber"),
+                    Err(RecvError::Lagged(n)) => {
+                        tracing::warn!(dropped = n, "slow event subscriber")
+                    }
                     Err(RecvError::Closed) => return,
                 }
             }

@@ -9,7 +9,9 @@ use tokio_util::task::TaskTracker;
 use tonic::{Request, Response, Status};
 
 use hull_proto::grpc::health::v1::health_check_response::ServingStatus;
-use hull_proto::grpc::health::v1::{health_server::Health, HealthCheckRequest, HealthCheckResponse};
+use hull_proto::grpc::health::v1::{
+    health_server::Health, HealthCheckRequest, HealthCheckResponse,
+};
 
 /// Health checks; watches end when the daemon shuts down.
 #[derive(Debug)]
@@ -26,18 +28,26 @@ impl HealthService {
 }
 
 fn response(status: ServingStatus) -> HealthCheckResponse {
-    HealthCheckResponse { status: status as i32 }
+    HealthCheckResponse {
+        status: status as i32,
+    }
 }
 
 #[tonic::async_trait]
 impl Health for HealthService {
-    async fn check(&self, _: Request<HealthCheckRequest>) -> Result<Response<HealthCheckResponse>, Status> {
+    async fn check(
+        &self,
+        _: Request<HealthCheckRequest>,
+    ) -> Result<Response<HealthCheckResponse>, Status> {
         Ok(Response::new(response(ServingStatus::Serving)))
     }
 
     type WatchStream = Pin<Box<dyn Stream<Item = Result<HealthCheckResponse, Status>> + Send>>;
 
-    async fn watch(&self, _: Request<HealthCheckRequest>) -> Result<Response<Self::WatchStream>, Status> {
+    async fn watch(
+        &self,
+        _: Request<HealthCheckRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
         let (tx, rx) = tokio::sync::mpsc::channel(2);
         let token = self.shutdown.clone();
         self.tasks.spawn(async move {

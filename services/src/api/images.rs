@@ -5,9 +5,9 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 use hull_proto::containerd::services::images::v1::{
-    images_server::Images, CreateImageRequest, CreateImageResponse, DeleteImageRequest, GetImageRequest,
-    GetImageResponse, Image as Proto, ImageCreate, ImageDelete, ImageUpdate, ListImagesRequest,
-    ListImagesResponse, UpdateImageRequest, UpdateImageResponse,
+    images_server::Images, CreateImageRequest, CreateImageResponse, DeleteImageRequest,
+    GetImageRequest, GetImageResponse, Image as Proto, ImageCreate, ImageDelete, ImageUpdate,
+    ListImagesRequest, ListImagesResponse, UpdateImageRequest, UpdateImageResponse,
 };
 use hull_proto::containerd::types::Descriptor as ProtoDescriptor;
 use hull_proto::errdefs::{self, Kind};
@@ -46,12 +46,19 @@ pub(crate) fn descriptor_to_proto(d: &Descriptor) -> ProtoDescriptor {
 ///
 /// # Errors
 /// InvalidArgument for a missing or malformed digest.
-pub(crate) fn descriptor_from_proto(d: Option<ProtoDescriptor>, field: &str) -> Result<Descriptor, Status> {
+pub(crate) fn descriptor_from_proto(
+    d: Option<ProtoDescriptor>,
+    field: &str,
+) -> Result<Descriptor, Status> {
     let d = d.unwrap_or_default();
     let digest = d.digest.parse().map_err(|e| {
         errdefs::status(
             Kind::InvalidArgument,
-            format!("{field}.Digest {:?} invalid: {}", d.digest, errdefs::message(&e)),
+            format!(
+                "{field}.Digest {:?} invalid: {}",
+                d.digest,
+                errdefs::message(&e)
+            ),
         )
     })?;
     Ok(Descriptor {
@@ -75,7 +82,10 @@ fn to_proto(i: Image) -> Proto {
 fn from_proto(p: Option<Proto>) -> Result<Image, Status> {
     let p = p.unwrap_or_default();
     if p.name.is_empty() {
-        return Err(errdefs::status(Kind::InvalidArgument, "image name must not be empty"));
+        return Err(errdefs::status(
+            Kind::InvalidArgument,
+            "image name must not be empty",
+        ));
     }
     Ok(Image {
         target: descriptor_from_proto(p.target, "Target")?,
@@ -88,7 +98,10 @@ fn from_proto(p: Option<Proto>) -> Result<Image, Status> {
 
 #[tonic::async_trait]
 impl Images for ImagesService {
-    async fn get(&self, req: Request<GetImageRequest>) -> Result<Response<GetImageResponse>, Status> {
+    async fn get(
+        &self,
+        req: Request<GetImageRequest>,
+    ) -> Result<Response<GetImageResponse>, Status> {
         let ns = namespace(&req)?;
         let name = req.into_inner().name;
         let db = self.db.clone();
@@ -98,7 +111,10 @@ impl Images for ImagesService {
         }))
     }
 
-    async fn list(&self, req: Request<ListImagesRequest>) -> Result<Response<ListImagesResponse>, Status> {
+    async fn list(
+        &self,
+        req: Request<ListImagesRequest>,
+    ) -> Result<Response<ListImagesResponse>, Status> {
         let ns = namespace(&req)?;
         let filter = Filter::parse(&req.into_inner().filters).map_err(status)?;
         let db = self.db.clone();
@@ -108,7 +124,10 @@ impl Images for ImagesService {
         }))
     }
 
-    async fn create(&self, req: Request<CreateImageRequest>) -> Result<Response<CreateImageResponse>, Status> {
+    async fn create(
+        &self,
+        req: Request<CreateImageRequest>,
+    ) -> Result<Response<CreateImageResponse>, Status> {
         let ns = namespace(&req)?;
         let image = from_proto(req.into_inner().image)?;
         let db = self.db.clone();
@@ -128,7 +147,10 @@ impl Images for ImagesService {
         }))
     }
 
-    async fn update(&self, req: Request<UpdateImageRequest>) -> Result<Response<UpdateImageResponse>, Status> {
+    async fn update(
+        &self,
+        req: Request<UpdateImageRequest>,
+    ) -> Result<Response<UpdateImageResponse>, Status> {
         let ns = namespace(&req)?;
         let req = req.into_inner();
         let paths = paths(req.update_mask);
@@ -175,7 +197,8 @@ impl Images for ImagesService {
         let (n, name) = (ns.clone(), req.name.clone());
         run(move || db.delete_image(&n, &name)).await?;
         self.db.flush().await.map_err(status)?;
-        self.events.publish(&ns, "/images/delete", &ImageDelete { name: req.name });
+        self.events
+            .publish(&ns, "/images/delete", &ImageDelete { name: req.name });
         if req.sync {
             let db = self.db.clone();
             run(move || db.collect_garbage(crate::now_nanos())).await?;

@@ -84,7 +84,10 @@ fn host_platform() -> Platform {
 
 #[tonic::async_trait]
 impl Introspection for IntrospectionService {
-    async fn plugins(&self, req: Request<PluginsRequest>) -> Result<Response<PluginsResponse>, Status> {
+    async fn plugins(
+        &self,
+        req: Request<PluginsRequest>,
+    ) -> Result<Response<PluginsResponse>, Status> {
         let filter = Filter::parse(&req.into_inner().filters).map_err(super::status)?;
         let plugins = self
             .plugins
@@ -94,7 +97,11 @@ impl Introspection for IntrospectionService {
                 r#type: p.kind.clone(),
                 id: p.id.clone(),
                 requires: p.requires.clone(),
-                platforms: if p.platform_bound { vec![host_platform()] } else { Vec::new() },
+                platforms: if p.platform_bound {
+                    vec![host_platform()]
+                } else {
+                    Vec::new()
+                },
                 exports: Default::default(),
                 capabilities: p.capabilities.clone(),
                 init_err: None,

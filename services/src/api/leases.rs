@@ -6,8 +6,8 @@ use tonic::{Request, Response, Status};
 
 use hull_proto::containerd::services::leases::v1::{
     leases_server::Leases, AddResourceRequest, CreateRequest, CreateResponse, DeleteRequest,
-    DeleteResourceRequest, Lease as Proto, ListRequest, ListResourcesRequest, ListResourcesResponse,
-    ListResponse, Resource as ProtoResource,
+    DeleteResourceRequest, Lease as Proto, ListRequest, ListResourcesRequest,
+    ListResourcesResponse, ListResponse, Resource as ProtoResource,
 };
 use hull_proto::identifiers::LeaseId;
 
@@ -44,11 +44,15 @@ fn resource(r: Option<ProtoResource>) -> Result<Resource, Status> {
 
 #[tonic::async_trait]
 impl Leases for LeasesService {
-    async fn create(&self, req: Request<CreateRequest>) -> Result<Response<CreateResponse>, Status> {
+    async fn create(
+        &self,
+        req: Request<CreateRequest>,
+    ) -> Result<Response<CreateResponse>, Status> {
         let ns = namespace(&req)?;
         let req = req.into_inner();
         let db = self.db.clone();
-        let lease = run(move || db.create_lease(&ns, &req.id, req.labels.into_iter().collect())).await?;
+        let lease =
+            run(move || db.create_lease(&ns, &req.id, req.labels.into_iter().collect())).await?;
         self.db.flush().await.map_err(status)?;
         Ok(Response::new(CreateResponse {
             lease: Some(to_proto(lease)),
@@ -91,7 +95,10 @@ impl Leases for LeasesService {
         Ok(Response::new(()))
     }
 
-    async fn delete_resource(&self, req: Request<DeleteResourceRequest>) -> Result<Response<()>, Status> {
+    async fn delete_resource(
+        &self,
+        req: Request<DeleteResourceRequest>,
+    ) -> Result<Response<()>, Status> {
         let ns = namespace(&req)?;
         let req = req.into_inner();
         let res = resource(req.resource)?;

@@ -6,9 +6,9 @@ use tonic::{Request, Response, Status};
 
 use hull_proto::containerd::events::{NamespaceCreate, NamespaceDelete, NamespaceUpdate};
 use hull_proto::containerd::services::namespaces::v1::{
-    namespaces_server::Namespaces, CreateNamespaceRequest, CreateNamespaceResponse, DeleteNamespaceRequest,
-    GetNamespaceRequest, GetNamespaceResponse, ListNamespacesRequest, ListNamespacesResponse, Namespace as Proto,
-    UpdateNamespaceRequest, UpdateNamespaceResponse,
+    namespaces_server::Namespaces, CreateNamespaceRequest, CreateNamespaceResponse,
+    DeleteNamespaceRequest, GetNamespaceRequest, GetNamespaceResponse, ListNamespacesRequest,
+    ListNamespacesResponse, Namespace as Proto, UpdateNamespaceRequest, UpdateNamespaceResponse,
 };
 use hull_proto::identifiers::Namespace;
 
@@ -48,7 +48,10 @@ fn from_proto(p: Option<Proto>) -> Result<NamespaceInfo, Status> {
 
 #[tonic::async_trait]
 impl Namespaces for NamespacesService {
-    async fn get(&self, req: Request<GetNamespaceRequest>) -> Result<Response<GetNamespaceResponse>, Status> {
+    async fn get(
+        &self,
+        req: Request<GetNamespaceRequest>,
+    ) -> Result<Response<GetNamespaceResponse>, Status> {
         let name = Namespace::new(req.into_inner().name).map_err(status)?;
         let db = self.db.clone();
         let info = run(move || db.get_namespace(&name)).await?;
@@ -57,7 +60,10 @@ impl Namespaces for NamespacesService {
         }))
     }
 
-    async fn list(&self, _: Request<ListNamespacesRequest>) -> Result<Response<ListNamespacesResponse>, Status> {
+    async fn list(
+        &self,
+        _: Request<ListNamespacesRequest>,
+    ) -> Result<Response<ListNamespacesResponse>, Status> {
         let db = self.db.clone();
         let all = run(move || db.list_namespaces()).await?;
         Ok(Response::new(ListNamespacesResponse {
@@ -65,7 +71,10 @@ impl Namespaces for NamespacesService {
         }))
     }
 
-    async fn create(&self, req: Request<CreateNamespaceRequest>) -> Result<Response<CreateNamespaceResponse>, Status> {
+    async fn create(
+        &self,
+        req: Request<CreateNamespaceRequest>,
+    ) -> Result<Response<CreateNamespaceResponse>, Status> {
         let info = from_proto(req.into_inner().namespace)?;
         let db = self.db.clone();
         let i = info.clone();
@@ -84,7 +93,10 @@ impl Namespaces for NamespacesService {
         }))
     }
 
-    async fn update(&self, req: Request<UpdateNamespaceRequest>) -> Result<Response<UpdateNamespaceResponse>, Status> {
+    async fn update(
+        &self,
+        req: Request<UpdateNamespaceRequest>,
+    ) -> Result<Response<UpdateNamespaceResponse>, Status> {
         let req = req.into_inner();
         let info = from_proto(req.namespace)?;
         let paths = paths(req.update_mask);

@@ -16,6 +16,9 @@ use super::{io_err, ContentError};
 
 type Result<T> = std::result::Result<T, ContentError>;
 
+/// Writes at least this large hash in parallel with the file write.
+const PARALLEL_HASH_MIN: usize = 256 << 10;
+
 /// Progress of one ingest.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IngestStatus {
@@ -178,12 +181,20 @@ impl LocalContentStore {
 
     fn create_ingest(&self, dir: &Path, ref_key: &str, total: i64) -> Result<()> {
         let parent = self.root.join("ingest");
-        let tmp = parent.join(format!(".tmp-{}", dir.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()));
+        let tmp = parent.join(format!(
+            ".tmp-{}",
+            dir.file_name()
+                .map(|n| n.to_string_lossy())
+                .unwrap_or_default()
+        ));
         let _ = fs::remove_dir_all(&tmp);
         fs::create_dir(&tmp).map_err(io_err("create", &tmp))?;
         write_file(&tmp.join("ref"), ref_key.as_bytes())?;
         write_file(&tmp.join("total"), total.to_string().as_bytes())?;
-        write_file(&tmp.join("startedat"), crate::now_nanos().to_string().as_bytes())?;
+        write_file(
+            &tmp.join("startedat"),
+            crate::now_nanos().to_string().as_bytes(),
+        )?;
         File::create(tmp.join("data")).map_err(io_err("create", tmp.join("data")))?;
         fs::rename(&tmp, dir).map_err(io_err("rename", dir))?;
         Ok(())
@@ -246,7 +257,8 @@ fn write_file(path: &Path, data: &[u8]) -> Result<()> {
 }
 
 fn read_status(dir: &Path) -> Result<IngestStatus> {
-    let read = |name: &str| fs::read_to_string(dir.join(name)).map_err(io_err("read", dir.join(name)));
+    let read =
+        |name: &str| fs::read_to_string(dir.join(name)).map_err(io_err("read", dir.join(name)));
     let ref_key = read("ref")?;
     let total = read("total")?.trim().parse().unwrap_or(0);
     let started_at = read("startedat")?.trim().parse().unwrap_or(0);
@@ -256,7 +268,9 @@ fn read_status(dir: &Path) -> Result<IngestStatus> {
         .modified()
         .ok()
         .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-        .map_or(started_at, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
+        .map_or(started_at, |d| {
+            i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
+        });
     Ok(IngestStatus {
         ref_key,
         offset: meta.len(),
@@ -341,10 +355,19 @@ impl Writer {
     /// # Errors
     /// Unknown when the data cannot be written.
     pub fn write(&mut self, data: &[u8]) -> Result<()> {
-        self.file
-            .write_all(data)
-            .map_err(io_err("write", self.dir.join("data")))?;
-        self.hasher.update(data);
+        let (file, hasher) = (&mut self.file, &mut self.hasher);
+        let written = if data.len() >= PARALLEL_HASH_MIN {
+            // Hash on a second thread while this one waits on the disk:
+            // large writes are bound by writeback, and hashing is not free.
+            std::thread::scope(|s| {
+                s.spawn(|| hasher.update(data));
+                file.write_all(data)
+            })
+        } else {
+            hasher.update(data);
+            file.write_all(data)
+        };
+        written.map_err(io_err("write", self.dir.join("data")))?;
         self.offset += data.len() as u64;
         self.updated_at = crate::now_nanos();
         Ok(())
@@ -440,19 +463,32 @@ mod tests {
         let store = LocalContentStore::open(tmp.path()).unwrap();
         let mut w = store.writer("ns/a", 6).unwrap();
         w.write(b"abc").unwrap();
-        assert_eq!(store.writer("ns/a", 0).unwrap_err().kind(), Kind::Unavailable);
+        assert_eq!(
+            store.writer("ns/a", 0).unwrap_err().kind(),
+            Kind::Unavailable
+        );
         drop(w);
         let st = store.status("ns/a").unwrap();
         assert_eq!((st.offset, st.total), (3, 6));
         let mut w = store.writer("ns/a", 0).unwrap();
         assert_eq!(w.status().offset, 3);
         w.write(b"def").unwrap();
-        assert_eq!(w.verify(7, None).unwrap_err().kind(), Kind::FailedPrecondition);
-        assert_eq!(w.verify(6, Some(&sha(b"x"))).unwrap_err().kind(), Kind::FailedPrecondition);
+        assert_eq!(
+            w.verify(7, None).unwrap_err().kind(),
+            Kind::FailedPrecondition
+        );
+        assert_eq!(
+            w.verify(6, Some(&sha(b"x"))).unwrap_err().kind(),
+            Kind::FailedPrecondition
+        );
         let d = w.verify(6, Some(&sha(b"abcdef"))).unwrap();
         w.publish(&store, &d).unwrap();
         let mut got = String::new();
-        store.open_blob(&d).unwrap().read_to_string(&mut got).unwrap();
+        store
+            .open_blob(&d)
+            .unwrap()
+            .read_to_string(&mut got)
+            .unwrap();
         assert_eq!(got, "abcdef");
         assert_eq!(store.status("ns/a").unwrap_err().kind(), Kind::NotFound);
         assert_eq!(store.blobs().unwrap(), vec![d]);
@@ -464,10 +500,16 @@ mod tests {
         let store = LocalContentStore::open(tmp.path()).unwrap();
         drop(store.writer("x/1", 0).unwrap());
         drop(store.writer("y/1", 0).unwrap());
-        let refs: Vec<_> = store.list_statuses("x/").unwrap().into_iter().map(|s| s.ref_key).collect();
+        let refs: Vec<_> = store
+            .list_statuses("x/")
+            .unwrap()
+            .into_iter()
+            .map(|s| s.ref_key)
+            .collect();
         assert_eq!(refs, ["x/1"]);
         store.abort("x/1").unwrap();
         assert_eq!(store.abort("x/1").unwrap_err().kind(), Kind::NotFound);
         assert!(store.list_statuses("x/").unwrap().is_empty());
     }
 }
+

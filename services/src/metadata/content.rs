@@ -85,7 +85,9 @@ impl MetaDb {
     /// # Errors
     /// NotFound when the namespace has no such blob.
     pub fn blob_info(&self, ns: &Namespace, digest: &Digest) -> Result<BlobInfo> {
-        let rec = self.get(&blob_key(ns, digest))?.ok_or_else(|| not_found(digest))?;
+        let rec = self
+            .get(&blob_key(ns, digest))?
+            .ok_or_else(|| not_found(digest))?;
         Ok(to_info(digest.clone(), rec))
     }
 
@@ -168,7 +170,13 @@ impl MetaDb {
     /// # Errors
     /// Unavailable when another writer holds the ref; NotFound for an
     /// unknown lease.
-    pub fn open_writer(&self, ns: &Namespace, r: &str, total: i64, lease: Option<&LeaseId>) -> Result<Writer> {
+    pub fn open_writer(
+        &self,
+        ns: &Namespace,
+        r: &str,
+        total: i64,
+        lease: Option<&LeaseId>,
+    ) -> Result<Writer> {
         if r.is_empty() {
             return Err(ContentError::EmptyRef.into());
         }

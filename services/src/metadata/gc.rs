@@ -17,7 +17,9 @@ use hull_proto::identifiers::Namespace;
 use hull_proto::labels::{GC_EXPIRE, GC_FLAT, GC_REF_CONTENT, GC_ROOT};
 
 use super::leases::{parse_expiry, CONTENT};
-use super::schema::{key, kinds, prefix, split, tail, BlobRecord, ImageRecord, LeaseRecord, NamespaceRecord};
+use super::schema::{
+    key, kinds, prefix, split, tail, BlobRecord, ImageRecord, LeaseRecord, NamespaceRecord,
+};
 use super::{MetaDb, Result};
 
 /// `[gc]`: when collections run.

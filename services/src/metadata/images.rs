@@ -115,7 +115,9 @@ impl MetaDb {
     /// # Errors
     /// NotFound.
     pub fn get_image(&self, ns: &Namespace, name: &str) -> Result<Image> {
-        let rec = self.get(&image_key(ns, name))?.ok_or_else(|| not_found(name))?;
+        let rec = self
+            .get(&image_key(ns, name))?
+            .ok_or_else(|| not_found(name))?;
         from_record(name.to_owned(), rec)
     }
 
@@ -163,7 +165,12 @@ impl MetaDb {
     /// # Errors
     /// NotFound; InvalidArgument for other paths, a missing target where one
     /// is needed, or an invalid result.
-    pub fn update_image(&self, ns: &Namespace, patch: &ImagePatch, paths: &[String]) -> Result<Image> {
+    pub fn update_image(
+        &self,
+        ns: &Namespace,
+        patch: &ImagePatch,
+        paths: &[String],
+    ) -> Result<Image> {
         if patch.name.is_empty() {
             return Err(MetadataError::Missing("image name"));
         }

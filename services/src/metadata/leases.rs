@@ -79,11 +79,24 @@ impl Resource {
 /// Parses `containerd.io/gc.expire`: RFC 3339, `Z` or numeric offset.
 pub fn parse_expiry(s: &str) -> Option<i64> {
     let b = s.as_bytes();
-    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't') || b[13] != b':' || b[16] != b':' {
+    if b.len() < 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || !matches!(b[10], b'T' | b't')
+        || b[13] != b':'
+        || b[16] != b':'
+    {
         return None;
     }
     let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
-    let (y, mo, d, h, mi, sec) = (num(0..4)?, num(5..7)?, num(8..10)?, num(11..13)?, num(14..16)?, num(17..19)?);
+    let (y, mo, d, h, mi, sec) = (
+        num(0..4)?,
+        num(5..7)?,
+        num(8..10)?,
+        num(11..13)?,
+        num(14..16)?,
+        num(17..19)?,
+    );
     let mut rest = &s[19..];
     let mut frac_nanos = 0i64;
     if let Some(r) = rest.strip_prefix('.') {
@@ -102,7 +115,11 @@ pub fn parse_expiry(s: &str) -> Option<i64> {
         _ => return None,
     };
     // Days from civil date (Howard Hinnant's algorithm).
-    let (yy, m) = if mo <= 2 { (y - 1, mo + 9) } else { (y, mo - 3) };
+    let (yy, m) = if mo <= 2 {
+        (y - 1, mo + 9)
+    } else {
+        (y, mo - 3)
+    };
     let era = yy.div_euclid(400);
     let yoe = yy - era * 400;
     let doy = (153 * m + 2) / 5 + d - 1;
@@ -125,12 +142,24 @@ fn not_found(id: &str) -> MetadataError {
 
 impl Txn<'_> {
     /// Adds a resource to a lease that must exist.
-    pub(crate) fn add_to_lease(&mut self, ns: &Namespace, lease: &LeaseId, res: &Resource) -> Result<()> {
+    pub(crate) fn add_to_lease(
+        &mut self,
+        ns: &Namespace,
+        lease: &LeaseId,
+        res: &Resource,
+    ) -> Result<()> {
         if !self.contains(&lease_key(ns, lease.as_str()))? {
             return Err(not_found(lease.as_str()));
         }
         self.put_raw(
-            key(&["o", ns.as_str(), kinds::LEASE_RESOURCE, lease.as_str(), &res.kind, &res.id]),
+            key(&[
+                "o",
+                ns.as_str(),
+                kinds::LEASE_RESOURCE,
+                lease.as_str(),
+                &res.kind,
+                &res.id,
+            ]),
             Vec::new(),
         );
         Ok(())
@@ -151,7 +180,12 @@ impl MetaDb {
     ///
     /// # Errors
     /// AlreadyExists; InvalidArgument for a bad id or labels.
-    pub fn create_lease(&self, ns: &Namespace, id: &str, labels: BTreeMap<String, String>) -> Result<Lease> {
+    pub fn create_lease(
+        &self,
+        ns: &Namespace,
+        id: &str,
+        labels: BTreeMap<String, String>,
+    ) -> Result<Lease> {
         let id = if id.is_empty() {
             format!("{}-{}", crate::now_nanos(), super::random_suffix(8))
         } else {
@@ -232,7 +266,14 @@ impl MetaDb {
             if !txn.contains(&lease_key(ns, id))? {
                 return Err(not_found(id));
             }
-            txn.remove(key(&["o", ns.as_str(), kinds::LEASE_RESOURCE, id, &res.kind, &res.id]));
+            txn.remove(key(&[
+                "o",
+                ns.as_str(),
+                kinds::LEASE_RESOURCE,
+                id,
+                &res.kind,
+                &res.id,
+            ]));
             Ok(())
         })
     }
@@ -270,7 +311,10 @@ mod tests {
         assert_eq!(parse_expiry("1970-01-01T00:00:00Z"), Some(0));
         assert_eq!(parse_expiry("1970-01-01T00:00:01.5Z"), Some(1_500_000_000));
         assert_eq!(parse_expiry("1970-01-01T01:00:00+01:00"), Some(0));
-        assert_eq!(parse_expiry("2024-02-29T12:00:00Z"), Some(1_709_208_000 * 1_000_000_000));
+        assert_eq!(
+            parse_expiry("2024-02-29T12:00:00Z"),
+            Some(1_709_208_000 * 1_000_000_000)
+        );
         assert_eq!(parse_expiry("tomorrow"), None);
     }
 
@@ -278,10 +322,19 @@ mod tests {
     fn resources_follow_containerd_rules() {
         let d = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
         assert!(Resource::parse("content", d).is_ok());
-        assert!(matches!(Resource::parse("content", "x"), Err(MetadataError::Digest(_))));
+        assert!(matches!(
+            Resource::parse("content", "x"),
+            Err(MetadataError::Digest(_))
+        ));
         assert!(Resource::parse("ingests", "ref").is_ok());
         assert!(Resource::parse("snapshots/overlayfs", "k").is_ok());
-        assert!(matches!(Resource::parse("snapshots", "k"), Err(MetadataError::Resource { .. })));
-        assert!(matches!(Resource::parse("widgets", "k"), Err(MetadataError::ResourceType(_))));
+        assert!(matches!(
+            Resource::parse("snapshots", "k"),
+            Err(MetadataError::Resource { .. })
+        ));
+        assert!(matches!(
+            Resource::parse("widgets", "k"),
+            Err(MetadataError::ResourceType(_))
+        ));
     }
 }

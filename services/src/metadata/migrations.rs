@@ -13,9 +13,11 @@ use super::MetadataError;
 pub fn migrate(tree: &sled::Tree) -> Result<(), MetadataError> {
     let vkey = key(&["meta", "version"]);
     let current = match tree.get(&vkey)? {
-        Some(v) => u32::from_be_bytes(v.as_ref().try_into().map_err(|_| MetadataError::Corrupt {
-            key: "meta/version".into(),
-        })?),
+        Some(v) => {
+            u32::from_be_bytes(v.as_ref().try_into().map_err(|_| MetadataError::Corrupt {
+                key: "meta/version".into(),
+            })?)
+        }
         None => 0,
     };
     if current > SCHEMA_VERSION {
@@ -41,7 +43,14 @@ mod tests {
         migrate(&tree).unwrap();
         let v = tree.get(key(&["meta", "version"])).unwrap().unwrap();
         assert_eq!(v.as_ref(), SCHEMA_VERSION.to_be_bytes());
-        tree.insert(key(&["meta", "version"]), &(SCHEMA_VERSION + 1).to_be_bytes()).unwrap();
-        assert!(matches!(migrate(&tree), Err(MetadataError::SchemaTooNew { .. })));
+        tree.insert(
+            key(&["meta", "version"]),
+            &(SCHEMA_VERSION + 1).to_be_bytes(),
+        )
+        .unwrap();
+        assert!(matches!(
+            migrate(&tree),
+            Err(MetadataError::SchemaTooNew { .. })
+        ));
     }
 }

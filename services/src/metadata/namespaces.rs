@@ -45,7 +45,12 @@ impl MetaDb {
                     id: info.name.to_string(),
                 });
             }
-            txn.put(k, &NamespaceRecord { labels: info.labels.clone() });
+            txn.put(
+                k,
+                &NamespaceRecord {
+                    labels: info.labels.clone(),
+                },
+            );
             Ok(())
         })
     }
@@ -55,10 +60,12 @@ impl MetaDb {
     /// # Errors
     /// NotFound.
     pub fn get_namespace(&self, ns: &Namespace) -> Result<NamespaceInfo> {
-        let rec: NamespaceRecord = self.get(&key(&["ns", ns.as_str()]))?.ok_or_else(|| MetadataError::NotFound {
-            what: "namespace",
-            id: ns.to_string(),
-        })?;
+        let rec: NamespaceRecord =
+            self.get(&key(&["ns", ns.as_str()]))?
+                .ok_or_else(|| MetadataError::NotFound {
+                    what: "namespace",
+                    id: ns.to_string(),
+                })?;
         Ok(NamespaceInfo {
             name: ns.clone(),
             labels: rec.labels,
@@ -86,7 +93,11 @@ impl MetaDb {
     ///
     /// # Errors
     /// NotFound; InvalidArgument for other paths or bad labels.
-    pub fn update_namespace(&self, info: &NamespaceInfo, paths: &[String]) -> Result<NamespaceInfo> {
+    pub fn update_namespace(
+        &self,
+        info: &NamespaceInfo,
+        paths: &[String],
+    ) -> Result<NamespaceInfo> {
         self.update(|txn| {
             let k = key(&["ns", info.name.as_str()]);
             let mut rec: NamespaceRecord = txn.get(&k)?.ok_or_else(|| MetadataError::NotFound {

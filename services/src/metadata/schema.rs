@@ -147,11 +147,19 @@ mod tests {
 
     #[test]
     fn keys_join_with_nul_and_prefixes_end_in_nul() {
-        assert_eq!(key(&["o", "default", "image", "a:b"]), b"o\0default\0image\0a:b");
+        assert_eq!(
+            key(&["o", "default", "image", "a:b"]),
+            b"o\0default\0image\0a:b"
+        );
         let p = prefix(&["o", "default", "image"]);
         assert_eq!(p, b"o\0default\0image\0");
-        assert_eq!(tail(&key(&["o", "default", "image", "x/y"]), p.len()), "x/y");
+        assert_eq!(
+            tail(&key(&["o", "default", "image", "x/y"]), p.len()),
+            "x/y"
+        );
         // A namespace that is a prefix of another must not see its objects.
-        assert!(!key(&["o", "default2", "image", "x"]).starts_with(&prefix(&["o", "default", "image"])));
+        assert!(
+            !key(&["o", "default2", "image", "x"]).starts_with(&prefix(&["o", "default", "image"]))
+        );
     }
 }

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Builds hull and installs it as a systemd service, or runs it in the
+# foreground when systemd is not running (containers, CI machines).
+#   deploy/install.sh          build, install, start
+#   deploy/install.sh --deps   also install build dependencies from Debian
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [[ "${1:-}" == "--deps" ]]; then
+    apt-get update -q
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q protobuf-compiler libprotobuf-dev gcc
+fi
+
+cargo build --release --bins
+install -m 0755 target/release/hulld target/release/hullctl target/release/hull-shim /usr/local/bin/
+install -d -m 0755 /etc/hull
+# Never overwrite an operator's config.
+[[ -e /etc/hull/config.toml ]] || install -m 0644 deploy/config.toml /etc/hull/config.toml
+
+if [[ -d /run/systemd/system ]]; then
+    install -m 0644 deploy/hulld.service /etc/systemd/system/hulld.service
+    systemctl daemon-reload
+    systemctl enable --now hulld
+    echo "hulld running under systemd; socket /run/hull/hull.sock"
+else
+    echo "systemd not running: starting hulld in the foreground"
+    exec /usr/local/bin/hulld --config /etc/hull/config.toml
+fi
