@@ -25,6 +25,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // containerd puts in `Any.type_url` for events.
     let mut config = tonic_prost_build::Config::new();
     config.enable_type_names();
+    // Ordered maps: labels convert to and from the stores' BTreeMaps without
+    // rehashing, and print in a stable order.
+    config.btree_map(["."]);
     tonic_prost_build::configure()
         .build_server(true)
         .build_client(true)

@@ -54,7 +54,8 @@ impl Drop for Server {
 
 impl Server {
     fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
         status
             .lines()
             .find_map(|l| l.strip_prefix("VmRSS:"))
@@ -67,7 +68,10 @@ fn sibling(name: &str) -> Result<PathBuf> {
     let exe = std::env::current_exe()?;
     let p = exe.parent().context("exe dir")?.join(name);
     if !p.exists() {
-        bail!("{} not built (cargo build --release --workspace --bins)", p.display());
+        bail!(
+            "{} not built (cargo build --release --workspace --bins)",
+            p.display()
+        );
     }
     Ok(p)
 }
@@ -110,20 +114,16 @@ async fn start_hulld() -> Result<(Server, Client)> {
         .stderr(Stdio::inherit())
         .spawn()?;
     let client = wait_ready(&address, &mut child).await?;
-    Ok((
-        Server {
-            child,
-            _dir: dir,
-        },
-        client,
-    ))
+    Ok((Server { child, _dir: dir }, client))
 }
 
 async fn start_containerd() -> Result<Option<(Server, Client)>> {
     let Ok(bin) = which("containerd") else {
         return Ok(None);
     };
-    let dir = tempfile::Builder::new().prefix("containerd-bench-").tempdir()?;
+    let dir = tempfile::Builder::new()
+        .prefix("containerd-bench-")
+        .tempdir()?;
     let d = dir.path();
     let address = d.join("containerd.sock");
     // A private root, state and socket; CRI off (it needs a CNI setup and
@@ -149,13 +149,7 @@ async fn start_containerd() -> Result<Option<(Server, Client)>> {
         .stderr(Stdio::null())
         .spawn()?;
     let client = wait_ready(&address, &mut child).await?;
-    Ok(Some((
-        Server {
-            child,
-            _dir: dir,
-        },
-        client,
-    )))
+    Ok(Some((Server { child, _dir: dir }, client)))
 }
 
 fn which(name: &str) -> Result<PathBuf> {
@@ -194,11 +188,19 @@ async fn write(client: &Client, r: &str, data: &[u8], expected: &str, chunk: usi
     for (i, c) in chunks.into_iter().enumerate() {
         let commit = i == last;
         tx.send(WriteContentRequest {
-            action: if commit { WriteAction::Commit } else { WriteAction::Write } as i32,
+            action: if commit {
+                WriteAction::Commit
+            } else {
+                WriteAction::Write
+            } as i32,
             offset: offset as i64,
             data: c.to_vec(),
             total: data.len() as i64,
-            expected: if commit { expected.clone() } else { String::new() },
+            expected: if commit {
+                expected.clone()
+            } else {
+                String::new()
+            },
             ..Default::default()
         })
         .await?;
@@ -244,15 +246,20 @@ async fn run(server: &Server, client: &Client, sizes: &Sizes, seed: u64) -> Resu
     // The client's own hashing is not the daemon's work: keep it out.
     let big_digest = digest_of(&big);
     let t = Instant::now();
-    write(client, "big", &big, &big_digest, 1 << 20).await.context("big blob")?;
-    r.insert("large blob write (MB/s)", big.len() as f64 / 1e6 / t.elapsed().as_secs_f64());
+    write(client, "big", &big, &big_digest, 1 << 20)
+        .await
+        .context("big blob")?;
+    r.insert(
+        "large blob write (MB/s)",
+        big.len() as f64 / 1e6 / t.elapsed().as_secs_f64(),
+    );
     drop(big);
 
     client
         .leases()
         .create(CreateRequest {
             id: "bench".into(),
-            labels: HashMap::new(),
+            labels: Default::default(),
         })
         .await?;
     let leased = client.with_lease("bench");
@@ -265,15 +272,21 @@ async fn run(server: &Server, client: &Client, sizes: &Sizes, seed: u64) -> Resu
         .collect();
     let t = Instant::now();
     for (i, (b, d)) in blobs.iter().enumerate().take(sizes.small_count / 2) {
-        write(&leased, &format!("s{i}"), b, d, 1 << 20).await.context("small blob")?;
+        write(&leased, &format!("s{i}"), b, d, 1 << 20)
+            .await
+            .context("small blob")?;
     }
-    r.insert("4 KiB blobs, 1 client (blobs/s)", (sizes.small_count / 2) as f64 / t.elapsed().as_secs_f64());
+    r.insert(
+        "4 KiB blobs, 1 client (blobs/s)",
+        (sizes.small_count / 2) as f64 / t.elapsed().as_secs_f64(),
+    );
     let t = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     let per = sizes.small_count / 2 / 16;
     for w in 0..16 {
         let c = leased.clone();
-        let mine: Vec<(Vec<u8>, String)> = blobs[sizes.small_count / 2 + w * per..sizes.small_count / 2 + (w + 1) * per].to_vec();
+        let mine: Vec<(Vec<u8>, String)> =
+            blobs[sizes.small_count / 2 + w * per..sizes.small_count / 2 + (w + 1) * per].to_vec();
         tasks.spawn(async move {
             for (i, (b, d)) in mine.iter().enumerate() {
                 write(&c, &format!("c{w}-{i}"), b, d, 1 << 20).await?;
@@ -284,13 +297,16 @@ async fn run(server: &Server, client: &Client, sizes: &Sizes, seed: u64) -> Resu
     while let Some(res) = tasks.join_next().await {
         res??;
     }
-    r.insert("4 KiB blobs, 16 clients (blobs/s)", (per * 16) as f64 / t.elapsed().as_secs_f64());
+    r.insert(
+        "4 KiB blobs, 16 clients (blobs/s)",
+        (per * 16) as f64 / t.elapsed().as_secs_f64(),
+    );
 
     let target = Descriptor {
         media_type: "application/vnd.oci.image.manifest.v1+json".into(),
         digest: blobs[0].1.clone(),
         size: 4096,
-        annotations: HashMap::new(),
+        annotations: Default::default(),
     };
     for i in 0..sizes.images {
         client
@@ -308,7 +324,13 @@ async fn run(server: &Server, client: &Client, sizes: &Sizes, seed: u64) -> Resu
     let mut times = Vec::new();
     for _ in 0..11 {
         let t = Instant::now();
-        let n = client.images().list(ListImagesRequest::default()).await?.into_inner().images.len();
+        let n = client
+            .images()
+            .list(ListImagesRequest::default())
+            .await?
+            .into_inner()
+            .images
+            .len();
         times.push(t.elapsed().as_secs_f64() * 1e3);
         if n != sizes.images {
             bail!("listed {n} images, expected {}", sizes.images);
@@ -318,7 +340,10 @@ async fn run(server: &Server, client: &Client, sizes: &Sizes, seed: u64) -> Resu
     r.insert("List of images, median (ms)", times[times.len() / 2]);
 
     tokio::time::sleep(Duration::from_millis(1000)).await;
-    r.insert("idle RSS after load (MiB)", server.rss_kib() as f64 / 1024.0);
+    r.insert(
+        "idle RSS after load (MiB)",
+        server.rss_kib() as f64 / 1024.0,
+    );
     Ok(Results(r))
 }
 
@@ -382,7 +407,11 @@ async fn main() -> Result<()> {
         match &ctd {
             Some(c) => {
                 let c = c.0.get(name).copied().unwrap_or(f64::NAN);
-                let note = if *higher_better { "higher is better" } else { "lower is better" };
+                let note = if *higher_better {
+                    "higher is better"
+                } else {
+                    "lower is better"
+                };
                 println!("{name:<36} {h:>12.2} {c:>12.2} {:>14.2}  ({note})", h / c);
             }
             None => println!("{name:<36} {h:>12.2} {:>12} {:>14}", "-", "-"),

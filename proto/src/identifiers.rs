@@ -103,10 +103,40 @@ identifier!(
     /// A container id.
     ContainerId
 );
-identifier!(
-    /// A lease id.
-    LeaseId
-);
+/// A lease id. containerd does not hold lease ids to the identifier rule
+/// (its clients generate ids such as `307015574-_gS-`), so neither does
+/// hull: any non-empty string without NUL is a lease id. Lease ids are never
+/// used as path components.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct LeaseId(String);
+
+impl LeaseId {
+    /// Wraps `s` if it can be a lease id.
+    ///
+    /// # Errors
+    /// InvalidArgument for an empty id or one containing NUL.
+    pub fn new(s: impl Into<String>) -> Result<Self, IdentifierError> {
+        let s = s.into();
+        if s.is_empty() {
+            return Err(IdentifierError::Empty);
+        }
+        if s.contains('\0') {
+            return Err(IdentifierError::Malformed(s));
+        }
+        Ok(LeaseId(s))
+    }
+
+    /// The id as a string.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for LeaseId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
 
 #[cfg(test)]
 mod tests {

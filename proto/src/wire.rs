@@ -27,7 +27,12 @@ pub fn render_set(bytes: &[u8]) -> String {
         }
         for e in &f.enum_type {
             for v in &e.value {
-                out.push_str(&format!("enum {pkg}.{} {} = {}\n", e.name(), v.name(), v.number()));
+                out.push_str(&format!(
+                    "enum {pkg}.{} {} = {}\n",
+                    e.name(),
+                    v.name(),
+                    v.number()
+                ));
             }
         }
         for s in &f.service {
@@ -57,14 +62,23 @@ fn message(out: &mut String, name: &str, m: &DescriptorProto) {
             Type::Message | Type::Enum => f.type_name().trim_start_matches('.').to_owned(),
             t => format!("{t:?}").to_lowercase(),
         };
-        out.push_str(&format!("msg {name} {} = {} {label}{ty}\n", f.name(), f.number()));
+        out.push_str(&format!(
+            "msg {name} {} = {} {label}{ty}\n",
+            f.name(),
+            f.number()
+        ));
     }
     for nested in &m.nested_type {
         message(out, &format!("{name}.{}", nested.name()), nested);
     }
     for e in &m.enum_type {
         for v in &e.value {
-            out.push_str(&format!("enum {name}.{} {} = {}\n", e.name(), v.name(), v.number()));
+            out.push_str(&format!(
+                "enum {name}.{} {} = {}\n",
+                e.name(),
+                v.name(),
+                v.number()
+            ));
         }
     }
 }

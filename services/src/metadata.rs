@@ -178,6 +178,8 @@ pub struct MetaDb {
     flush_completed: std::sync::atomic::AtomicU64,
     content: Arc<LocalContentStore>,
     gc_wanted: tokio::sync::Notify,
+    /// Images by namespace and name, for namespaces listed since start.
+    image_cache: std::sync::RwLock<HashMap<String, BTreeMap<String, images::Image>>>,
 }
 
 impl std::fmt::Debug for MetaDb {
@@ -209,6 +211,7 @@ impl MetaDb {
             flush_completed: 0.into(),
             content,
             gc_wanted: tokio::sync::Notify::new(),
+            image_cache: Default::default(),
         }))
     }
 
@@ -273,6 +276,17 @@ impl MetaDb {
 
     /// Runs `f` under the writer lock and applies what it staged atomically.
     pub(crate) fn update<T>(&self, f: impl FnOnce(&mut Txn<'_>) -> Result<T>) -> Result<T> {
+        self.update_then(f, |_| {})
+    }
+
+    /// As [`MetaDb::update`], then runs `then` on the result once the batch
+    /// is applied, still under the writer lock (for in-memory copies that
+    /// must change in commit order).
+    pub(crate) fn update_then<T>(
+        &self,
+        f: impl FnOnce(&mut Txn<'_>) -> Result<T>,
+        then: impl FnOnce(&T),
+    ) -> Result<T> {
         let mut state = self.lock();
         let mut txn = Txn {
             tree: &self.tree,
@@ -283,6 +297,7 @@ impl MetaDb {
         let out = f(&mut txn)?;
         let batch = std::mem::take(&mut txn.batch);
         self.tree.apply_batch(batch)?;
+        then(&out);
         Ok(out)
     }
 

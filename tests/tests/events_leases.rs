@@ -1,6 +1,6 @@
 //! Events carry what containerd's carry; leases protect and expire.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use prost::Message as _;
@@ -57,7 +57,7 @@ async fn subscribers_get_image_content_and_namespace_events() {
                     media_type: "application/vnd.oci.image.manifest.v1+json".into(),
                     digest: digest.clone(),
                     size: 13,
-                    annotations: HashMap::new(),
+                    annotations: BTreeMap::new(),
                 }),
                 ..Default::default()
             }),

@@ -52,7 +52,7 @@ fn info_to_proto(i: BlobInfo) -> ProtoInfo {
         size: i.size,
         created_at: Some(crate::timestamp(i.created_at)),
         updated_at: Some(crate::timestamp(i.updated_at)),
-        labels: i.labels.into_iter().collect(),
+        labels: i.labels,
     }
 }
 
@@ -89,7 +89,7 @@ impl Content for ContentService {
         let req = req.into_inner();
         let info = req.info.unwrap_or_default();
         let d = digest(&info.digest)?;
-        let labels = info.labels.into_iter().collect();
+        let labels = info.labels;
         let paths = paths(req.update_mask);
         let db = self.db.clone();
         let info = run(move || db.update_blob(&ns, &d, &labels, &paths)).await?;
@@ -346,7 +346,10 @@ impl WriteSession {
                     let offset = req.offset;
                     let current = written;
                     if offset > 0 && u64::try_from(offset).ok() != Some(current) {
-                        return Err(status(MetadataError::from(ContentError::OffsetMismatch { offset, current })));
+                        return Err(status(MetadataError::from(ContentError::OffsetMismatch {
+                            offset,
+                            current,
+                        })));
                     }
                     let restart = offset == 0 && current > 0;
                     let data = std::mem::take(&mut req.data);
@@ -398,7 +401,7 @@ impl WriteSession {
                     {
                         let (db, ns, lease) =
                             (self.db.clone(), self.ns.clone(), self.lease.clone());
-                        let labels = std::mem::take(&mut req.labels).into_iter().collect();
+                        let labels = std::mem::take(&mut req.labels);
                         let exp = expected.clone();
                         let committed = run(move || {
                             db.commit(&ns, w2, total, exp.as_ref(), labels, lease.as_ref())

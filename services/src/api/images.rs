@@ -38,7 +38,7 @@ pub(crate) fn descriptor_to_proto(d: &Descriptor) -> ProtoDescriptor {
         media_type: d.media_type.clone(),
         digest: d.digest.to_string(),
         size: d.size,
-        annotations: d.annotations.clone().into_iter().collect(),
+        annotations: d.annotations.clone(),
     }
 }
 
@@ -65,7 +65,7 @@ pub(crate) fn descriptor_from_proto(
         media_type: d.media_type,
         digest,
         size: d.size,
-        annotations: d.annotations.into_iter().collect(),
+        annotations: d.annotations,
     })
 }
 
@@ -73,7 +73,7 @@ fn to_proto(i: Image) -> Proto {
     Proto {
         target: Some(descriptor_to_proto(&i.target)),
         name: i.name,
-        labels: i.labels.into_iter().collect(),
+        labels: i.labels,
         created_at: Some(crate::timestamp(i.created_at)),
         updated_at: Some(crate::timestamp(i.updated_at)),
     }
@@ -90,7 +90,7 @@ fn from_proto(p: Option<Proto>) -> Result<Image, Status> {
     Ok(Image {
         target: descriptor_from_proto(p.target, "Target")?,
         name: p.name,
-        labels: p.labels.into_iter().collect(),
+        labels: p.labels,
         created_at: 0,
         updated_at: 0,
     })
@@ -139,7 +139,7 @@ impl Images for ImagesService {
             "/images/create",
             &ImageCreate {
                 name: created.name.clone(),
-                labels: created.labels.clone().into_iter().collect(),
+                labels: created.labels.clone(),
             },
         );
         Ok(Response::new(CreateImageResponse {
@@ -159,7 +159,7 @@ impl Images for ImagesService {
         let annotations = proto
             .target
             .as_ref()
-            .map(|t| t.annotations.clone().into_iter().collect())
+            .map(|t| t.annotations.clone())
             .unwrap_or_default();
         // A labels-only update may carry no target at all.
         let target = if uses_target {
@@ -169,7 +169,7 @@ impl Images for ImagesService {
         };
         let image = ImagePatch {
             name: proto.name,
-            labels: proto.labels.into_iter().collect(),
+            labels: proto.labels,
             target,
             annotations,
         };
@@ -182,7 +182,7 @@ impl Images for ImagesService {
             "/images/update",
             &ImageUpdate {
                 name: updated.name.clone(),
-                labels: updated.labels.clone().into_iter().collect(),
+                labels: updated.labels.clone(),
             },
         );
         Ok(Response::new(UpdateImageResponse {

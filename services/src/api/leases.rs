@@ -33,7 +33,7 @@ fn to_proto(l: Lease) -> Proto {
     Proto {
         id: l.id,
         created_at: Some(crate::timestamp(l.created_at)),
-        labels: l.labels.into_iter().collect(),
+        labels: l.labels,
     }
 }
 
@@ -51,8 +51,7 @@ impl Leases for LeasesService {
         let ns = namespace(&req)?;
         let req = req.into_inner();
         let db = self.db.clone();
-        let lease =
-            run(move || db.create_lease(&ns, &req.id, req.labels.into_iter().collect())).await?;
+        let lease = run(move || db.create_lease(&ns, &req.id, req.labels)).await?;
         self.db.flush().await.map_err(status)?;
         Ok(Response::new(CreateResponse {
             lease: Some(to_proto(lease)),

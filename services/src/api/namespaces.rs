@@ -34,7 +34,7 @@ impl NamespacesService {
 fn to_proto(info: NamespaceInfo) -> Proto {
     Proto {
         name: info.name.to_string(),
-        labels: info.labels.into_iter().collect(),
+        labels: info.labels,
     }
 }
 
@@ -42,7 +42,7 @@ fn from_proto(p: Option<Proto>) -> Result<NamespaceInfo, Status> {
     let p = p.unwrap_or_default();
     Ok(NamespaceInfo {
         name: Namespace::new(p.name).map_err(status)?,
-        labels: p.labels.into_iter().collect(),
+        labels: p.labels,
     })
 }
 
@@ -85,7 +85,7 @@ impl Namespaces for NamespacesService {
             "/namespaces/create",
             &NamespaceCreate {
                 name: info.name.to_string(),
-                labels: info.labels.clone().into_iter().collect(),
+                labels: info.labels.clone(),
             },
         );
         Ok(Response::new(CreateNamespaceResponse {
@@ -108,7 +108,7 @@ impl Namespaces for NamespacesService {
             "/namespaces/update",
             &NamespaceUpdate {
                 name: updated.name.to_string(),
-                labels: updated.labels.clone().into_iter().collect(),
+                labels: updated.labels.clone(),
             },
         );
         Ok(Response::new(UpdateNamespaceResponse {

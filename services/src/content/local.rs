@@ -512,4 +512,3 @@ mod tests {
         assert!(store.list_statuses("x/").unwrap().is_empty());
     }
 }
-

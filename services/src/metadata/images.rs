@@ -123,17 +123,51 @@ impl MetaDb {
 
     /// Images matching `filter`, by name.
     ///
+    /// Served from memory: the first list in a namespace loads its images,
+    /// and every image change updates the copy under the writer lock.
+    ///
     /// # Errors
     /// Unknown when the DB fails.
     pub fn list_images(&self, ns: &Namespace, filter: &Filter) -> Result<Vec<Image>> {
-        let mut out = Vec::new();
-        for (name, rec) in self.scan(&prefix(&["o", ns.as_str(), kinds::IMAGE]))? {
-            let image = from_record(name, rec)?;
-            if filter.matches(&image) {
-                out.push(image);
-            }
+        let pick = |all: &BTreeMap<String, Image>| {
+            all.values()
+                .filter(|i| filter.matches(*i))
+                .cloned()
+                .collect()
+        };
+        if let Some(all) = self
+            .image_cache
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(ns.as_str())
+        {
+            return Ok(pick(all));
         }
+        // Load under the writer lock so that no change slips in between.
+        let _w = self.lock();
+        let mut all = BTreeMap::new();
+        for (name, rec) in self.scan(&prefix(&["o", ns.as_str(), kinds::IMAGE]))? {
+            let image = from_record(name.clone(), rec)?;
+            all.insert(name, image);
+        }
+        let out = pick(&all);
+        self.image_cache
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(ns.to_string(), all);
         Ok(out)
+    }
+
+    /// Applies a committed image change to the in-memory copy, if the
+    /// namespace has one. Called with the writer lock held.
+    fn cache_image(&self, ns: &Namespace, name: &str, image: Option<&Image>) {
+        let mut cache = self.image_cache.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(all) = cache.get_mut(ns.as_str()) {
+            match image {
+                Some(i) => all.insert(name.to_owned(), i.clone()),
+                None => all.remove(name),
+            };
+        }
     }
 
     /// Creates an image; times are set here.
@@ -144,18 +178,21 @@ impl MetaDb {
         validate(&image)?;
         image.created_at = crate::now_nanos();
         image.updated_at = image.created_at;
-        self.update(|txn| {
-            let k = image_key(ns, &image.name);
-            if txn.contains(&k)? {
-                return Err(MetadataError::AlreadyExists {
-                    what: "image",
-                    id: image.name.clone(),
-                });
-            }
-            txn.ensure_namespace(ns)?;
-            txn.put(k, &to_record(&image));
-            Ok(image)
-        })
+        self.update_then(
+            |txn| {
+                let k = image_key(ns, &image.name);
+                if txn.contains(&k)? {
+                    return Err(MetadataError::AlreadyExists {
+                        what: "image",
+                        id: image.name.clone(),
+                    });
+                }
+                txn.ensure_namespace(ns)?;
+                txn.put(k, &to_record(&image));
+                Ok(image)
+            },
+            |i| self.cache_image(ns, &i.name, Some(i)),
+        )
     }
 
     /// Updates an image by field mask: `labels`, `labels.<key>`, `target`,
@@ -175,44 +212,47 @@ impl MetaDb {
             return Err(MetadataError::Missing("image name"));
         }
         let target = || patch.target.clone().ok_or(MetadataError::Missing("Target"));
-        self.update(|txn| {
-            let k = image_key(ns, &patch.name);
-            let rec = txn.get(&k)?.ok_or_else(|| not_found(&patch.name))?;
-            let mut updated = from_record(patch.name.clone(), rec)?;
-            let created_at = updated.created_at;
-            if paths.is_empty() {
-                updated.labels = patch.labels.clone();
-                updated.target = target()?;
-            }
-            for p in paths {
-                if update_labels(&mut updated.labels, &patch.labels, p) {
-                    continue;
+        self.update_then(
+            |txn| {
+                let k = image_key(ns, &patch.name);
+                let rec = txn.get(&k)?.ok_or_else(|| not_found(&patch.name))?;
+                let mut updated = from_record(patch.name.clone(), rec)?;
+                let created_at = updated.created_at;
+                if paths.is_empty() {
+                    updated.labels = patch.labels.clone();
+                    updated.target = target()?;
                 }
-                if let Some(a) = p.strip_prefix("annotations.") {
-                    match patch.annotations.get(a) {
-                        Some(v) => updated.target.annotations.insert(a.to_owned(), v.clone()),
-                        None => updated.target.annotations.remove(a),
-                    };
-                    continue;
-                }
-                match p.as_str() {
-                    "target" => updated.target = target()?,
-                    "annotations" => updated.target.annotations = patch.annotations.clone(),
-                    _ => {
-                        return Err(MetadataError::Field {
-                            what: "image",
-                            field: p.clone(),
-                            id: patch.name.clone(),
-                        })
+                for p in paths {
+                    if update_labels(&mut updated.labels, &patch.labels, p) {
+                        continue;
+                    }
+                    if let Some(a) = p.strip_prefix("annotations.") {
+                        match patch.annotations.get(a) {
+                            Some(v) => updated.target.annotations.insert(a.to_owned(), v.clone()),
+                            None => updated.target.annotations.remove(a),
+                        };
+                        continue;
+                    }
+                    match p.as_str() {
+                        "target" => updated.target = target()?,
+                        "annotations" => updated.target.annotations = patch.annotations.clone(),
+                        _ => {
+                            return Err(MetadataError::Field {
+                                what: "image",
+                                field: p.clone(),
+                                id: patch.name.clone(),
+                            })
+                        }
                     }
                 }
-            }
-            validate(&updated)?;
-            updated.created_at = created_at;
-            updated.updated_at = crate::now_nanos();
-            txn.put(k, &to_record(&updated));
-            Ok(updated)
-        })
+                validate(&updated)?;
+                updated.created_at = created_at;
+                updated.updated_at = crate::now_nanos();
+                txn.put(k, &to_record(&updated));
+                Ok(updated)
+            },
+            |i| self.cache_image(ns, &i.name, Some(i)),
+        )
     }
 
     /// Deletes an image; its content goes at the next GC unless referenced.
@@ -220,13 +260,16 @@ impl MetaDb {
     /// # Errors
     /// NotFound.
     pub fn delete_image(&self, ns: &Namespace, name: &str) -> Result<()> {
-        self.update(|txn| {
-            let k = image_key(ns, name);
-            if !txn.contains(&k)? {
-                return Err(not_found(name));
-            }
-            txn.remove(k);
-            Ok(())
-        })
+        self.update_then(
+            |txn| {
+                let k = image_key(ns, name);
+                if !txn.contains(&k)? {
+                    return Err(not_found(name));
+                }
+                txn.remove(k);
+                Ok(())
+            },
+            |()| self.cache_image(ns, name, None),
+        )
     }
 }
