@@ -7,7 +7,8 @@ use std::time::Duration;
 use sha2::{Digest as _, Sha256};
 
 use hull_proto::containerd::services::content::v1::{
-    AbortRequest, InfoRequest, ReadContentRequest, StatusRequest, WriteAction, WriteContentRequest,
+    AbortRequest, InfoRequest, ListContentRequest, ReadContentRequest, StatusRequest, WriteAction,
+    WriteContentRequest,
 };
 use hull_tests::blobs::{write_blob, Ingest};
 use hull_tests::daemon::{eventually, Daemon};
@@ -45,6 +46,36 @@ async fn ctr_content_round_trip() {
     ]);
     let ls = d.ctr_ok(&["content", "ls"]);
     assert!(ls.contains("purpose=test"), "{ls}");
+    let c = d.client().await;
+    let list = |filters: Vec<String>| {
+        let c = c.clone();
+        async move {
+            let mut s = c
+                .content()
+                .list(ListContentRequest { filters })
+                .await
+                .expect("list")
+                .into_inner();
+            let mut out = Vec::new();
+            while let Some(m) = s.message().await.expect("list") {
+                out.extend(m.info.into_iter().map(|i| i.digest));
+            }
+            out
+        }
+    };
+    assert_eq!(
+        list(vec!["labels.purpose==test".into()]).await,
+        vec![digest.clone()]
+    );
+    assert_eq!(
+        list(vec![r#"labels."containerd.io/gc.root""#.into()]).await,
+        vec![digest.clone()]
+    );
+    assert!(list(vec!["labels.purpose==other".into()]).await.is_empty());
+    assert_eq!(
+        list(vec![format!("digest=={digest}")]).await,
+        vec![digest.clone()]
+    );
     d.ctr_ok(&["content", "label", &digest, "purpose="]);
     assert!(!d.ctr_ok(&["content", "ls"]).contains("purpose=test"));
 
