@@ -223,6 +223,8 @@ async fn gigabyte_blob_resumes_after_writer_is_killed() {
     // Second writer resumes from that offset and commits.
     let (mut ing, stat) = Ingest::open(&c, "big").await.expect("resume");
     assert_eq!(stat.offset, offset);
+    // A STAT without a total keeps the total the first writer gave.
+    assert_eq!(stat.total, total);
     let mut at = offset;
     for i in (offset as u64 >> 20)..CHUNKS {
         let resp = ing.write(at, chunk(i)).await.expect("write");

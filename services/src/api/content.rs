@@ -323,8 +323,12 @@ impl WriteSession {
             };
             match action {
                 WriteAction::Stat => {
-                    let (w2, st, d) = in_blocking(w, move |w| {
-                        w.set_total(total)?;
+                    let (w2, (st, d)) = in_blocking(w, move |w| {
+                        // A STAT without a total (a resuming client) keeps
+                        // the one recorded.
+                        if total > 0 {
+                            w.set_total(total)?;
+                        }
                         Ok((w.status(), w.digest()))
                     })
                     .await?;
@@ -333,7 +337,7 @@ impl WriteSession {
                     msg.digest = d.to_string();
                     msg.started_at = Some(crate::timestamp(st.started_at));
                     msg.updated_at = Some(crate::timestamp(st.updated_at));
-                    msg.total = total;
+                    msg.total = st.total;
                     writer = Some(w);
                 }
                 WriteAction::Write => {
@@ -358,7 +362,7 @@ impl WriteSession {
                     if self.tx.send(Ok(msg)).await.is_err() {
                         return Ok(());
                     }
-                    let (w2, _, _) = in_blocking(w, move |w| {
+                    let (w2, ()) = in_blocking(w, move |w| {
                         if restart {
                             w.truncate()?;
                         }
@@ -366,7 +370,7 @@ impl WriteSession {
                         if total > 0 {
                             w.set_total(total)?;
                         }
-                        Ok((w.status(), Digest::sha256(&[0; 32])))
+                        Ok(())
                     })
                     .await?;
                     writer = Some(w2);
@@ -379,7 +383,7 @@ impl WriteSession {
                 WriteAction::Commit => {
                     let offset = req.offset;
                     let data = std::mem::take(&mut req.data);
-                    let (w2, st, d) = in_blocking(w, move |w| {
+                    let (w2, (st, d)) = in_blocking(w, move |w| {
                         let current = w.status().offset;
                         if offset > 0 && u64::try_from(offset).ok() != Some(current) {
                             return Err(ContentError::OffsetMismatch { offset, current }.into());
@@ -427,13 +431,14 @@ impl WriteSession {
 }
 
 /// Moves the writer onto the blocking pool for `f` and back.
-async fn in_blocking<F>(mut w: Writer, f: F) -> Result<(Writer, IngestStatus, Digest), Status>
+async fn in_blocking<T, F>(mut w: Writer, f: F) -> Result<(Writer, T), Status>
 where
-    F: FnOnce(&mut Writer) -> Result<(IngestStatus, Digest), MetadataError> + Send + 'static,
+    F: FnOnce(&mut Writer) -> Result<T, MetadataError> + Send + 'static,
+    T: Send + 'static,
 {
     run(move || {
-        let (st, d) = f(&mut w)?;
-        Ok((w, st, d))
+        let out = f(&mut w)?;
+        Ok((w, out))
     })
     .await
 }
