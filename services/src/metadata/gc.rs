@@ -146,3 +146,180 @@ impl MetaDb {
         Ok(stats)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    use hull_proto::identifiers::LeaseId;
+
+    use super::*;
+    use crate::content::LocalContentStore;
+    use crate::filters::Filter;
+    use crate::metadata::images::Image;
+    use crate::metadata::Descriptor;
+
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        db: Arc<MetaDb>,
+        ns: Namespace,
+    }
+
+    fn fixture() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let content = LocalContentStore::open(dir.path().join("content")).unwrap();
+        let db = MetaDb::open(&dir.path().join("meta"), content).unwrap();
+        Fixture {
+            _dir: dir,
+            db,
+            ns: Namespace::new("gc").unwrap(),
+        }
+    }
+
+    impl Fixture {
+        fn blob(&self, data: &str, labels: &[(&str, &str)], lease: Option<&LeaseId>) -> Digest {
+            let mut w = self.db.open_writer(&self.ns, data, 0, lease).unwrap();
+            w.write(data.as_bytes()).unwrap();
+            let labels = labels
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect();
+            self.db.commit(&self.ns, w, 0, None, labels, lease).unwrap()
+        }
+
+        fn present(&self, d: &Digest) -> bool {
+            self.db.blob_info(&self.ns, d).is_ok() && self.db.content_store().exists(d)
+        }
+    }
+
+    #[test]
+    fn references_roots_leases_and_expiry() {
+        let f = fixture();
+        let layer = f.blob("layer", &[], None);
+        let config = f.blob("config", &[], None);
+        let manifest = f.blob(
+            "manifest",
+            &[
+                ("containerd.io/gc.ref.content.l.0", &layer.to_string()),
+                ("containerd.io/gc.ref.content.config", &config.to_string()),
+            ],
+            None,
+        );
+        let rooted = f.blob("rooted", &[(GC_ROOT, "x")], None);
+        let loose = f.blob("loose", &[], None);
+        f.db.create_image(
+            &f.ns,
+            Image {
+                name: "img".into(),
+                labels: BTreeMap::new(),
+                target: Descriptor {
+                    media_type: "m".into(),
+                    digest: manifest.clone(),
+                    size: 8,
+                    annotations: BTreeMap::new(),
+                },
+                created_at: 0,
+                updated_at: 0,
+            },
+        )
+        .unwrap();
+        let expiring =
+            f.db.create_lease(
+                &f.ns,
+                "soon",
+                [(GC_EXPIRE.to_owned(), "2001-01-01T00:00:10Z".to_owned())].into(),
+            )
+            .unwrap();
+        let lease = LeaseId::new(expiring.id).unwrap();
+        let leased = f.blob("leased", &[], Some(&lease));
+        let before_expiry = parse_expiry("2001-01-01T00:00:00Z").unwrap();
+
+        let stats = f.db.collect_garbage(before_expiry).unwrap();
+        assert_eq!(
+            stats,
+            GcStats {
+                records: 1,
+                blobs: 1,
+                leases: 0
+            }
+        );
+        assert!(!f.present(&loose));
+        for d in [&layer, &config, &manifest, &rooted, &leased] {
+            assert!(f.present(d), "{d} collected");
+        }
+
+        let stats =
+            f.db.collect_garbage(before_expiry + 20_000_000_000)
+                .unwrap();
+        assert_eq!(
+            stats,
+            GcStats {
+                records: 1,
+                blobs: 1,
+                leases: 1
+            }
+        );
+        assert!(!f.present(&leased));
+        assert!(f
+            .db
+            .list_leases(&f.ns, &Filter::default())
+            .unwrap()
+            .is_empty());
+
+        f.db.delete_image(&f.ns, "img").unwrap();
+        f.db.collect_garbage(0).unwrap();
+        for d in [&layer, &config, &manifest] {
+            assert!(!f.present(d), "{d} survived its image");
+        }
+        assert!(f.present(&rooted));
+    }
+
+    #[test]
+    fn flat_leases_keep_only_what_they_name() {
+        let f = fixture();
+        let child = f.blob("child", &[], None);
+        let lease =
+            f.db.create_lease(&f.ns, "flat", [(GC_FLAT.to_owned(), "1".to_owned())].into())
+                .unwrap();
+        let lease = LeaseId::new(lease.id).unwrap();
+        let parent = f.blob(
+            "parent",
+            &[("containerd.io/gc.ref.content.c", &child.to_string())],
+            Some(&lease),
+        );
+        f.db.collect_garbage(0).unwrap();
+        assert!(f.present(&parent));
+        assert!(
+            !f.present(&child),
+            "a flat lease must not follow references"
+        );
+    }
+
+    #[test]
+    fn blobs_shared_by_namespaces_stay_until_the_last_goes() {
+        let f = fixture();
+        let other = Namespace::new("other").unwrap();
+        let d = f.blob("shared", &[(GC_ROOT, "1")], None);
+        let mut w = f.db.open_writer(&other, "r", 0, None).unwrap();
+        w.write(b"shared").unwrap();
+        f.db.commit(
+            &other,
+            w,
+            0,
+            None,
+            [(GC_ROOT.to_owned(), "1".to_owned())].into(),
+            None,
+        )
+        .unwrap();
+        f.db.delete_blob(&f.ns, &d).unwrap();
+        f.db.collect_garbage(0).unwrap();
+        assert!(
+            f.db.content_store().exists(&d),
+            "file removed while another namespace has it"
+        );
+        f.db.delete_blob(&other, &d).unwrap();
+        f.db.collect_garbage(0).unwrap();
+        assert!(!f.db.content_store().exists(&d));
+    }
+}
