@@ -102,5 +102,20 @@ where
     crate::blocking(f).await.map_err(status)
 }
 
+/// After a delete: collect garbage now when the client asked to wait for it
+/// (`sync`), otherwise let the GC loop run soon.
+pub(crate) async fn collect_after_delete(
+    db: &std::sync::Arc<crate::metadata::MetaDb>,
+    sync: bool,
+) -> Result<(), Status> {
+    if sync {
+        let db = db.clone();
+        run(move || db.collect_garbage(crate::now_nanos())).await?;
+    } else {
+        db.schedule_gc();
+    }
+    Ok(())
+}
+
 /// Collections the list calls stream in, as containerd does.
 pub(crate) const LIST_BATCH: usize = 100;

@@ -11,7 +11,7 @@ use tokio::sync::broadcast;
 use hull_proto::identifiers::Namespace;
 use hull_proto::typeurl;
 
-use crate::filters::{label_field, Adaptor};
+use crate::filters::Adaptor;
 
 /// Events buffered per subscriber before the oldest are dropped.
 pub const BACKLOG: usize = 4096;
@@ -34,7 +34,6 @@ impl Adaptor for Envelope {
         match path.first().map(String::as_str)? {
             "namespace" => Some(self.namespace.clone()),
             "topic" => Some(self.topic.clone()),
-            "event" => label_field(|_| None, &path[1..]),
             _ => None,
         }
     }

@@ -131,22 +131,10 @@ impl Daemon {
     }
 
     /// Stops the daemon: SIGTERM, then SIGKILL after 10 s. Returns whether
-    /// it exited cleanly.
+    /// it exited cleanly. Blocks the calling thread; async tests use
+    /// [`Daemon::stop_async`] so that their own clients can hang up.
     pub fn stop(&mut self) -> bool {
-        let Some(mut child) = self.child.take() else {
-            return true;
-        };
-        signal(&child, libc::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = child.try_wait() {
-                return status.success();
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        signal(&child, libc::SIGKILL);
-        let _ = child.wait();
-        false
+        self.child.take().is_none_or(terminate)
     }
 
     /// Kills the daemon with SIGKILL, as a crash would.
@@ -158,22 +146,14 @@ impl Daemon {
     }
 
     /// Stops the daemon like [`Daemon::stop`], letting the test's runtime
-    /// run meanwhile so that its clients can hang up.
+    /// run meanwhile.
     pub async fn stop_async(&mut self) -> bool {
-        let Some(mut child) = self.child.take() else {
-            return true;
-        };
-        signal(&child, libc::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = child.try_wait() {
-                return status.success();
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        match self.child.take() {
+            None => true,
+            Some(child) => tokio::task::spawn_blocking(move || terminate(child))
+                .await
+                .unwrap_or(false),
         }
-        signal(&child, libc::SIGKILL);
-        let _ = child.wait();
-        false
     }
 
     /// Starts the daemon again on the same root, state and socket.
@@ -236,6 +216,21 @@ impl Daemon {
         out.sort();
         out
     }
+}
+
+/// SIGTERM, then SIGKILL after 10 s; whether the process exited cleanly.
+fn terminate(mut child: Child) -> bool {
+    signal(&child, libc::SIGTERM);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            return status.success();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    signal(&child, libc::SIGKILL);
+    let _ = child.wait();
+    false
 }
 
 fn signal(child: &Child, sig: i32) {

@@ -199,12 +199,7 @@ impl Images for ImagesService {
         self.db.flush().await.map_err(status)?;
         self.events
             .publish(&ns, "/images/delete", &ImageDelete { name: req.name });
-        if req.sync {
-            let db = self.db.clone();
-            run(move || db.collect_garbage(crate::now_nanos())).await?;
-        } else {
-            self.db.schedule_gc();
-        }
+        super::collect_after_delete(&self.db, req.sync).await?;
         Ok(Response::new(()))
     }
 }

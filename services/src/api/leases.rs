@@ -64,12 +64,7 @@ impl Leases for LeasesService {
         let db = self.db.clone();
         run(move || db.delete_lease(&ns, &req.id)).await?;
         self.db.flush().await.map_err(status)?;
-        if req.sync {
-            let db = self.db.clone();
-            run(move || db.collect_garbage(crate::now_nanos())).await?;
-        } else {
-            self.db.schedule_gc();
-        }
+        super::collect_after_delete(&self.db, req.sync).await?;
         Ok(Response::new(()))
     }
 

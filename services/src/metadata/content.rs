@@ -3,7 +3,6 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::sync::Arc;
 
 use hull_proto::digest::Digest;
 use hull_proto::identifiers::{LeaseId, Namespace};
@@ -295,6 +294,3 @@ impl MetaDb {
         Ok(self.content.abort(&backend_ref(ns, r))?)
     }
 }
-
-/// Shared handle type used by the services.
-pub type SharedDb = Arc<MetaDb>;
