@@ -78,10 +78,11 @@ async fn subscribers_get_image_content_and_namespace_events() {
         .await
         .expect("rm");
 
+    // Published in the caller's namespace, as containerd does.
     let e = next(&mut all).await;
     assert_eq!(
         (e.topic.as_str(), e.namespace.as_str()),
-        ("/namespaces/create", "other")
+        ("/namespaces/create", "ev")
     );
     let ev = e.event.expect("payload");
     assert_eq!(ev.type_url, "containerd.events.NamespaceCreate");

@@ -46,6 +46,13 @@ fn from_proto(p: Option<Proto>) -> Result<NamespaceInfo, Status> {
     })
 }
 
+/// The namespace namespace events are published in: the caller's, as
+/// containerd does (ctr always sends one), or the object's own when the
+/// caller sent none.
+fn origin<T>(req: &Request<T>) -> Option<Namespace> {
+    super::namespace(req).ok()
+}
+
 #[tonic::async_trait]
 impl Namespaces for NamespacesService {
     async fn get(
@@ -75,13 +82,14 @@ impl Namespaces for NamespacesService {
         &self,
         req: Request<CreateNamespaceRequest>,
     ) -> Result<Response<CreateNamespaceResponse>, Status> {
+        let origin = origin(&req);
         let info = from_proto(req.into_inner().namespace)?;
         let db = self.db.clone();
         let i = info.clone();
         run(move || db.create_namespace(&i)).await?;
         self.db.flush().await.map_err(status)?;
         self.events.publish(
-            &info.name,
+            origin.as_ref().unwrap_or(&info.name),
             "/namespaces/create",
             &NamespaceCreate {
                 name: info.name.to_string(),
@@ -97,6 +105,7 @@ impl Namespaces for NamespacesService {
         &self,
         req: Request<UpdateNamespaceRequest>,
     ) -> Result<Response<UpdateNamespaceResponse>, Status> {
+        let origin = origin(&req);
         let req = req.into_inner();
         let info = from_proto(req.namespace)?;
         let paths = paths(req.update_mask);
@@ -104,7 +113,7 @@ impl Namespaces for NamespacesService {
         let updated = run(move || db.update_namespace(&info, &paths)).await?;
         self.db.flush().await.map_err(status)?;
         self.events.publish(
-            &updated.name,
+            origin.as_ref().unwrap_or(&updated.name),
             "/namespaces/update",
             &NamespaceUpdate {
                 name: updated.name.to_string(),
@@ -117,13 +126,14 @@ impl Namespaces for NamespacesService {
     }
 
     async fn delete(&self, req: Request<DeleteNamespaceRequest>) -> Result<Response<()>, Status> {
+        let origin = origin(&req);
         let name = Namespace::new(req.into_inner().name).map_err(status)?;
         let db = self.db.clone();
         let n = name.clone();
         run(move || db.delete_namespace(&n)).await?;
         self.db.flush().await.map_err(status)?;
         self.events.publish(
-            &name,
+            origin.as_ref().unwrap_or(&name),
             "/namespaces/delete",
             &NamespaceDelete {
                 name: name.to_string(),
