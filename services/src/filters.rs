@@ -11,6 +11,8 @@
 //! Several filter strings are OR'ed: an object matches when any one does.
 //! An empty list matches everything.
 
+use std::collections::BTreeMap;
+
 use regex::Regex;
 use thiserror::Error;
 
@@ -272,20 +274,15 @@ impl<'a> Parser<'a> {
 
 /// Looks up `labels.<key>` in a label map; the key may span several path
 /// elements when it was written without quotes (`labels.a.b`).
-pub fn label_field<'a>(
-    labels: impl Fn(&str) -> Option<&'a String>,
-    rest: &[String],
-) -> Option<String> {
+pub fn label_field(labels: &BTreeMap<String, String>, rest: &[String]) -> Option<String> {
     if rest.is_empty() {
         return None;
     }
-    labels(&rest.join(".")).cloned()
+    labels.get(&rest.join(".")).cloned()
 }
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
     use super::*;
 
     struct Obj {
@@ -297,7 +294,7 @@ mod tests {
         fn field(&self, path: &[String]) -> Option<String> {
             match path.first().map(String::as_str) {
                 Some("name") => Some(self.name.clone()),
-                Some("labels") => label_field(|k| self.labels.get(k), &path[1..]),
+                Some("labels") => label_field(&self.labels, &path[1..]),
                 _ => None,
             }
         }

@@ -34,7 +34,7 @@ impl Adaptor for BlobInfo {
         match path.first().map(String::as_str)? {
             "digest" => Some(self.digest.to_string()),
             "size" => Some(self.size.to_string()),
-            "labels" => label_field(|k| self.labels.get(k), &path[1..]),
+            "labels" => label_field(&self.labels, &path[1..]),
             _ => None,
         }
     }

@@ -41,7 +41,7 @@ impl Adaptor for Image {
     fn field(&self, path: &[String]) -> Option<String> {
         match path.first().map(String::as_str)? {
             "name" => Some(self.name.clone()),
-            "labels" => label_field(|k| self.labels.get(k), &path[1..]),
+            "labels" => label_field(&self.labels, &path[1..]),
             "target" => match path.get(1).map(String::as_str)? {
                 "digest" => Some(self.target.digest.to_string()),
                 "mediatype" => Some(self.target.media_type.clone()),

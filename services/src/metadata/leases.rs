@@ -25,7 +25,7 @@ impl Adaptor for Lease {
     fn field(&self, path: &[String]) -> Option<String> {
         match path.first().map(String::as_str)? {
             "id" => Some(self.id.clone()),
-            "labels" => label_field(|k| self.labels.get(k), &path[1..]),
+            "labels" => label_field(&self.labels, &path[1..]),
             _ => None,
         }
     }
