@@ -20,6 +20,7 @@
 pub mod api;
 pub mod config;
 pub mod content;
+pub mod diff;
 pub mod events;
 pub mod filters;
 pub mod metadata;

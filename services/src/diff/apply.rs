@@ -1,0 +1,565 @@
+//! Streaming a layer onto a directory. See [`crate::diff`] for the rules.
+
+use std::cell::Cell;
+use std::collections::{HashSet, VecDeque};
+use std::ffi::{CString, OsStr, OsString};
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Read};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{symlink, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use sha2::{Digest as _, Sha256};
+
+use hull_proto::digest::Digest;
+
+use super::{DiffConfig, DiffError};
+
+/// How whiteouts are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Whiteouts {
+    /// Into an overlay upper directory: 0/0 character devices and the
+    /// opaque xattr, which overlayfs reads.
+    Overlay,
+    /// Onto a full filesystem: delete what the whiteout names.
+    Delete,
+}
+
+/// What an applied layer was.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    /// sha256 of the uncompressed tar.
+    pub diff_id: Digest,
+    /// Uncompressed size.
+    pub size: u64,
+}
+
+/// Most symlinks followed while resolving one name (Linux's own limit is 40).
+const MAX_LINKS: usize = 255;
+/// A ratio limit only applies past this much output, so that tiny layers
+/// of zeros are not refused.
+const RATIO_GRACE: u64 = 16 << 20;
+/// Overlayfs marks opaque directories with this xattr.
+const OPAQUE_XATTR: &str = "trusted.overlay.opaque";
+const WHITEOUT_PREFIX: &str = ".wh.";
+const OPAQUE_WHITEOUT: &str = ".wh..wh..opq";
+
+fn io(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> DiffError {
+    let path = path.to_owned();
+    move |source| DiffError::Io { op, path, source }
+}
+
+/// Counts bytes read from the blob.
+struct Counting<R> {
+    inner: R,
+    count: Rc<Cell<u64>>,
+}
+
+impl<R: Read> Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.count.set(self.count.get() + n as u64);
+        Ok(n)
+    }
+}
+
+/// Which limit stopped the stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Exceeded {
+    Size(u64),
+    Ratio(u64),
+}
+
+/// Hashes and counts the uncompressed stream and enforces the limits.
+struct Hashing<R> {
+    inner: R,
+    hasher: Sha256,
+    size: u64,
+    compressed: Rc<Cell<u64>>,
+    limits: DiffConfig,
+    exceeded: Rc<Cell<Option<Exceeded>>>,
+}
+
+impl<R: Read> Read for Hashing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.size += n as u64;
+        let max = self.limits.max_uncompressed_bytes;
+        if max > 0 && self.size > max {
+            self.exceeded.set(Some(Exceeded::Size(max)));
+        }
+        let ratio = self.limits.max_compression_ratio;
+        if ratio > 0 && self.size > RATIO_GRACE && self.size / self.compressed.get().max(1) > ratio
+        {
+            self.exceeded.set(Some(Exceeded::Ratio(ratio)));
+        }
+        if self.exceeded.get().is_some() {
+            return Err(std::io::Error::other("layer size limit"));
+        }
+        Ok(n)
+    }
+}
+
+/// Applies the layer in `blob` onto `root`.
+///
+/// # Errors
+/// InvalidArgument for broken or hostile layers and exceeded limits;
+/// Unknown for I/O failures. What was written before the error stays: the
+/// caller discards the snapshot.
+pub fn apply_layer(
+    blob: File,
+    root: &Path,
+    mode: Whiteouts,
+    limits: &DiffConfig,
+) -> Result<Applied, DiffError> {
+    let compressed = Rc::new(Cell::new(0));
+    let exceeded = Rc::new(Cell::new(None));
+    let mut input = BufReader::with_capacity(
+        1 << 20,
+        Counting {
+            inner: blob,
+            count: compressed.clone(),
+        },
+    );
+    let magic = input.fill_buf().map_err(DiffError::Decompress)?.to_vec();
+    let decompressed: Box<dyn Read> = if magic.starts_with(&[0x1f, 0x8b]) {
+        Box::new(flate2::read::MultiGzDecoder::new(input))
+    } else if magic.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        Box::new(
+            ruzstd::decoding::StreamingDecoder::new(input)
+                .map_err(|e| DiffError::Decompress(std::io::Error::other(e.to_string())))?,
+        )
+    } else {
+        Box::new(input)
+    };
+    let hashing = Hashing {
+        inner: decompressed,
+        hasher: Sha256::new(),
+        size: 0,
+        compressed,
+        limits: limits.clone(),
+        exceeded: exceeded.clone(),
+    };
+    let limit_error = |e: std::io::Error| match exceeded.get() {
+        Some(Exceeded::Size(limit)) => DiffError::TooLarge { limit },
+        Some(Exceeded::Ratio(limit)) => DiffError::Ratio { limit },
+        None => DiffError::Tar(e),
+    };
+    let mut archive = tar::Archive::new(hashing);
+    let mut writer = LayerWriter {
+        root: root.to_owned(),
+        mode,
+        created: HashSet::new(),
+        dir_times: Vec::new(),
+    };
+    for entry in archive.entries().map_err(limit_error)? {
+        let entry = entry.map_err(limit_error)?;
+        writer.entry(entry).map_err(|e| match (e, exceeded.get()) {
+            (_, Some(Exceeded::Size(limit))) => DiffError::TooLarge { limit },
+            (_, Some(Exceeded::Ratio(limit))) => DiffError::Ratio { limit },
+            (e, None) => e,
+        })?;
+    }
+    let mut hashing = archive.into_inner();
+    // The end-of-archive blocks and any padding are part of the diff ID.
+    std::io::copy(&mut hashing, &mut std::io::sink()).map_err(limit_error)?;
+    writer.finish();
+    Ok(Applied {
+        diff_id: Digest::sha256(&hashing.hasher.finalize().into()),
+        size: hashing.size,
+    })
+}
+
+/// Splits a tar name into clean components.
+///
+/// # Errors
+/// Escape when `..` climbs above the root.
+fn clean(raw: &[u8]) -> Result<Vec<OsString>, DiffError> {
+    let mut out: Vec<OsString> = Vec::new();
+    for part in raw.split(|b| *b == b'/') {
+        match part {
+            b"" | b"." => {}
+            b".." => {
+                if out.pop().is_none() {
+                    return Err(DiffError::Escape(String::from_utf8_lossy(raw).into_owned()));
+                }
+            }
+            p => out.push(OsStr::from_bytes(p).to_owned()),
+        }
+    }
+    Ok(out)
+}
+
+/// Resolves `comps` under `root` as if `root` were `/`: absolute symlinks
+/// restart at the root. A relative symlink that climbs above the root is
+/// refused. Missing directories are created when `create` is set. The last
+/// component is followed only when `follow_last` is set.
+fn resolve(
+    root: &Path,
+    comps: &[OsString],
+    follow_last: bool,
+    create: bool,
+) -> Result<PathBuf, DiffError> {
+    let name = || {
+        comps
+            .iter()
+            .map(|c| c.to_string_lossy())
+            .collect::<Vec<_>>()
+            .join("/")
+    };
+    let mut done: Vec<OsString> = Vec::new();
+    let mut todo: VecDeque<OsString> = comps.iter().cloned().collect();
+    let mut links = 0;
+    while let Some(c) = todo.pop_front() {
+        if c == ".." {
+            if done.pop().is_none() {
+                return Err(DiffError::Escape(name()));
+            }
+            continue;
+        }
+        if c.is_empty() || c == "." {
+            continue;
+        }
+        let mut cur = root.to_path_buf();
+        cur.extend(&done);
+        cur.push(&c);
+        let last = todo.is_empty();
+        match std::fs::symlink_metadata(&cur) {
+            Ok(m) if m.file_type().is_symlink() && (!last || follow_last) => {
+                links += 1;
+                if links > MAX_LINKS {
+                    return Err(DiffError::SymlinkLoop(name()));
+                }
+                let target = std::fs::read_link(&cur).map_err(io("readlink", &cur))?;
+                let bytes = target.as_os_str().as_bytes();
+                if bytes.starts_with(b"/") {
+                    done.clear();
+                }
+                for part in bytes.split(|b| *b == b'/').rev() {
+                    todo.push_front(OsStr::from_bytes(part).to_owned());
+                }
+            }
+            Ok(_) => done.push(c),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                if create && !last {
+                    std::fs::create_dir(&cur).map_err(io("create directory", &cur))?;
+                }
+                done.push(c);
+            }
+            Err(e) => return Err(io("stat", &cur)(e)),
+        }
+    }
+    let mut out = root.to_path_buf();
+    out.extend(&done);
+    Ok(out)
+}
+
+/// Removes whatever is at `path`, following no symlink.
+fn remove_any(path: &Path) -> Result<(), DiffError> {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => std::fs::remove_dir_all(path).map_err(io("remove", path)),
+        Ok(_) => std::fs::remove_file(path).map_err(io("remove", path)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io("stat", path)(e)),
+    }
+}
+
+fn cpath(p: &Path) -> Result<CString, DiffError> {
+    CString::new(p.as_os_str().as_bytes()).map_err(|_| DiffError::Escape(p.display().to_string()))
+}
+
+fn mknod(path: &Path, mode: libc::mode_t, dev: libc::dev_t) -> Result<(), DiffError> {
+    let c = cpath(path)?;
+    // SAFETY: a NUL-terminated path alive for the call.
+    if unsafe { libc::mknod(c.as_ptr(), mode, dev) } != 0 {
+        return Err(io("mknod", path)(std::io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
+fn lsetxattr(path: &Path, name: &str, value: &[u8]) -> std::io::Result<()> {
+    let c = CString::new(path.as_os_str().as_bytes()).map_err(std::io::Error::other)?;
+    let n = CString::new(name).map_err(std::io::Error::other)?;
+    // SAFETY: NUL-terminated strings and a value buffer alive for the call.
+    let rc = unsafe {
+        libc::lsetxattr(
+            c.as_ptr(),
+            n.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn set_times(path: &Path, mtime: u64) -> Result<(), DiffError> {
+    let c = cpath(path)?;
+    let t = libc::timespec {
+        tv_sec: libc::time_t::try_from(mtime).unwrap_or(0),
+        tv_nsec: 0,
+    };
+    let times = [t, t];
+    // SAFETY: a NUL-terminated path and two timespecs alive for the call.
+    if unsafe {
+        libc::utimensat(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            times.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    } != 0
+    {
+        return Err(io("set times", path)(std::io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
+struct LayerWriter {
+    root: PathBuf,
+    mode: Whiteouts,
+    /// Paths this layer wrote, for opaque whiteouts in delete mode.
+    created: HashSet<PathBuf>,
+    /// Directory times, set last: writing children changes them.
+    dir_times: Vec<(PathBuf, u64)>,
+}
+
+impl LayerWriter {
+    fn entry<R: Read>(&mut self, mut entry: tar::Entry<'_, R>) -> Result<(), DiffError> {
+        let kind = entry.header().entry_type();
+        if matches!(
+            kind,
+            tar::EntryType::XGlobalHeader | tar::EntryType::XHeader
+        ) {
+            return Ok(());
+        }
+        let raw = entry.path_bytes().into_owned();
+        let comps = clean(&raw)?;
+        let (name, parent_comps) = match comps.split_last() {
+            Some((n, p)) => (Some(n.clone()), p.to_vec()),
+            None => (None, Vec::new()),
+        };
+        let parent = resolve(&self.root, &parent_comps, true, true)?;
+        let Some(name) = name else {
+            // The root itself ("./"): only its metadata applies.
+            return self.metadata(&mut entry, &self.root.clone(), true);
+        };
+        let name_bytes = name.as_bytes();
+        if name_bytes == OPAQUE_WHITEOUT.as_bytes() {
+            return self.opaque(&parent, &parent_comps);
+        }
+        if let Some(hidden) = name_bytes.strip_prefix(WHITEOUT_PREFIX.as_bytes()) {
+            let target = parent.join(OsStr::from_bytes(hidden));
+            remove_any(&target)?;
+            if self.mode == Whiteouts::Overlay {
+                mknod(&target, libc::S_IFCHR, 0)?;
+            }
+            return Ok(());
+        }
+        let path = parent.join(&name);
+        let header = entry.header().clone();
+        let perm = header.mode().map_err(DiffError::Tar)? & 0o7777;
+        match kind {
+            tar::EntryType::Directory => match std::fs::symlink_metadata(&path) {
+                Ok(m) if m.is_dir() => {}
+                Ok(_) => {
+                    remove_any(&path)?;
+                    std::fs::create_dir(&path).map_err(io("create directory", &path))?;
+                }
+                Err(_) => std::fs::create_dir(&path).map_err(io("create directory", &path))?,
+            },
+            tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => {
+                remove_any(&path)?;
+                let mut f = OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .custom_flags(libc::O_NOFOLLOW)
+                    .open(&path)
+                    .map_err(io("create", &path))?;
+                std::io::copy(&mut entry, &mut f).map_err(DiffError::Tar)?;
+            }
+            tar::EntryType::Symlink => {
+                let target = header
+                    .link_name_bytes()
+                    .map(|b| OsStr::from_bytes(&b).to_owned())
+                    .unwrap_or_default();
+                remove_any(&path)?;
+                symlink(&target, &path).map_err(io("symlink", &path))?;
+            }
+            tar::EntryType::Link => {
+                let raw_target = header
+                    .link_name_bytes()
+                    .map(|b| b.into_owned())
+                    .unwrap_or_default();
+                let bad = || DiffError::HardLink {
+                    name: String::from_utf8_lossy(&raw).into_owned(),
+                    target: String::from_utf8_lossy(&raw_target).into_owned(),
+                };
+                let target_comps = clean(&raw_target).map_err(|_| bad())?;
+                if target_comps.is_empty() {
+                    return Err(bad());
+                }
+                let target = resolve(&self.root, &target_comps, false, false)?;
+                match std::fs::symlink_metadata(&target) {
+                    Ok(m) if !m.is_dir() => {}
+                    _ => return Err(bad()),
+                }
+                if target != path {
+                    remove_any(&path)?;
+                    std::fs::hard_link(&target, &path).map_err(io("link", &path))?;
+                }
+                self.created.insert(path);
+                // A hard link shares its target's inode and metadata.
+                return Ok(());
+            }
+            tar::EntryType::Char | tar::EntryType::Block | tar::EntryType::Fifo => {
+                remove_any(&path)?;
+                let ty = match kind {
+                    tar::EntryType::Char => libc::S_IFCHR,
+                    tar::EntryType::Block => libc::S_IFBLK,
+                    _ => libc::S_IFIFO,
+                };
+                let major = header.device_major().ok().flatten().unwrap_or(0);
+                let minor = header.device_minor().ok().flatten().unwrap_or(0);
+                mknod(&path, ty | perm, libc::makedev(major, minor))?;
+            }
+            other => {
+                tracing::debug!(kind = ?other, path = %path.display(), "skipping tar entry of unsupported type");
+                return Ok(());
+            }
+        }
+        self.created.insert(path.clone());
+        self.metadata(&mut entry, &path, kind == tar::EntryType::Directory)
+    }
+
+    /// Owner, mode, xattrs and times of a written entry.
+    fn metadata<R: Read>(
+        &mut self,
+        entry: &mut tar::Entry<'_, R>,
+        path: &Path,
+        is_dir: bool,
+    ) -> Result<(), DiffError> {
+        let h = entry.header().clone();
+        let uid = h.uid().unwrap_or(0);
+        let gid = h.gid().unwrap_or(0);
+        let c = cpath(path)?;
+        // SAFETY: a NUL-terminated path alive for the call.
+        if unsafe { libc::lchown(c.as_ptr(), uid as libc::uid_t, gid as libc::gid_t) } != 0 {
+            return Err(io("chown", path)(std::io::Error::last_os_error()));
+        }
+        let symlink = h.entry_type() == tar::EntryType::Symlink;
+        if !symlink {
+            // After chown, which clears set-id bits.
+            let mode = h.mode().unwrap_or(0o644) & 0o7777;
+            // SAFETY: as above.
+            if unsafe { libc::chmod(c.as_ptr(), mode) } != 0 {
+                return Err(io("chmod", path)(std::io::Error::last_os_error()));
+            }
+        }
+        if let Ok(Some(exts)) = entry.pax_extensions() {
+            for ext in exts.flatten() {
+                let Ok(key) = ext.key() else { continue };
+                if let Some(attr) = key.strip_prefix("SCHILY.xattr.") {
+                    if let Err(e) = lsetxattr(path, attr, ext.value_bytes()) {
+                        // Filesystems without xattr support, or a namespace
+                        // we may not write: the file is still usable.
+                        tracing::debug!(path = %path.display(), attr, cause = %e, "xattr not kept");
+                    }
+                }
+            }
+        }
+        let mtime = h.mtime().unwrap_or(0);
+        if is_dir {
+            self.dir_times.push((path.to_owned(), mtime));
+        } else {
+            set_times(path, mtime)?;
+        }
+        Ok(())
+    }
+
+    fn opaque(&mut self, dir: &Path, _comps: &[OsString]) -> Result<(), DiffError> {
+        match self.mode {
+            Whiteouts::Overlay => lsetxattr(dir, OPAQUE_XATTR, b"y").map_err(io("set opaque", dir)),
+            Whiteouts::Delete => {
+                for child in std::fs::read_dir(dir).map_err(io("read", dir))? {
+                    let child = child.map_err(io("read", dir))?.path();
+                    if !self.created.contains(&child) {
+                        remove_any(&child)?;
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn finish(&mut self) {
+        for (dir, mtime) in self.dir_times.drain(..).rev() {
+            if let Err(e) = set_times(&dir, mtime) {
+                // Times are cosmetic; the layer's content is in place.
+                tracing::debug!(dir = %dir.display(), cause = %e, "directory times not kept");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clean_refuses_climbing_out() {
+        assert_eq!(
+            clean(b"./a/b/../c").unwrap(),
+            vec![OsString::from("a"), OsString::from("c")]
+        );
+        assert_eq!(
+            clean(b"/etc/passwd").unwrap(),
+            vec![OsString::from("etc"), OsString::from("passwd")]
+        );
+        assert!(matches!(clean(b"../x"), Err(DiffError::Escape(_))));
+        assert!(matches!(clean(b"a/../../x"), Err(DiffError::Escape(_))));
+    }
+
+    #[test]
+    fn resolve_keeps_absolute_links_inside() {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir(root.path().join("run")).unwrap();
+        std::fs::create_dir(root.path().join("var")).unwrap();
+        symlink("/run", root.path().join("var/run")).unwrap();
+        symlink("../../..", root.path().join("var/up")).unwrap();
+        symlink("loop2", root.path().join("loop1")).unwrap();
+        symlink("loop1", root.path().join("loop2")).unwrap();
+        let r = resolve(
+            root.path(),
+            &[OsString::from("var"), OsString::from("run")],
+            true,
+            false,
+        )
+        .unwrap();
+        assert_eq!(r, root.path().join("run"));
+        assert!(matches!(
+            resolve(
+                root.path(),
+                &[OsString::from("var"), OsString::from("up")],
+                true,
+                false
+            ),
+            Err(DiffError::Escape(_))
+        ));
+        assert!(matches!(
+            resolve(
+                root.path(),
+                &[OsString::from("loop1"), OsString::from("x")],
+                true,
+                false
+            ),
+            Err(DiffError::SymlinkLoop(_))
+        ));
+    }
+}
