@@ -12,12 +12,14 @@ use hull_proto::headers;
 use hull_proto::identifiers::{LeaseId, Namespace};
 
 pub mod content;
+pub mod diff;
 pub mod events;
 pub mod health;
 pub mod images;
 pub mod introspection;
 pub mod leases;
 pub mod namespaces;
+pub mod snapshots;
 pub mod version;
 
 /// Largest message hulld accepts or sends, as containerd (16 MiB).

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::diff::DiffConfig;
 use crate::metadata::gc::GcConfig;
 use crate::wiring::GrpcConfig;
 
@@ -29,6 +30,8 @@ pub struct Config {
     pub debug: DebugConfig,
     /// `[gc]`: garbage collection.
     pub gc: GcConfig,
+    /// `[diff]`: limits on applying layers.
+    pub diff: DiffConfig,
 }
 
 impl Default for Config {
@@ -40,6 +43,7 @@ impl Default for Config {
             grpc: GrpcConfig::default(),
             debug: DebugConfig::default(),
             gc: GcConfig::default(),
+            diff: DiffConfig::default(),
         }
     }
 }

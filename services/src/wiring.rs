@@ -16,21 +16,25 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use hull_proto::containerd::services::content::v1::content_server::ContentServer;
+use hull_proto::containerd::services::diff::v1::diff_server::DiffServer;
 use hull_proto::containerd::services::events::v1::events_server::EventsServer;
 use hull_proto::containerd::services::images::v1::images_server::ImagesServer;
 use hull_proto::containerd::services::introspection::v1::introspection_server::IntrospectionServer;
 use hull_proto::containerd::services::leases::v1::leases_server::LeasesServer;
 use hull_proto::containerd::services::namespaces::v1::namespaces_server::NamespacesServer;
+use hull_proto::containerd::services::snapshots::v1::snapshots_server::SnapshotsServer;
 use hull_proto::containerd::services::version::v1::version_server::VersionServer;
 use hull_proto::grpc::health::v1::health_server::HealthServer;
 
 use crate::api::content::ContentService;
+use crate::api::diff::DiffService;
 use crate::api::events::EventsService;
 use crate::api::health::HealthService;
 use crate::api::images::ImagesService;
 use crate::api::introspection::{IntrospectionService, PluginInfo};
 use crate::api::leases::LeasesService;
 use crate::api::namespaces::NamespacesService;
+use crate::api::snapshots::{SnapshotsService, Snapshotters};
 use crate::api::version::VersionService;
 use crate::api::MAX_MESSAGE_SIZE;
 use crate::config::Config;
@@ -38,6 +42,8 @@ use crate::content::{ContentError, LocalContentStore};
 use crate::events::Exchange;
 use crate::metadata::gc::GcConfig;
 use crate::metadata::{MetaDb, MetadataError};
+use hull_snapshots::local::{Driver, LocalSnapshotter};
+use hull_snapshots::{SnapshotError, Snapshotter};
 
 /// HTTP/2 flow-control window per stream.
 const STREAM_WINDOW: u32 = 8 << 20;
@@ -93,6 +99,9 @@ pub enum WiringError {
     /// The content store failed to open.
     #[error("open content store")]
     Content(#[from] ContentError),
+    /// A snapshotter failed to open.
+    #[error("open snapshotter")]
+    Snapshotter(#[from] SnapshotError),
     /// The gRPC server failed.
     #[error("grpc server")]
     Transport(#[from] tonic::transport::Error),
@@ -225,9 +234,16 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), Wi
     }
     let _lock = RootLock::acquire(&config.root)?;
     let root = config.root.clone();
-    let db = crate::blocking(move || -> Result<Arc<MetaDb>, WiringError> {
+    let (db, snapshotters) = crate::blocking(move || -> Result<_, WiringError> {
         let content = LocalContentStore::open(root.join("content"))?;
-        Ok(MetaDb::open(&root.join("meta.sled"), content)?)
+        let db = MetaDb::open(&root.join("meta.sled"), content)?;
+        let mut by_name: std::collections::BTreeMap<String, Arc<dyn Snapshotter>> =
+            Default::default();
+        for (name, driver) in [("overlayfs", Driver::Overlay), ("native", Driver::Native)] {
+            let s = LocalSnapshotter::open(root.join("snapshots").join(name), driver)?;
+            by_name.insert(name.to_owned(), Arc::new(s));
+        }
+        Ok((db, Arc::new(Snapshotters::new(by_name, "overlayfs"))))
     })
     .await?;
     let listener = prepare_socket(&config.grpc.address)?;
@@ -275,6 +291,16 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), Wi
             events.clone()
         ))))
         .add_service(limits!(LeasesServer::new(LeasesService::new(db.clone()))))
+        .add_service(limits!(SnapshotsServer::new(SnapshotsService::new(
+            snapshotters.clone(),
+            db.clone(),
+            events.clone()
+        ))))
+        .add_service(limits!(DiffServer::new(DiffService::new(
+            db.clone(),
+            config.diff.clone(),
+            config.state.join("diff")
+        ))))
         .add_service(limits!(EventsServer::new(EventsService::new(
             events.clone(),
             shutdown.clone(),

@@ -1,0 +1,134 @@
+//! `containerd.services.diff.v1.Diff`: apply layers onto snapshot mounts.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::sync::Semaphore;
+use tonic::{Request, Response, Status};
+
+use hull_proto::containerd::services::diff::v1::{
+    diff_server::Diff, ApplyRequest, ApplyResponse, DiffRequest, DiffResponse,
+};
+use hull_proto::containerd::types::Descriptor;
+use hull_proto::errdefs::{self, Kind};
+use hull_snapshots::mount::TempMount;
+use hull_snapshots::Mount;
+
+use super::{digest, namespace, status};
+use crate::diff::apply::{apply_layer, Whiteouts};
+use crate::diff::{is_layer, DiffConfig, DiffError};
+use crate::metadata::MetaDb;
+
+/// Media type of what `Apply` reports: the uncompressed layer.
+const APPLIED_MEDIA_TYPE: &str = "application/vnd.oci.image.layer.v1.tar";
+
+/// Applies layers from the content store.
+#[derive(Debug)]
+pub struct DiffService {
+    db: Arc<MetaDb>,
+    limits: DiffConfig,
+    /// Where mounts that cannot be written directly are mounted.
+    scratch: PathBuf,
+    /// Bounds concurrent applies: each is bound by one core and the disk.
+    permits: Semaphore,
+}
+
+impl DiffService {
+    /// Applies blobs of `db` with `limits`, mounting under `scratch`.
+    pub fn new(db: Arc<MetaDb>, limits: DiffConfig, scratch: PathBuf) -> Self {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        DiffService {
+            db,
+            limits,
+            scratch,
+            permits: Semaphore::new(cores * 2),
+        }
+    }
+}
+
+/// Where a layer is written for `mounts`, and how.
+enum Target {
+    /// A directory written directly (a bind mount's source, an overlay's upperdir).
+    Dir(PathBuf, Whiteouts),
+    /// Anything else is mounted first.
+    Mount(Vec<Mount>),
+}
+
+fn target(mounts: Vec<Mount>) -> Target {
+    if let [m] = mounts.as_slice() {
+        if m.kind == "bind" && !m.options.iter().any(|o| o == "ro") {
+            return Target::Dir(PathBuf::from(&m.source), Whiteouts::Delete);
+        }
+        if m.kind == "overlay" {
+            if let Some(upper) = m.options.iter().find_map(|o| o.strip_prefix("upperdir=")) {
+                return Target::Dir(PathBuf::from(upper), Whiteouts::Overlay);
+            }
+        }
+    }
+    Target::Mount(mounts)
+}
+
+#[tonic::async_trait]
+impl Diff for DiffService {
+    async fn apply(&self, req: Request<ApplyRequest>) -> Result<Response<ApplyResponse>, Status> {
+        let ns = namespace(&req)?;
+        let req = req.into_inner();
+        let desc = req.diff.unwrap_or_default();
+        if !is_layer(&desc.media_type) {
+            return Err(status(DiffError::MediaType(desc.media_type)));
+        }
+        let d = digest(&desc.digest)?;
+        if req.mounts.is_empty() {
+            return Err(errdefs::status(
+                Kind::InvalidArgument,
+                "no mounts to apply to",
+            ));
+        }
+        let mounts: Vec<Mount> = req.mounts.into_iter().map(Mount::from).collect();
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| errdefs::status(Kind::Unavailable, "shutting down"))?;
+        let (db, limits, scratch) = (self.db.clone(), self.limits.clone(), self.scratch.clone());
+        let applied = tokio::task::spawn_blocking(move || -> Result<_, Status> {
+            let (blob, _) = db.open_blob(&ns, &d).map_err(status)?;
+            let result = match target(mounts) {
+                Target::Dir(dir, mode) => apply_layer(blob, &dir, mode, &limits),
+                Target::Mount(mounts) => {
+                    std::fs::create_dir_all(&scratch).map_err(|e| {
+                        errdefs::status(Kind::Unknown, format!("create {}: {e}", scratch.display()))
+                    })?;
+                    let dir = scratch.join(format!("apply-{}", d.hex()));
+                    std::fs::create_dir_all(&dir).map_err(|e| {
+                        errdefs::status(Kind::Unknown, format!("create {}: {e}", dir.display()))
+                    })?;
+                    let applied = TempMount::new(&mounts, &dir)
+                        .map_err(DiffError::from)
+                        .and_then(|m| apply_layer(blob, m.path(), Whiteouts::Delete, &limits));
+                    let _ = std::fs::remove_dir(&dir);
+                    applied
+                }
+            };
+            result.map_err(status)
+        })
+        .await
+        .map_err(|e| errdefs::status(Kind::Unknown, format!("apply task: {e}")))??;
+        tracing::debug!(layer = %desc.digest, diff_id = %applied.diff_id, "applied layer");
+        Ok(Response::new(ApplyResponse {
+            applied: Some(Descriptor {
+                media_type: APPLIED_MEDIA_TYPE.to_owned(),
+                digest: applied.diff_id.to_string(),
+                size: i64::try_from(applied.size).unwrap_or(i64::MAX),
+                annotations: Default::default(),
+            }),
+        }))
+    }
+
+    async fn diff(&self, _req: Request<DiffRequest>) -> Result<Response<DiffResponse>, Status> {
+        Err(errdefs::status(
+            Kind::NotImplemented,
+            "computing a layer from two mounts is not supported yet",
+        ))
+    }
+}

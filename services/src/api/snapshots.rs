@@ -1,0 +1,378 @@
+//! `containerd.services.snapshots.v1.Snapshots`, per namespace, over every
+//! configured snapshotter.
+//!
+//! Backends know nothing of namespaces: a key `k` in namespace `ns` is
+//! `ns/k` to the backend (namespaces cannot contain `/`), and only keys with
+//! the caller's prefix are visible to it.
+
+use std::collections::BTreeMap;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status};
+
+use hull_proto::containerd::events::{SnapshotCommit, SnapshotPrepare, SnapshotRemove};
+use hull_proto::containerd::services::snapshots::v1::{
+    snapshots_server::Snapshots, CleanupRequest, CommitSnapshotRequest, Info as ProtoInfo,
+    ListSnapshotsRequest, ListSnapshotsResponse, MountsRequest, MountsResponse,
+    PrepareSnapshotRequest, PrepareSnapshotResponse, RemoveSnapshotRequest, StatSnapshotRequest,
+    StatSnapshotResponse, UpdateSnapshotRequest, UpdateSnapshotResponse, UsageRequest,
+    UsageResponse, ViewSnapshotRequest, ViewSnapshotResponse,
+};
+use hull_proto::containerd::types::Mount as ProtoMount;
+use hull_proto::errdefs::{self, Kind};
+use hull_proto::identifiers::{LeaseId, Namespace};
+use hull_snapshots::{Info, Kind as SnapKind, Mount, Snapshotter};
+
+use super::{lease, namespace, paths, run, status, LIST_BATCH};
+use crate::events::Exchange;
+use crate::filters::{label_field, Adaptor, Filter};
+use crate::metadata::leases::Resource;
+use crate::metadata::MetaDb;
+
+/// The snapshotters hulld serves, by name.
+pub struct Snapshotters {
+    by_name: BTreeMap<String, Arc<dyn Snapshotter>>,
+    default: String,
+}
+
+impl std::fmt::Debug for Snapshotters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Snapshotters")
+            .field("names", &self.by_name.keys().collect::<Vec<_>>())
+            .field("default", &self.default)
+            .finish()
+    }
+}
+
+impl Snapshotters {
+    /// Serves `by_name`; an empty name in a request means `default`.
+    pub fn new(by_name: BTreeMap<String, Arc<dyn Snapshotter>>, default: &str) -> Self {
+        Snapshotters {
+            by_name,
+            default: default.to_owned(),
+        }
+    }
+
+    /// Names served.
+    pub fn names(&self) -> impl Iterator<Item = &String> {
+        self.by_name.keys()
+    }
+
+    /// The snapshotter a request names, with its canonical name.
+    ///
+    /// # Errors
+    /// InvalidArgument for a snapshotter that is not loaded, as containerd.
+    pub fn get(&self, name: &str) -> Result<(String, Arc<dyn Snapshotter>), Status> {
+        let name = match name {
+            "" => self.default.as_str(),
+            // Docker's name for the same driver.
+            "overlay2" => "overlayfs",
+            n => n,
+        };
+        self.by_name
+            .get(name)
+            .map(|s| (name.to_owned(), s.clone()))
+            .ok_or_else(|| {
+                errdefs::status(
+                    Kind::InvalidArgument,
+                    format!("snapshotter not loaded: {name}"),
+                )
+            })
+    }
+}
+
+/// Snapshots over the configured snapshotters.
+#[derive(Debug)]
+pub struct SnapshotsService {
+    snapshotters: Arc<Snapshotters>,
+    db: Arc<MetaDb>,
+    events: Exchange,
+}
+
+impl SnapshotsService {
+    /// Serves `snapshotters`; leases live in `db`.
+    pub fn new(snapshotters: Arc<Snapshotters>, db: Arc<MetaDb>, events: Exchange) -> Self {
+        SnapshotsService {
+            snapshotters,
+            db,
+            events,
+        }
+    }
+
+    /// Checks the lease before anything is created, then adds to it after.
+    async fn check_lease(&self, ns: &Namespace, lease: &Option<LeaseId>) -> Result<(), Status> {
+        if let Some(l) = lease {
+            let (db, ns, id) = (self.db.clone(), ns.clone(), l.as_str().to_owned());
+            run(move || db.list_lease_resources(&ns, &id).map(|_| ())).await?;
+        }
+        Ok(())
+    }
+
+    async fn add_to_lease(
+        &self,
+        ns: &Namespace,
+        lease: &Option<LeaseId>,
+        snapshotter: &str,
+        key: &str,
+    ) -> Result<(), Status> {
+        if let Some(l) = lease {
+            let res = Resource::parse(&format!("snapshots/{snapshotter}"), key).map_err(status)?;
+            let (db, ns, l) = (self.db.clone(), ns.clone(), l.clone());
+            run(move || db.add_lease_resource(&ns, &l, &res)).await?;
+            self.db.flush().await.map_err(status)?;
+        }
+        Ok(())
+    }
+}
+
+fn bkey(ns: &Namespace, key: &str) -> Result<String, Status> {
+    if key.is_empty() {
+        return Err(errdefs::status(
+            Kind::InvalidArgument,
+            "snapshot key must not be empty",
+        ));
+    }
+    Ok(format!("{ns}/{key}"))
+}
+
+fn bparent(ns: &Namespace, parent: &str) -> String {
+    if parent.is_empty() {
+        String::new()
+    } else {
+        format!("{ns}/{parent}")
+    }
+}
+
+fn strip(ns: &Namespace, key: &str) -> Option<String> {
+    key.strip_prefix(ns.as_str())?
+        .strip_prefix('/')
+        .map(str::to_owned)
+}
+
+fn info_to_proto(ns: &Namespace, i: Info) -> ProtoInfo {
+    ProtoInfo {
+        name: strip(ns, &i.name).unwrap_or_default(),
+        parent: strip(ns, &i.parent).unwrap_or_default(),
+        kind: hull_proto::containerd::services::snapshots::v1::Kind::from(i.kind) as i32,
+        created_at: Some(crate::timestamp(i.created_at)),
+        updated_at: Some(crate::timestamp(i.updated_at)),
+        labels: i.labels,
+    }
+}
+
+fn mounts_to_proto(m: Vec<Mount>) -> Vec<ProtoMount> {
+    m.into_iter().map(ProtoMount::from).collect()
+}
+
+struct InfoView<'a>(&'a ProtoInfo);
+
+impl Adaptor for InfoView<'_> {
+    fn field(&self, path: &[String]) -> Option<String> {
+        match path.first().map(String::as_str)? {
+            "name" => Some(self.0.name.clone()),
+            "parent" => Some(self.0.parent.clone()),
+            "kind" => Some(
+                match self.0.kind {
+                    1 => SnapKind::View,
+                    3 => SnapKind::Committed,
+                    _ => SnapKind::Active,
+                }
+                .as_str()
+                .to_owned(),
+            ),
+            "labels" => label_field(&self.0.labels, &path[1..]),
+            _ => None,
+        }
+    }
+}
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Snapshots for SnapshotsService {
+    async fn prepare(
+        &self,
+        req: Request<PrepareSnapshotRequest>,
+    ) -> Result<Response<PrepareSnapshotResponse>, Status> {
+        let ns = namespace(&req)?;
+        let lease = lease(&req)?;
+        let req = req.into_inner();
+        let (name, sn) = self.snapshotters.get(&req.snapshotter)?;
+        self.check_lease(&ns, &lease).await?;
+        let mounts = sn
+            .prepare(
+                &bkey(&ns, &req.key)?,
+                &bparent(&ns, &req.parent),
+                req.labels,
+            )
+            .await
+            .map_err(status)?;
+        self.add_to_lease(&ns, &lease, &name, &req.key).await?;
+        self.events.publish(
+            &ns,
+            "/snapshot/prepare",
+            &SnapshotPrepare {
+                key: req.key,
+                parent: req.parent,
+            },
+        );
+        Ok(Response::new(PrepareSnapshotResponse {
+            mounts: mounts_to_proto(mounts),
+        }))
+    }
+
+    async fn view(
+        &self,
+        req: Request<ViewSnapshotRequest>,
+    ) -> Result<Response<ViewSnapshotResponse>, Status> {
+        let ns = namespace(&req)?;
+        let lease = lease(&req)?;
+        let req = req.into_inner();
+        let (name, sn) = self.snapshotters.get(&req.snapshotter)?;
+        self.check_lease(&ns, &lease).await?;
+        let mounts = sn
+            .view(
+                &bkey(&ns, &req.key)?,
+                &bparent(&ns, &req.parent),
+                req.labels,
+            )
+            .await
+            .map_err(status)?;
+        self.add_to_lease(&ns, &lease, &name, &req.key).await?;
+        Ok(Response::new(ViewSnapshotResponse {
+            mounts: mounts_to_proto(mounts),
+        }))
+    }
+
+    async fn mounts(
+        &self,
+        req: Request<MountsRequest>,
+    ) -> Result<Response<MountsResponse>, Status> {
+        let ns = namespace(&req)?;
+        let req = req.into_inner();
+        let (_, sn) = self.snapshotters.get(&req.snapshotter)?;
+        let mounts = sn.mounts(&bkey(&ns, &req.key)?).await.map_err(status)?;
+        Ok(Response::new(MountsResponse {
+            mounts: mounts_to_proto(mounts),
+        }))
+    }
+
+    async fn commit(&self, req: Request<CommitSnapshotRequest>) -> Result<Response<()>, Status> {
+        let ns = namespace(&req)?;
+        let lease = lease(&req)?;
+        let req = req.into_inner();
+        let (name, sn) = self.snapshotters.get(&req.snapshotter)?;
+        self.check_lease(&ns, &lease).await?;
+        sn.commit(&bkey(&ns, &req.name)?, &bkey(&ns, &req.key)?, req.labels)
+            .await
+            .map_err(status)?;
+        self.add_to_lease(&ns, &lease, &name, &req.name).await?;
+        self.events.publish(
+            &ns,
+            "/snapshot/commit",
+            &SnapshotCommit {
+                key: req.key,
+                name: req.name,
+            },
+        );
+        Ok(Response::new(()))
+    }
+
+    async fn remove(&self, req: Request<RemoveSnapshotRequest>) -> Result<Response<()>, Status> {
+        let ns = namespace(&req)?;
+        let req = req.into_inner();
+        let (_, sn) = self.snapshotters.get(&req.snapshotter)?;
+        sn.remove(&bkey(&ns, &req.key)?).await.map_err(status)?;
+        self.events
+            .publish(&ns, "/snapshot/remove", &SnapshotRemove { key: req.key });
+        Ok(Response::new(()))
+    }
+
+    async fn stat(
+        &self,
+        req: Request<StatSnapshotRequest>,
+    ) -> Result<Response<StatSnapshotResponse>, Status> {
+        let ns = namespace(&req)?;
+        let req = req.into_inner();
+        let (_, sn) = self.snapshotters.get(&req.snapshotter)?;
+        let info = sn.stat(&bkey(&ns, &req.key)?).await.map_err(status)?;
+        Ok(Response::new(StatSnapshotResponse {
+            info: Some(info_to_proto(&ns, info)),
+        }))
+    }
+
+    async fn update(
+        &self,
+        req: Request<UpdateSnapshotRequest>,
+    ) -> Result<Response<UpdateSnapshotResponse>, Status> {
+        let ns = namespace(&req)?;
+        let req = req.into_inner();
+        let (_, sn) = self.snapshotters.get(&req.snapshotter)?;
+        let p = req.info.unwrap_or_default();
+        let info = Info {
+            name: bkey(&ns, &p.name)?,
+            parent: String::new(),
+            kind: SnapKind::Active,
+            labels: p.labels,
+            created_at: 0,
+            updated_at: 0,
+        };
+        let updated = sn
+            .update(info, paths(req.update_mask))
+            .await
+            .map_err(status)?;
+        Ok(Response::new(UpdateSnapshotResponse {
+            info: Some(info_to_proto(&ns, updated)),
+        }))
+    }
+
+    type ListStream = BoxStream<ListSnapshotsResponse>;
+
+    async fn list(
+        &self,
+        req: Request<ListSnapshotsRequest>,
+    ) -> Result<Response<Self::ListStream>, Status> {
+        let ns = namespace(&req)?;
+        let req = req.into_inner();
+        let filter = Filter::parse(&req.filters).map_err(status)?;
+        let (_, sn) = self.snapshotters.get(&req.snapshotter)?;
+        let mut infos: Vec<ProtoInfo> = sn
+            .walk()
+            .await
+            .map_err(status)?
+            .into_iter()
+            .filter(|i| strip(&ns, &i.name).is_some())
+            .map(|i| info_to_proto(&ns, i))
+            .filter(|i| filter.matches(&InfoView(i)))
+            .collect();
+        infos.sort_by(|a, b| a.name.cmp(&b.name));
+        let mut batches = Vec::new();
+        let mut it = infos.into_iter().peekable();
+        while it.peek().is_some() {
+            batches.push(Ok(ListSnapshotsResponse {
+                info: it.by_ref().take(LIST_BATCH).collect(),
+            }));
+        }
+        Ok(Response::new(Box::pin(tokio_stream::iter(batches))))
+    }
+
+    async fn usage(&self, req: Request<UsageRequest>) -> Result<Response<UsageResponse>, Status> {
+        let ns = namespace(&req)?;
+        let req = req.into_inner();
+        let (_, sn) = self.snapshotters.get(&req.snapshotter)?;
+        let u = sn.usage(&bkey(&ns, &req.key)?).await.map_err(status)?;
+        Ok(Response::new(UsageResponse {
+            size: u.size,
+            inodes: u.inodes,
+        }))
+    }
+
+    async fn cleanup(&self, req: Request<CleanupRequest>) -> Result<Response<()>, Status> {
+        namespace(&req)?;
+        let (_, sn) = self.snapshotters.get(&req.into_inner().snapshotter)?;
+        sn.cleanup().await.map_err(status)?;
+        Ok(Response::new(()))
+    }
+}
