@@ -23,7 +23,7 @@ use hull_proto::errdefs::{Classify, Kind};
 pub mod apply;
 
 /// `[diff]`: limits on what a layer may expand to.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DiffConfig {
     /// Largest uncompressed layer, in bytes; 0 for no limit.
@@ -31,15 +31,6 @@ pub struct DiffConfig {
     /// Largest ratio of uncompressed to compressed bytes, checked once a
     /// layer has expanded past 16 MiB; 0 for no limit.
     pub max_compression_ratio: u64,
-}
-
-impl Default for DiffConfig {
-    fn default() -> Self {
-        DiffConfig {
-            max_uncompressed_bytes: 0,
-            max_compression_ratio: 0,
-        }
-    }
 }
 
 /// Errors of applying a layer.
