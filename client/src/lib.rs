@@ -18,11 +18,13 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Status};
 
 use hull_proto::containerd::services::content::v1::content_client::ContentClient;
+use hull_proto::containerd::services::diff::v1::diff_client::DiffClient;
 use hull_proto::containerd::services::events::v1::events_client::EventsClient;
 use hull_proto::containerd::services::images::v1::images_client::ImagesClient;
 use hull_proto::containerd::services::introspection::v1::introspection_client::IntrospectionClient;
 use hull_proto::containerd::services::leases::v1::leases_client::LeasesClient;
 use hull_proto::containerd::services::namespaces::v1::namespaces_client::NamespacesClient;
+use hull_proto::containerd::services::snapshots::v1::snapshots_client::SnapshotsClient;
 use hull_proto::containerd::services::version::v1::version_client::VersionClient;
 use hull_proto::errdefs::Kind;
 use hull_proto::headers;
@@ -170,6 +172,16 @@ impl Client {
     /// Leases service.
     pub fn leases(&self) -> LeasesClient<Svc> {
         LeasesClient::new(self.svc())
+    }
+
+    /// Snapshots service.
+    pub fn snapshots(&self) -> SnapshotsClient<Svc> {
+        SnapshotsClient::new(self.svc())
+    }
+
+    /// Diff service.
+    pub fn diff(&self) -> DiffClient<Svc> {
+        DiffClient::new(self.svc())
     }
 
     /// Events service.

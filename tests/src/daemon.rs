@@ -37,10 +37,16 @@ fn hulld_bin() -> PathBuf {
 impl Daemon {
     /// Starts a daemon; `ns` names the test's namespace.
     pub async fn start(ns: &str) -> Daemon {
+        Daemon::start_with_config(ns, "").await
+    }
+
+    /// Starts a daemon with `config` as its TOML config file.
+    pub async fn start_with_config(ns: &str, config: &str) -> Daemon {
         let dir = tempfile::Builder::new()
             .prefix("hull-test-")
             .tempdir()
             .expect("tempdir");
+        std::fs::write(dir.path().join("none.toml"), config).expect("write config");
         let mut d = Daemon {
             dir,
             child: None,

@@ -201,3 +201,119 @@ pub fn write_docker_archive(path: &Path, img: &TestImage, tag: &str) {
     append_file(&mut b, &layer_path, &img.layer.data);
     std::fs::write(path, b.into_inner().expect("tar")).expect("write archive");
 }
+
+/// One entry of a hand-made layer; names and link targets are written as
+/// given, `..` and all, so that tests can build hostile layers.
+#[derive(Debug, Clone)]
+pub enum Entry {
+    /// A directory.
+    Dir(&'static str),
+    /// A regular file with contents.
+    File(&'static str, &'static [u8]),
+    /// A symlink and its target.
+    Symlink(&'static str, &'static str),
+    /// A hard link and the name it links to.
+    Link(&'static str, &'static str),
+}
+
+fn raw_header(name: &str, kind: tar::EntryType, size: u64, mode: u32, link: &str) -> tar::Header {
+    let mut h = tar::Header::new_old();
+    {
+        let old = h.as_old_mut();
+        old.name[..name.len()].copy_from_slice(name.as_bytes());
+        old.linkname[..link.len()].copy_from_slice(link.as_bytes());
+    }
+    h.set_size(size);
+    h.set_mode(mode);
+    h.set_entry_type(kind);
+    h.set_mtime(0);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_cksum();
+    h
+}
+
+/// An uncompressed layer of `entries`, in order.
+pub fn layer(entries: &[Entry]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for e in entries {
+        let (h, data): (tar::Header, &[u8]) = match e {
+            Entry::Dir(n) => (raw_header(n, tar::EntryType::Directory, 0, 0o755, ""), b""),
+            Entry::File(n, d) => (
+                raw_header(n, tar::EntryType::Regular, d.len() as u64, 0o644, ""),
+                d,
+            ),
+            Entry::Symlink(n, t) => (raw_header(n, tar::EntryType::Symlink, 0, 0o777, t), b""),
+            Entry::Link(n, t) => (raw_header(n, tar::EntryType::Link, 0, 0o644, t), b""),
+        };
+        b.append(&h, data).expect("tar entry");
+    }
+    b.into_inner().expect("tar")
+}
+
+/// gzip of `data`.
+pub fn gzip(data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(data).expect("gzip");
+    e.finish().expect("gzip")
+}
+
+/// Chain IDs of layers with these diff IDs, as containerd computes them.
+pub fn chain_ids(diff_ids: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for d in diff_ids {
+        let next = match out.last() {
+            None => d.clone(),
+            Some(prev) => sha256(format!("{prev} {d}").as_bytes()),
+        };
+        out.push(next);
+    }
+    out
+}
+
+/// A multi-layer OCI image of gzipped `layers` (uncompressed tars).
+pub fn write_oci_layers(path: &Path, layers: &[Vec<u8>], name: &str) -> Vec<String> {
+    let diff_ids: Vec<String> = layers.iter().map(|l| sha256(l)).collect();
+    let blobs: Vec<Blob> = layers.iter().map(|l| Blob::new(gzip(l))).collect();
+    let config = serde_json::json!({
+        "architecture": host_arch(),
+        "os": "linux",
+        "config": { "Cmd": ["/bin/sh"] },
+        "rootfs": { "type": "layers", "diff_ids": diff_ids },
+    });
+    let config = Blob::new(serde_json::to_vec(&config).expect("json"));
+    let layer_descs: Vec<serde_json::Value> = blobs
+        .iter()
+        .map(|b| serde_json::json!({ "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": b.digest, "size": b.data.len() }))
+        .collect();
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": media::MANIFEST,
+        "config": { "mediaType": media::CONFIG, "digest": config.digest, "size": config.data.len() },
+        "layers": layer_descs,
+    });
+    let manifest = Blob::new(serde_json::to_vec(&manifest).expect("json"));
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": media::INDEX,
+        "manifests": [{
+            "mediaType": media::MANIFEST,
+            "digest": manifest.digest,
+            "size": manifest.data.len(),
+            "annotations": { "io.containerd.image.name": name },
+        }],
+    });
+    let mut b = tar::Builder::new(Vec::new());
+    append_file(&mut b, "oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#);
+    append_file(
+        &mut b,
+        "index.json",
+        &serde_json::to_vec(&index).expect("json"),
+    );
+    for blob in blobs.iter().chain([&config, &manifest]) {
+        append_file(&mut b, &format!("blobs/sha256/{}", blob.hex()), &blob.data);
+    }
+    std::fs::write(path, b.into_inner().expect("tar")).expect("write archive");
+    diff_ids
+}

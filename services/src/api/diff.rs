@@ -48,8 +48,9 @@ impl DiffService {
 
 /// Where a layer is written for `mounts`, and how.
 enum Target {
-    /// A directory written directly (a bind mount's source, an overlay's upperdir).
-    Dir(PathBuf, Whiteouts),
+    /// A directory written directly (a bind mount's source, an overlay's
+    /// upperdir with its lowerdirs behind it).
+    Dir(PathBuf, Vec<PathBuf>, Whiteouts),
     /// Anything else is mounted first.
     Mount(Vec<Mount>),
 }
@@ -57,11 +58,17 @@ enum Target {
 fn target(mounts: Vec<Mount>) -> Target {
     if let [m] = mounts.as_slice() {
         if m.kind == "bind" && !m.options.iter().any(|o| o == "ro") {
-            return Target::Dir(PathBuf::from(&m.source), Whiteouts::Delete);
+            return Target::Dir(PathBuf::from(&m.source), Vec::new(), Whiteouts::Delete);
         }
         if m.kind == "overlay" {
             if let Some(upper) = m.options.iter().find_map(|o| o.strip_prefix("upperdir=")) {
-                return Target::Dir(PathBuf::from(upper), Whiteouts::Overlay);
+                let lowers = m
+                    .options
+                    .iter()
+                    .find_map(|o| o.strip_prefix("lowerdir="))
+                    .map(|l| l.split(':').map(PathBuf::from).collect())
+                    .unwrap_or_default();
+                return Target::Dir(PathBuf::from(upper), lowers, Whiteouts::Overlay);
             }
         }
     }
@@ -94,7 +101,7 @@ impl Diff for DiffService {
         let applied = tokio::task::spawn_blocking(move || -> Result<_, Status> {
             let (blob, _) = db.open_blob(&ns, &d).map_err(status)?;
             let result = match target(mounts) {
-                Target::Dir(dir, mode) => apply_layer(blob, &dir, mode, &limits),
+                Target::Dir(dir, lowers, mode) => apply_layer(blob, &dir, &lowers, mode, &limits),
                 Target::Mount(mounts) => {
                     std::fs::create_dir_all(&scratch).map_err(|e| {
                         errdefs::status(Kind::Unknown, format!("create {}: {e}", scratch.display()))
@@ -105,7 +112,7 @@ impl Diff for DiffService {
                     })?;
                     let applied = TempMount::new(&mounts, &dir)
                         .map_err(DiffError::from)
-                        .and_then(|m| apply_layer(blob, m.path(), Whiteouts::Delete, &limits));
+                        .and_then(|m| apply_layer(blob, m.path(), &[], Whiteouts::Delete, &limits));
                     let _ = std::fs::remove_dir(&dir);
                     applied
                 }

@@ -111,6 +111,7 @@ impl<R: Read> Read for Hashing<R> {
 pub fn apply_layer(
     blob: File,
     root: &Path,
+    lowers: &[PathBuf],
     mode: Whiteouts,
     limits: &DiffConfig,
 ) -> Result<Applied, DiffError> {
@@ -150,6 +151,7 @@ pub fn apply_layer(
     let mut archive = tar::Archive::new(hashing);
     let mut writer = LayerWriter {
         root: root.to_owned(),
+        lowers: lowers.to_vec(),
         mode,
         created: HashSet::new(),
         dir_times: Vec::new(),
@@ -193,11 +195,18 @@ fn clean(raw: &[u8]) -> Result<Vec<OsString>, DiffError> {
 }
 
 /// Resolves `comps` under `root` as if `root` were `/`: absolute symlinks
-/// restart at the root. A relative symlink that climbs above the root is
-/// refused. Missing directories are created when `create` is set. The last
-/// component is followed only when `follow_last` is set.
+/// restart at the root; a relative symlink that climbs above the root is
+/// refused. The last component is followed only when `follow_last` is set.
+///
+/// With `create`, every missing component is created as a directory (this
+/// resolves the parent of an entry). When writing an overlay upper
+/// directory, `lowers` (newest first) stand behind it: a component missing
+/// from the upper directory is looked up there, so that a symlink from a
+/// lower layer is followed and a directory is created with the lower
+/// directory's owner, mode and times, as the merged view shows it.
 fn resolve(
     root: &Path,
+    lowers: &[PathBuf],
     comps: &[OsString],
     follow_last: bool,
     create: bool,
@@ -222,17 +231,27 @@ fn resolve(
         if c.is_empty() || c == "." {
             continue;
         }
-        let mut cur = root.to_path_buf();
-        cur.extend(&done);
-        cur.push(&c);
+        let mut rel = PathBuf::new();
+        rel.extend(&done);
+        rel.push(&c);
+        let cur = root.join(&rel);
         let last = todo.is_empty();
-        match std::fs::symlink_metadata(&cur) {
-            Ok(m) if m.file_type().is_symlink() && (!last || follow_last) => {
+        let found = match std::fs::symlink_metadata(&cur) {
+            Ok(m) => Some((cur.clone(), m)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => lowers.iter().find_map(|l| {
+                std::fs::symlink_metadata(l.join(&rel))
+                    .ok()
+                    .map(|m| (l.join(&rel), m))
+            }),
+            Err(e) => return Err(io("stat", &cur)(e)),
+        };
+        match found {
+            Some((at, m)) if m.file_type().is_symlink() && (!last || follow_last) => {
                 links += 1;
                 if links > MAX_LINKS {
                     return Err(DiffError::SymlinkLoop(name()));
                 }
-                let target = std::fs::read_link(&cur).map_err(io("readlink", &cur))?;
+                let target = std::fs::read_link(&at).map_err(io("readlink", &at))?;
                 let bytes = target.as_os_str().as_bytes();
                 if bytes.starts_with(b"/") {
                     done.clear();
@@ -241,19 +260,41 @@ fn resolve(
                     todo.push_front(OsStr::from_bytes(part).to_owned());
                 }
             }
-            Ok(_) => done.push(c),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                if create && !last {
-                    std::fs::create_dir(&cur).map_err(io("create directory", &cur))?;
+            Some((at, m)) => {
+                if create && at != cur && m.is_dir() {
+                    make_dir_like(&cur, Some((&at, &m)))?;
                 }
                 done.push(c);
             }
-            Err(e) => return Err(io("stat", &cur)(e)),
+            None => {
+                if create {
+                    make_dir_like(&cur, None)?;
+                }
+                done.push(c);
+            }
         }
     }
     let mut out = root.to_path_buf();
     out.extend(&done);
     Ok(out)
+}
+
+/// Creates directory `path`, with the owner, mode and times of `like` (a
+/// lower layer's directory) when given, 0755 root otherwise.
+fn make_dir_like(path: &Path, like: Option<(&Path, &std::fs::Metadata)>) -> Result<(), DiffError> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    std::fs::create_dir(path).map_err(io("create directory", path))?;
+    if let Some((_, m)) = like {
+        let c = cpath(path)?;
+        // SAFETY: a NUL-terminated path alive for the call.
+        if unsafe { libc::lchown(c.as_ptr(), m.uid(), m.gid()) } != 0 {
+            return Err(io("chown", path)(std::io::Error::last_os_error()));
+        }
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(m.mode() & 0o7777))
+            .map_err(io("chmod", path))?;
+        set_times(path, u64::try_from(m.mtime()).unwrap_or(0))?;
+    }
+    Ok(())
 }
 
 /// Removes whatever is at `path`, following no symlink.
@@ -322,6 +363,8 @@ fn set_times(path: &Path, mtime: u64) -> Result<(), DiffError> {
 
 struct LayerWriter {
     root: PathBuf,
+    /// Lower layers behind an overlay upper directory, newest first.
+    lowers: Vec<PathBuf>,
     mode: Whiteouts,
     /// Paths this layer wrote, for opaque whiteouts in delete mode.
     created: HashSet<PathBuf>,
@@ -344,7 +387,7 @@ impl LayerWriter {
             Some((n, p)) => (Some(n.clone()), p.to_vec()),
             None => (None, Vec::new()),
         };
-        let parent = resolve(&self.root, &parent_comps, true, true)?;
+        let parent = resolve(&self.root, &self.lowers, &parent_comps, true, true)?;
         let Some(name) = name else {
             // The root itself ("./"): only its metadata applies.
             return self.metadata(&mut entry, &self.root.clone(), true);
@@ -405,9 +448,14 @@ impl LayerWriter {
                 if target_comps.is_empty() {
                     return Err(bad());
                 }
-                let target = resolve(&self.root, &target_comps, false, false)?;
+                let target = resolve(&self.root, &self.lowers, &target_comps, false, false)?;
                 match std::fs::symlink_metadata(&target) {
                     Ok(m) if !m.is_dir() => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                        // A link to a file of a lower layer: copy it up, as
+                        // overlayfs would when linking through the mount.
+                        self.copy_up(&target).ok_or_else(bad)??;
+                    }
                     _ => return Err(bad()),
                 }
                 if target != path {
@@ -496,6 +544,34 @@ impl LayerWriter {
                 Ok(())
             }
         }
+    }
+
+    /// Copies the lower layers' file at `upper_path` into the upper
+    /// directory; None when no lower layer has a file there.
+    fn copy_up(&self, upper_path: &Path) -> Option<Result<(), DiffError>> {
+        use std::os::unix::fs::MetadataExt;
+        let rel = upper_path.strip_prefix(&self.root).ok()?;
+        let (src, m) = self.lowers.iter().find_map(|l| {
+            std::fs::symlink_metadata(l.join(rel))
+                .ok()
+                .map(|m| (l.join(rel), m))
+        })?;
+        if !m.is_file() {
+            return None;
+        }
+        Some((|| {
+            std::fs::copy(&src, upper_path).map_err(io("copy up", upper_path))?;
+            let c = cpath(upper_path)?;
+            // SAFETY: a NUL-terminated path alive for the call.
+            if unsafe { libc::lchown(c.as_ptr(), m.uid(), m.gid()) } != 0 {
+                return Err(io("chown", upper_path)(std::io::Error::last_os_error()));
+            }
+            // SAFETY: as above.
+            if unsafe { libc::chmod(c.as_ptr(), m.mode() & 0o7777) } != 0 {
+                return Err(io("chmod", upper_path)(std::io::Error::last_os_error()));
+            }
+            set_times(upper_path, u64::try_from(m.mtime()).unwrap_or(0))
+        })())
     }
 
     fn finish(&mut self) {
