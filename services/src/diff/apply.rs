@@ -613,6 +613,7 @@ mod tests {
         symlink("loop1", root.path().join("loop2")).unwrap();
         let r = resolve(
             root.path(),
+            &[],
             &[OsString::from("var"), OsString::from("run")],
             true,
             false,
@@ -622,6 +623,7 @@ mod tests {
         assert!(matches!(
             resolve(
                 root.path(),
+                &[],
                 &[OsString::from("var"), OsString::from("up")],
                 true,
                 false
@@ -631,6 +633,7 @@ mod tests {
         assert!(matches!(
             resolve(
                 root.path(),
+                &[],
                 &[OsString::from("loop1"), OsString::from("x")],
                 true,
                 false
