@@ -107,14 +107,13 @@ where
 /// After a delete: collect garbage now when the client asked to wait for it
 /// (`sync`), otherwise let the GC loop run soon.
 pub(crate) async fn collect_after_delete(
-    db: &std::sync::Arc<crate::metadata::MetaDb>,
+    gc: &crate::metadata::gc::Collector,
     sync: bool,
 ) -> Result<(), Status> {
     if sync {
-        let db = db.clone();
-        run(move || db.collect_garbage(crate::now_nanos())).await?;
+        gc.run().await.map_err(status)?;
     } else {
-        db.schedule_gc();
+        gc.db().schedule_gc();
     }
     Ok(())
 }

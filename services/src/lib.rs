@@ -24,6 +24,7 @@ pub mod diff;
 pub mod events;
 pub mod filters;
 pub mod metadata;
+pub mod snapshots;
 pub mod wiring;
 
 /// hulld's version, reported by the version service.

@@ -34,14 +34,15 @@ use crate::api::images::ImagesService;
 use crate::api::introspection::{IntrospectionService, PluginInfo};
 use crate::api::leases::LeasesService;
 use crate::api::namespaces::NamespacesService;
-use crate::api::snapshots::{SnapshotsService, Snapshotters};
+use crate::api::snapshots::SnapshotsService;
 use crate::api::version::VersionService;
 use crate::api::MAX_MESSAGE_SIZE;
 use crate::config::Config;
 use crate::content::{ContentError, LocalContentStore};
 use crate::events::Exchange;
-use crate::metadata::gc::GcConfig;
+use crate::metadata::gc::{Collector, GcConfig};
 use crate::metadata::{MetaDb, MetadataError};
+use crate::snapshots::Snapshotters;
 use hull_snapshots::local::{Driver, LocalSnapshotter};
 use hull_snapshots::{SnapshotError, Snapshotter};
 
@@ -194,7 +195,8 @@ fn prepare_socket(path: &Path) -> Result<UnixListener, WiringError> {
     Ok(listener)
 }
 
-async fn gc_loop(db: Arc<MetaDb>, cfg: GcConfig, shutdown: CancellationToken) {
+async fn gc_loop(gc: Arc<Collector>, cfg: GcConfig, shutdown: CancellationToken) {
+    let db = gc.db().clone();
     let mut interval = tokio::time::interval(Duration::from_secs(cfg.interval_s));
     loop {
         tokio::select! {
@@ -249,7 +251,8 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), Wi
     let listener = prepare_socket(&config.grpc.address)?;
     let events = Exchange::new();
     let tasks = TaskTracker::new();
-    tasks.spawn(gc_loop(db.clone(), config.gc.clone(), shutdown.clone()));
+    let gc = Arc::new(Collector::new(db.clone(), snapshotters.clone()));
+    tasks.spawn(gc_loop(gc.clone(), config.gc.clone(), shutdown.clone()));
 
     let uuid = {
         let d = db.clone();
@@ -288,9 +291,13 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), Wi
         ))))
         .add_service(limits!(ImagesServer::new(ImagesService::new(
             db.clone(),
-            events.clone()
+            events.clone(),
+            gc.clone()
         ))))
-        .add_service(limits!(LeasesServer::new(LeasesService::new(db.clone()))))
+        .add_service(limits!(LeasesServer::new(LeasesService::new(
+            db.clone(),
+            gc.clone()
+        ))))
         .add_service(limits!(SnapshotsServer::new(SnapshotsService::new(
             snapshotters.clone(),
             db.clone(),

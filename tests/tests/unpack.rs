@@ -448,3 +448,48 @@ async fn hostile_layers_are_refused_and_touch_nothing_outside() {
         "untouched"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removing_an_image_collects_its_snapshots_but_not_shared_ones() {
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let d = Daemon::start("snapgc").await;
+    let base = layer(&[Entry::Dir("etc/"), Entry::File("etc/base", b"base")]);
+    let a_top = layer(&[Entry::File("etc/a", b"a")]);
+    let b_top = layer(&[Entry::File("etc/b", b"b")]);
+    let (ta, tb) = (d.dir().join("a.tar"), d.dir().join("b.tar"));
+    let a = chain_ids(&write_oci_layers(
+        &ta,
+        &[base.clone(), a_top],
+        "docker.io/hull/a:1",
+    ));
+    let b = chain_ids(&write_oci_layers(&tb, &[base, b_top], "docker.io/hull/b:1"));
+    assert_eq!(a[0], b[0], "the images share their base");
+    d.ctr_ok(&["images", "import", ta.to_str().expect("p")]);
+    d.ctr_ok(&["images", "import", tb.to_str().expect("p")]);
+    let ls = d.ctr_ok(&["snapshots", "ls"]);
+    for k in [&a[0], &a[1], &b[1]] {
+        assert!(ls.contains(k.as_str()), "{k} missing\n{ls}");
+    }
+    d.ctr_ok(&["images", "rm", "--sync", "docker.io/hull/a:1"]);
+    let ls = d.ctr_ok(&["snapshots", "ls"]);
+    assert!(!ls.contains(&a[1]), "a's top layer survived\n{ls}");
+    assert!(
+        ls.contains(&a[0]) && ls.contains(&b[1]),
+        "b's layers were collected\n{ls}"
+    );
+    d.ctr_ok(&["images", "rm", "--sync", "docker.io/hull/b:1"]);
+    let ls = d.ctr_ok(&["snapshots", "ls"]);
+    assert_eq!(
+        ls.lines().count(),
+        1,
+        "only the header should be left\n{ls}"
+    );
+    // Their directories went too.
+    let dirs = std::fs::read_dir(d.root().join("snapshots/overlayfs/snapshots"))
+        .expect("dir")
+        .count();
+    assert_eq!(dirs, 0);
+}

@@ -290,9 +290,11 @@ impl WriteSession {
         loop {
             if !req.expected.is_empty() {
                 let d = digest(&req.expected)?;
-                let (db, ns) = (self.db.clone(), self.ns.clone());
+                let (db, ns, lease) = (self.db.clone(), self.ns.clone(), self.lease.clone());
                 let dd = d.clone();
-                if run(move || Ok(db.blob_info(&ns, &dd).is_ok())).await? {
+                // As containerd: an existing blob joins the writer's lease,
+                // so that a client skipping it still holds it.
+                if run(move || db.hold_existing_blob(&ns, &dd, lease.as_ref())).await? {
                     drop(writer.take());
                     let (db, ns, rr) = (self.db.clone(), self.ns.clone(), r.clone());
                     if let Err(e) = run(move || db.abort_ingest(&ns, &rr)).await {

@@ -15,6 +15,7 @@ use hull_proto::errdefs::{self, Kind};
 use super::{namespace, paths, run, status};
 use crate::events::Exchange;
 use crate::filters::Filter;
+use crate::metadata::gc::Collector;
 use crate::metadata::images::{Image, ImagePatch};
 use crate::metadata::{Descriptor, MetaDb};
 
@@ -23,12 +24,14 @@ use crate::metadata::{Descriptor, MetaDb};
 pub struct ImagesService {
     db: Arc<MetaDb>,
     events: Exchange,
+    gc: Arc<Collector>,
 }
 
 impl ImagesService {
-    /// Serves `db`'s images, publishing changes on `events`.
-    pub fn new(db: Arc<MetaDb>, events: Exchange) -> Self {
-        ImagesService { db, events }
+    /// Serves `db`'s images, publishing changes on `events`; deletes that
+    /// ask for it wait for `gc`.
+    pub fn new(db: Arc<MetaDb>, events: Exchange, gc: Arc<Collector>) -> Self {
+        ImagesService { db, events, gc }
     }
 }
 
@@ -199,7 +202,7 @@ impl Images for ImagesService {
         self.db.flush().await.map_err(status)?;
         self.events
             .publish(&ns, "/images/delete", &ImageDelete { name: req.name });
-        super::collect_after_delete(&self.db, req.sync).await?;
+        super::collect_after_delete(&self.gc, req.sync).await?;
         Ok(Response::new(()))
     }
 }

@@ -13,6 +13,7 @@ use hull_proto::identifiers::LeaseId;
 
 use super::{namespace, run, status};
 use crate::filters::Filter;
+use crate::metadata::gc::Collector;
 use crate::metadata::leases::{Lease, Resource};
 use crate::metadata::MetaDb;
 
@@ -20,12 +21,13 @@ use crate::metadata::MetaDb;
 #[derive(Debug)]
 pub struct LeasesService {
     db: Arc<MetaDb>,
+    gc: Arc<Collector>,
 }
 
 impl LeasesService {
-    /// Serves `db`'s leases.
-    pub fn new(db: Arc<MetaDb>) -> Self {
-        LeasesService { db }
+    /// Serves `db`'s leases; deletes that ask for it wait for `gc`.
+    pub fn new(db: Arc<MetaDb>, gc: Arc<Collector>) -> Self {
+        LeasesService { db, gc }
     }
 }
 
@@ -64,7 +66,7 @@ impl Leases for LeasesService {
         let db = self.db.clone();
         run(move || db.delete_lease(&ns, &req.id)).await?;
         self.db.flush().await.map_err(status)?;
-        super::collect_after_delete(&self.db, req.sync).await?;
+        super::collect_after_delete(&self.gc, req.sync).await?;
         Ok(Response::new(()))
     }
 

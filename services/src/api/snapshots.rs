@@ -5,7 +5,6 @@
 //! `ns/k` to the backend (namespaces cannot contain `/`), and only keys with
 //! the caller's prefix are visible to it.
 
-use std::collections::BTreeMap;
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -23,65 +22,14 @@ use hull_proto::containerd::services::snapshots::v1::{
 use hull_proto::containerd::types::Mount as ProtoMount;
 use hull_proto::errdefs::{self, Kind};
 use hull_proto::identifiers::{LeaseId, Namespace};
-use hull_snapshots::{Info, Kind as SnapKind, Mount, Snapshotter};
+use hull_snapshots::{Info, Kind as SnapKind, Mount};
 
 use super::{lease, namespace, paths, run, status, LIST_BATCH};
 use crate::events::Exchange;
 use crate::filters::{label_field, Adaptor, Filter};
 use crate::metadata::leases::Resource;
 use crate::metadata::MetaDb;
-
-/// The snapshotters hulld serves, by name.
-pub struct Snapshotters {
-    by_name: BTreeMap<String, Arc<dyn Snapshotter>>,
-    default: String,
-}
-
-impl std::fmt::Debug for Snapshotters {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Snapshotters")
-            .field("names", &self.by_name.keys().collect::<Vec<_>>())
-            .field("default", &self.default)
-            .finish()
-    }
-}
-
-impl Snapshotters {
-    /// Serves `by_name`; an empty name in a request means `default`.
-    pub fn new(by_name: BTreeMap<String, Arc<dyn Snapshotter>>, default: &str) -> Self {
-        Snapshotters {
-            by_name,
-            default: default.to_owned(),
-        }
-    }
-
-    /// Names served.
-    pub fn names(&self) -> impl Iterator<Item = &String> {
-        self.by_name.keys()
-    }
-
-    /// The snapshotter a request names, with its canonical name.
-    ///
-    /// # Errors
-    /// InvalidArgument for a snapshotter that is not loaded, as containerd.
-    pub fn get(&self, name: &str) -> Result<(String, Arc<dyn Snapshotter>), Status> {
-        let name = match name {
-            "" => self.default.as_str(),
-            // Docker's name for the same driver.
-            "overlay2" => "overlayfs",
-            n => n,
-        };
-        self.by_name
-            .get(name)
-            .map(|s| (name.to_owned(), s.clone()))
-            .ok_or_else(|| {
-                errdefs::status(
-                    Kind::InvalidArgument,
-                    format!("snapshotter not loaded: {name}"),
-                )
-            })
-    }
-}
+use crate::snapshots::Snapshotters;
 
 /// Snapshots over the configured snapshotters.
 #[derive(Debug)]
@@ -101,15 +49,8 @@ impl SnapshotsService {
         }
     }
 
-    /// Checks the lease before anything is created, then adds to it after.
-    async fn check_lease(&self, ns: &Namespace, lease: &Option<LeaseId>) -> Result<(), Status> {
-        if let Some(l) = lease {
-            let (db, ns, id) = (self.db.clone(), ns.clone(), l.as_str().to_owned());
-            run(move || db.list_lease_resources(&ns, &id).map(|_| ())).await?;
-        }
-        Ok(())
-    }
-
+    /// Adds the snapshot to the request's lease (NotFound for an unknown
+    /// lease), before the snapshot exists.
     async fn add_to_lease(
         &self,
         ns: &Namespace,
@@ -200,7 +141,9 @@ impl Snapshots for SnapshotsService {
         let lease = lease(&req)?;
         let req = req.into_inner();
         let (name, sn) = self.snapshotters.get(&req.snapshotter)?;
-        self.check_lease(&ns, &lease).await?;
+        // Lease first, so that a collection between the two never sees
+        // the new snapshot unheld.
+        self.add_to_lease(&ns, &lease, &name, &req.key).await?;
         let mounts = sn
             .prepare(
                 &bkey(&ns, &req.key)?,
@@ -209,7 +152,6 @@ impl Snapshots for SnapshotsService {
             )
             .await
             .map_err(status)?;
-        self.add_to_lease(&ns, &lease, &name, &req.key).await?;
         self.events.publish(
             &ns,
             "/snapshot/prepare",
@@ -231,7 +173,9 @@ impl Snapshots for SnapshotsService {
         let lease = lease(&req)?;
         let req = req.into_inner();
         let (name, sn) = self.snapshotters.get(&req.snapshotter)?;
-        self.check_lease(&ns, &lease).await?;
+        // Lease first, so that a collection between the two never sees
+        // the new snapshot unheld.
+        self.add_to_lease(&ns, &lease, &name, &req.key).await?;
         let mounts = sn
             .view(
                 &bkey(&ns, &req.key)?,
@@ -240,7 +184,6 @@ impl Snapshots for SnapshotsService {
             )
             .await
             .map_err(status)?;
-        self.add_to_lease(&ns, &lease, &name, &req.key).await?;
         Ok(Response::new(ViewSnapshotResponse {
             mounts: mounts_to_proto(mounts),
         }))
@@ -264,11 +207,10 @@ impl Snapshots for SnapshotsService {
         let lease = lease(&req)?;
         let req = req.into_inner();
         let (name, sn) = self.snapshotters.get(&req.snapshotter)?;
-        self.check_lease(&ns, &lease).await?;
+        self.add_to_lease(&ns, &lease, &name, &req.name).await?;
         sn.commit(&bkey(&ns, &req.name)?, &bkey(&ns, &req.key)?, req.labels)
             .await
             .map_err(status)?;
-        self.add_to_lease(&ns, &lease, &name, &req.name).await?;
         self.events.publish(
             &ns,
             "/snapshot/commit",

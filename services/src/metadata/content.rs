@@ -164,6 +164,33 @@ impl MetaDb {
         Ok((self.content.open_blob(digest)?, info.size))
     }
 
+    /// Whether the namespace has blob `digest`; if so, it is added to
+    /// `lease` in the same step, so that no collection can slip between the
+    /// check and the hold.
+    ///
+    /// # Errors
+    /// NotFound for an unknown lease.
+    pub fn hold_existing_blob(
+        &self,
+        ns: &Namespace,
+        digest: &Digest,
+        lease: Option<&LeaseId>,
+    ) -> Result<bool> {
+        self.update(|txn| {
+            if !txn.contains(&blob_key(ns, digest))? {
+                return Ok(false);
+            }
+            if let Some(lease) = lease {
+                let res = Resource {
+                    kind: CONTENT.into(),
+                    id: digest.to_string(),
+                };
+                txn.add_to_lease(ns, lease, &res)?;
+            }
+            Ok(true)
+        })
+    }
+
     /// Opens (or resumes) the writer for `r`, adding the ingest to `lease`.
     ///
     /// # Errors

@@ -14,7 +14,13 @@ use std::collections::HashSet;
 
 use hull_proto::digest::Digest;
 use hull_proto::identifiers::Namespace;
-use hull_proto::labels::{GC_EXPIRE, GC_FLAT, GC_REF_CONTENT, GC_ROOT};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use hull_proto::labels::{GC_EXPIRE, GC_FLAT, GC_REF_CONTENT, GC_REF_SNAPSHOT, GC_ROOT};
+use hull_snapshots::{SnapshotError, Snapshotter};
+
+use crate::snapshots::Snapshotters;
 
 use super::leases::{parse_expiry, CONTENT};
 use super::schema::{
@@ -51,6 +57,8 @@ pub struct GcStats {
     pub blobs: usize,
     /// Expired leases removed.
     pub leases: usize,
+    /// Snapshots removed.
+    pub snapshots: usize,
 }
 
 impl MetaDb {
@@ -60,7 +68,18 @@ impl MetaDb {
     /// Unknown when the DB or the content store fails; whatever was removed
     /// before the failure stays removed, and nothing referenced is touched.
     pub fn collect_garbage(&self, now: i64) -> Result<GcStats> {
+        Ok(self.collect_garbage_with_roots(now)?.0)
+    }
+
+    /// As [`MetaDb::collect_garbage`], also returning the snapshots that
+    /// live content and leases hold, by snapshotter, as backend keys
+    /// (`ns/key`): the roots of the snapshot sweep.
+    ///
+    /// # Errors
+    /// As [`MetaDb::collect_garbage`].
+    pub fn collect_garbage_with_roots(&self, now: i64) -> Result<(GcStats, SnapshotRoots)> {
         let mut stats = GcStats::default();
+        let mut snapshot_roots = SnapshotRoots::new();
         let state = self.lock();
         let mut batch = sled::Batch::default();
         let mut live: HashSet<Digest> = HashSet::new();
@@ -96,8 +115,17 @@ impl MetaDb {
                 for k in self.tree.scan_prefix(&res_prefix).keys() {
                     let k = k?;
                     let t = tail(&k, res_prefix.len());
-                    if let [CONTENT, digest] = split(&t)[..] {
-                        stack.push((digest.to_owned(), !flat));
+                    match split(&t)[..] {
+                        [CONTENT, digest] => stack.push((digest.to_owned(), !flat)),
+                        [kind, snapshot] => {
+                            if let Some(sn) = kind.strip_prefix("snapshots/") {
+                                snapshot_roots
+                                    .entry(sn.to_owned())
+                                    .or_default()
+                                    .insert(format!("{n}/{snapshot}"));
+                            }
+                        }
+                        _ => {}
                     }
                 }
             }
@@ -117,6 +145,11 @@ impl MetaDb {
                 for (k, v) in &rec.labels {
                     if k.starts_with(GC_REF_CONTENT) {
                         stack.push((v.clone(), true));
+                    } else if let Some(sn) = k.strip_prefix(GC_REF_SNAPSHOT) {
+                        snapshot_roots
+                            .entry(sn.to_owned())
+                            .or_default()
+                            .insert(format!("{n}/{v}"));
                     }
                 }
             }
@@ -143,8 +176,113 @@ impl MetaDb {
         }
         // The writer lock is held until the files are gone.
         drop(state);
+        Ok((stats, snapshot_roots))
+    }
+}
+
+/// Snapshots held by live objects, by snapshotter, as backend keys.
+pub type SnapshotRoots = BTreeMap<String, HashSet<String>>;
+
+/// Runs whole collections: metadata and content, then snapshots.
+#[derive(Debug)]
+pub struct Collector {
+    db: Arc<MetaDb>,
+    snapshotters: Arc<Snapshotters>,
+}
+
+impl Collector {
+    /// Collects over `db` and `snapshotters`.
+    pub fn new(db: Arc<MetaDb>, snapshotters: Arc<Snapshotters>) -> Self {
+        Collector { db, snapshotters }
+    }
+
+    /// The metadata DB.
+    pub fn db(&self) -> &Arc<MetaDb> {
+        &self.db
+    }
+
+    /// One collection now.
+    ///
+    /// Snapshots are kept when held by live content (`gc.ref.snapshot`
+    /// labels), a lease, or a `containerd.io/gc.root` label, with their
+    /// parents; the rest are removed, children first.
+    ///
+    /// # Errors
+    /// As [`MetaDb::collect_garbage`]; a snapshot that cannot be removed is
+    /// logged and left for the next run.
+    pub async fn run(&self) -> Result<GcStats> {
+        let db = self.db.clone();
+        let (mut stats, roots) =
+            crate::blocking(move || db.collect_garbage_with_roots(crate::now_nanos())).await?;
+        for (name, sn) in self.snapshotters.all() {
+            let held = roots.get(name).cloned().unwrap_or_default();
+            match sweep_snapshots(sn.as_ref(), held).await {
+                Ok(n) => stats.snapshots += n,
+                Err(e) => {
+                    tracing::warn!(snapshotter = %name, cause = %hull_proto::errdefs::message(&e), "snapshot sweep")
+                }
+            }
+        }
         Ok(stats)
     }
+}
+
+async fn sweep_snapshots(
+    sn: &dyn Snapshotter,
+    held: HashSet<String>,
+) -> std::result::Result<usize, SnapshotError> {
+    let all = sn.walk().await?;
+    let parents: BTreeMap<String, String> = all
+        .iter()
+        .map(|i| (i.name.clone(), i.parent.clone()))
+        .collect();
+    let mut stack: Vec<String> = held.into_iter().collect();
+    stack.extend(
+        all.iter()
+            .filter(|i| i.labels.contains_key(GC_ROOT))
+            .map(|i| i.name.clone()),
+    );
+    let mut marked = HashSet::new();
+    while let Some(k) = stack.pop() {
+        if !marked.insert(k.clone()) {
+            continue;
+        }
+        if let Some(p) = parents.get(&k).filter(|p| !p.is_empty()) {
+            stack.push(p.clone());
+        }
+    }
+    let mut doomed: HashSet<String> = parents
+        .keys()
+        .filter(|k| !marked.contains(*k))
+        .cloned()
+        .collect();
+    let mut removed = 0;
+    // Children before parents: remove what no remaining snapshot names as
+    // its parent, until nothing more can go.
+    loop {
+        let busy: HashSet<&String> = parents
+            .iter()
+            .filter(|(k, _)| doomed.contains(*k) || marked.contains(*k))
+            .map(|(_, p)| p)
+            .collect();
+        let leaves: Vec<String> = doomed
+            .iter()
+            .filter(|k| !busy.contains(k))
+            .cloned()
+            .collect();
+        if leaves.is_empty() {
+            break;
+        }
+        for k in leaves {
+            doomed.remove(&k);
+            match sn.remove(&k).await {
+                Ok(()) => removed += 1,
+                // Gone or re-used meanwhile: not ours to worry about.
+                Err(e) => tracing::debug!(key = %k, cause = %e, "snapshot not collected"),
+            }
+        }
+    }
+    Ok(removed)
 }
 
 #[cfg(test)]
@@ -241,7 +379,8 @@ mod tests {
             GcStats {
                 records: 1,
                 blobs: 1,
-                leases: 0
+                leases: 0,
+                snapshots: 0
             }
         );
         assert!(!f.present(&loose));
@@ -257,7 +396,8 @@ mod tests {
             GcStats {
                 records: 1,
                 blobs: 1,
-                leases: 1
+                leases: 1,
+                snapshots: 0
             }
         );
         assert!(!f.present(&leased));
