@@ -32,6 +32,19 @@ pub struct Config {
     pub gc: GcConfig,
     /// `[diff]`: limits on applying layers.
     pub diff: DiffConfig,
+    /// `[proxy_plugins.NAME]`: snapshotters served by other processes.
+    pub proxy_plugins: std::collections::BTreeMap<String, ProxyPlugin>,
+}
+
+/// One external plugin, as containerd's `[proxy_plugins]` names them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProxyPlugin {
+    /// Plugin type; `snapshot` is the one hull supports.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Unix socket the plugin serves on.
+    pub address: PathBuf,
 }
 
 impl Default for Config {
@@ -44,6 +57,7 @@ impl Default for Config {
             debug: DebugConfig::default(),
             gc: GcConfig::default(),
             diff: DiffConfig::default(),
+            proxy_plugins: Default::default(),
         }
     }
 }
@@ -141,6 +155,11 @@ impl Config {
         if self.gc.interval_s == 0 {
             return Err(ConfigError::Invalid("gc.interval_s must be at least 1"));
         }
+        if self.proxy_plugins.values().any(|p| p.kind != "snapshot") {
+            return Err(ConfigError::Invalid(
+                "proxy_plugins: only type = \"snapshot\" is supported",
+            ));
+        }
         if !matches!(self.debug.format.as_str(), "text" | "json") {
             return Err(ConfigError::Invalid("debug.format must be text or json"));
         }
@@ -171,6 +190,14 @@ mod tests {
     fn unknown_keys_are_refused() {
         assert!(Config::parse("bogus = 1").is_err());
         assert!(Config::parse("[gc]\nbogus = 1").is_err());
+        let p =
+            Config::parse("[proxy_plugins.remote]\ntype = \"snapshot\"\naddress = \"/run/x.sock\"")
+                .unwrap();
+        p.validate().unwrap();
+        assert_eq!(
+            p.proxy_plugins["remote"].address,
+            std::path::PathBuf::from("/run/x.sock")
+        );
         let c = Config::parse("[gc]\ninterval_s = 5").unwrap();
         assert_eq!(c.gc.interval_s, 5);
         assert_eq!(

@@ -39,6 +39,13 @@ enum Command {
         #[command(subcommand)]
         action: ConfigAction,
     },
+    /// Serve one built-in snapshotter alone on --address, with its data
+    /// under --root, for use as containerd's proxy plugin.
+    SnapshotterServe {
+        /// overlayfs or native.
+        #[arg(long, default_value = "overlayfs")]
+        snapshotter: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -86,9 +93,8 @@ fn init_logging(cfg: &Config) {
     }
 }
 
-async fn run(cfg: Config) -> anyhow::Result<()> {
-    let shutdown = CancellationToken::new();
-    let token = shutdown.clone();
+/// Cancels `token` on SIGTERM or SIGINT.
+fn spawn_signal_handler(token: CancellationToken) {
     tokio::spawn(async move {
         use tokio::signal::unix::{signal, SignalKind};
         let (Ok(mut term), Ok(mut int)) = (
@@ -106,6 +112,11 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
         tracing::info!("shutting down");
         token.cancel();
     });
+}
+
+async fn run(cfg: Config) -> anyhow::Result<()> {
+    let shutdown = CancellationToken::new();
+    spawn_signal_handler(shutdown.clone());
     hull_services::wiring::serve(cfg, shutdown)
         .await
         .map_err(|e| anyhow::anyhow!(hull_proto::errdefs::message(&e)))
@@ -124,6 +135,40 @@ fn tune_allocator() {
     }
 }
 
+fn serve_snapshotter(cli: &Cli, name: &str) -> ExitCode {
+    let (Some(root), Some(address)) = (cli.root.clone(), cli.address.clone()) else {
+        eprintln!("hulld: snapshotter-serve needs --root and --address");
+        return ExitCode::FAILURE;
+    };
+    let mut cfg = Config::default();
+    if let Some(l) = &cli.log_level {
+        cfg.debug.level = l.clone();
+    }
+    init_logging(&cfg);
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("hulld: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let shutdown = CancellationToken::new();
+    let result = rt.block_on(async {
+        spawn_signal_handler(shutdown.clone());
+        hull_services::wiring::serve_snapshotter(name, root, address, shutdown).await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("hulld: {}", hull_proto::errdefs::message(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn main() -> ExitCode {
     tune_allocator();
     let cli = Cli::parse();
@@ -133,6 +178,9 @@ fn main() -> ExitCode {
     {
         print!("{}", Config::default_toml());
         return ExitCode::SUCCESS;
+    }
+    if let Some(Command::SnapshotterServe { snapshotter }) = &cli.command {
+        return serve_snapshotter(&cli, snapshotter);
     }
     let cfg = match load(&cli) {
         Ok(c) => c,

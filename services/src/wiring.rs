@@ -44,6 +44,8 @@ use crate::metadata::gc::{Collector, GcConfig};
 use crate::metadata::{MetaDb, MetadataError};
 use crate::snapshots::Snapshotters;
 use hull_snapshots::local::{Driver, LocalSnapshotter};
+use hull_snapshots::proxy::ProxySnapshotter;
+use hull_snapshots::server::{SnapshotService, SnapshotsServer as StandaloneSnapshotsServer};
 use hull_snapshots::{SnapshotError, Snapshotter};
 
 /// HTTP/2 flow-control window per stream.
@@ -100,6 +102,9 @@ pub enum WiringError {
     /// The content store failed to open.
     #[error("open content store")]
     Content(#[from] ContentError),
+    /// `snapshotter-serve` names a snapshotter hull does not have.
+    #[error("unknown snapshotter {0:?}: overlayfs or native")]
+    UnknownSnapshotter(String),
     /// A snapshotter failed to open.
     #[error("open snapshotter")]
     Snapshotter(#[from] SnapshotError),
@@ -245,9 +250,18 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), Wi
             let s = LocalSnapshotter::open(root.join("snapshots").join(name), driver)?;
             by_name.insert(name.to_owned(), Arc::new(s));
         }
-        Ok((db, Arc::new(Snapshotters::new(by_name, "overlayfs"))))
+        Ok((db, by_name))
     })
     .await?;
+    let mut by_name = snapshotters;
+    for (name, plugin) in &config.proxy_plugins {
+        tracing::info!(%name, address = %plugin.address.display(), "proxy snapshotter");
+        by_name.insert(
+            name.clone(),
+            Arc::new(ProxySnapshotter::new(name, &plugin.address)?),
+        );
+    }
+    let snapshotters = Arc::new(Snapshotters::new(by_name, "overlayfs"));
     let listener = prepare_socket(&config.grpc.address)?;
     let events = Exchange::new();
     let tasks = TaskTracker::new();
@@ -351,4 +365,41 @@ impl From<crate::JoinError> for WiringError {
     fn from(e: crate::JoinError) -> Self {
         WiringError::Metadata(MetadataError::Join(e))
     }
+}
+
+/// Serves one built-in snapshotter alone on `address`, so that containerd
+/// (or another hulld) can use it as a proxy plugin, until `shutdown`.
+///
+/// # Errors
+/// When the snapshotter cannot open or the socket cannot be served.
+pub async fn serve_snapshotter(
+    name: &str,
+    root: PathBuf,
+    address: PathBuf,
+    shutdown: CancellationToken,
+) -> Result<(), WiringError> {
+    let driver = match name {
+        "overlayfs" | "overlay2" => Driver::Overlay,
+        "native" => Driver::Native,
+        other => {
+            return Err(WiringError::UnknownSnapshotter(other.to_owned()));
+        }
+    };
+    std::fs::create_dir_all(&root).map_err(io("create", &root))?;
+    let _lock = RootLock::acquire(&root)?;
+    let r = root.clone();
+    let sn = crate::blocking(move || LocalSnapshotter::open(r, driver).map_err(WiringError::from))
+        .await?;
+    let listener = prepare_socket(&address)?;
+    tracing::info!(snapshotter = %name, address = %address.display(), root = %root.display(), "serving snapshotter");
+    let service = SnapshotService::new(Arc::new(sn));
+    let result = tonic::transport::Server::builder()
+        .add_service(StandaloneSnapshotsServer::new(service))
+        .serve_with_incoming_shutdown(
+            UnixListenerStream::new(listener),
+            shutdown.cancelled_owned(),
+        )
+        .await;
+    let _ = std::fs::remove_file(&address);
+    result.map_err(WiringError::from)
 }

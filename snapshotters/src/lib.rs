@@ -6,6 +6,9 @@
 //!   snapshotters, which keep their records in a sled DB of their own under
 //!   their root, like containerd's.
 //! - [`mount`]: [`Mount`] and the mount(2) helpers.
+//! - [`server`]: serves one snapshotter alone over containerd's snapshots
+//!   API, so that containerd can load it as a proxy plugin.
+//! - [`proxy`]: a snapshotter in another process, reached over that API.
 //!
 //! Backends know nothing of namespaces, leases or GC: hulld wraps them.
 //! This crate depends only on `hull-proto`.
@@ -22,6 +25,8 @@ use hull_proto::errdefs::{Classify, Kind as ErrKind};
 
 pub mod local;
 pub mod mount;
+pub mod proxy;
+pub mod server;
 mod storage;
 
 pub use mount::Mount;
@@ -156,6 +161,14 @@ pub enum SnapshotError {
     /// A blocking task died.
     #[error("blocking task failed: {0}")]
     Join(String),
+    /// A proxied snapshotter refused, with its own class and message.
+    #[error("{message}")]
+    Remote {
+        /// The remote's class.
+        kind: ErrKind,
+        /// The remote's message.
+        message: String,
+    },
 }
 
 impl Classify for SnapshotError {
@@ -171,6 +184,7 @@ impl Classify for SnapshotError {
                 ErrKind::FailedPrecondition
             }
             SnapshotError::Unavailable { .. } => ErrKind::Unavailable,
+            SnapshotError::Remote { kind, .. } => *kind,
             SnapshotError::Io { .. }
             | SnapshotError::Command { .. }
             | SnapshotError::Db(_)
