@@ -21,6 +21,7 @@ use thiserror::Error;
 use hull_proto::errdefs::{Classify, Kind};
 
 pub mod apply;
+pub mod compare;
 
 /// `[diff]`: limits on what a layer may expand to.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

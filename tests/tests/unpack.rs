@@ -493,3 +493,68 @@ async fn removing_an_image_collects_its_snapshots_but_not_shared_ones() {
         .count();
     assert_eq!(dirs, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctr_snapshots_diff_writes_the_changes_as_a_layer() {
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let d = Daemon::start("diffs").await;
+    let base = layer(&[
+        Entry::Dir("etc/"),
+        Entry::File("etc/hello", b"hi"),
+        Entry::File("etc/same", b"same"),
+    ]);
+    let tar = d.dir().join("base.tar");
+    let chains = chain_ids(&write_oci_layers(
+        &tar,
+        &[base],
+        "docker.io/hull/diffbase:1",
+    ));
+    d.ctr_ok(&["images", "import", tar.to_str().expect("p")]);
+    d.ctr_ok(&["snapshots", "prepare", "work", &chains[0]]);
+    let mnt = d.dir().join("work");
+    std::fs::create_dir_all(&mnt).expect("mkdir");
+    let cmd = d.ctr_ok(&["snapshots", "mounts", mnt.to_str().expect("p"), "work"]);
+    let status = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(&cmd)
+        .status()
+        .expect("mount");
+    assert!(status.success(), "{cmd}");
+    std::fs::write(mnt.join("etc/new"), "new").expect("write");
+    std::fs::remove_file(mnt.join("etc/hello")).expect("rm");
+    let status = std::process::Command::new("umount")
+        .arg(&mnt)
+        .status()
+        .expect("umount");
+    assert!(status.success());
+
+    let out = d
+        .ctr()
+        .args(["snapshots", "diff", "work"])
+        .output()
+        .expect("ctr");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut names = Vec::new();
+    let mut ar = tar::Archive::new(flate2::read::GzDecoder::new(out.stdout.as_slice()));
+    for e in ar.entries().expect("tar") {
+        names.push(
+            e.expect("entry")
+                .path()
+                .expect("path")
+                .to_string_lossy()
+                .into_owned(),
+        );
+    }
+    names.sort();
+    assert_eq!(names, ["etc", "etc/.wh.hello", "etc/new"], "{names:?}");
+    // The layer is in the content store with its diff ID label.
+    let ls = d.ctr_ok(&["content", "ls"]);
+    assert!(ls.contains("containerd.io/uncompressed=sha256:"), "{ls}");
+}

@@ -14,10 +14,67 @@ use hull_proto::errdefs::{self, Kind};
 use hull_snapshots::mount::TempMount;
 use hull_snapshots::Mount;
 
-use super::{digest, namespace, status};
+use super::{digest, lease, namespace, status};
+use crate::content::Writer;
 use crate::diff::apply::{apply_layer, Whiteouts};
+use crate::diff::compare::write_diff;
 use crate::diff::{is_layer, DiffConfig, DiffError};
 use crate::metadata::MetaDb;
+use hull_proto::labels::UNCOMPRESSED;
+
+/// Media type `Diff` writes when the request names none.
+const DIFF_MEDIA_TYPE: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+
+/// Feeds a layer being written into a content writer.
+struct ContentSink(Writer);
+
+impl std::io::Write for ContentSink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.write(buf).map_err(std::io::Error::other)?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A tree to read: a bind source as it is, anything else mounted.
+enum Mounted {
+    Dir(PathBuf),
+    Temp(Option<TempMount>, PathBuf),
+}
+
+impl Mounted {
+    fn new(mounts: &[Mount], at: &std::path::Path) -> Result<Mounted, Status> {
+        if let [m] = mounts {
+            if m.kind == "bind" {
+                return Ok(Mounted::Dir(PathBuf::from(&m.source)));
+            }
+        }
+        std::fs::create_dir_all(at)
+            .map_err(|e| errdefs::status(Kind::Unknown, format!("create {}: {e}", at.display())))?;
+        let t = TempMount::new(mounts, at).map_err(status)?;
+        Ok(Mounted::Temp(Some(t), at.to_owned()))
+    }
+
+    fn path(&self) -> &std::path::Path {
+        match self {
+            Mounted::Dir(p) => p,
+            Mounted::Temp(_, dir) => dir,
+        }
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        if let Mounted::Temp(mount, dir) = self {
+            // Unmount first, then the mount point can go.
+            drop(mount.take());
+            let _ = std::fs::remove_dir(dir.as_path());
+        }
+    }
+}
 
 /// Media type of what `Apply` reports: the uncompressed layer.
 const APPLIED_MEDIA_TYPE: &str = "application/vnd.oci.image.layer.v1.tar";
@@ -132,10 +189,58 @@ impl Diff for DiffService {
         }))
     }
 
-    async fn diff(&self, _req: Request<DiffRequest>) -> Result<Response<DiffResponse>, Status> {
-        Err(errdefs::status(
-            Kind::NotImplemented,
-            "computing a layer from two mounts is not supported yet",
-        ))
+    async fn diff(&self, req: Request<DiffRequest>) -> Result<Response<DiffResponse>, Status> {
+        let ns = namespace(&req)?;
+        let lease = lease(&req)?;
+        let req = req.into_inner();
+        let media_type = if req.media_type.is_empty() {
+            DIFF_MEDIA_TYPE.to_owned()
+        } else {
+            req.media_type.clone()
+        };
+        let gzip = match media_type.as_str() {
+            "application/vnd.oci.image.layer.v1.tar+gzip"
+            | "application/vnd.docker.image.rootfs.diff.tar.gzip" => true,
+            "application/vnd.oci.image.layer.v1.tar"
+            | "application/vnd.docker.image.rootfs.diff.tar" => false,
+            other => return Err(status(DiffError::MediaType(other.to_owned()))),
+        };
+        let r = if req.r#ref.is_empty() {
+            format!("diff-{}", crate::now_nanos())
+        } else {
+            req.r#ref.clone()
+        };
+        let left: Vec<Mount> = req.left.into_iter().map(Mount::from).collect();
+        let right: Vec<Mount> = req.right.into_iter().map(Mount::from).collect();
+        let (db, scratch) = (self.db.clone(), self.scratch.clone());
+        let mut labels = req.labels;
+        let desc = tokio::task::spawn_blocking(move || -> Result<Descriptor, Status> {
+            let unique = crate::now_nanos();
+            let lm = Mounted::new(&left, &scratch.join(format!("diff-left-{unique}")))?;
+            let rm = Mounted::new(&right, &scratch.join(format!("diff-right-{unique}")))?;
+            let writer = db.open_writer(&ns, &r, 0, lease.as_ref()).map_err(status)?;
+            let written =
+                write_diff(lm.path(), rm.path(), ContentSink(writer), gzip).map_err(status)?;
+            let writer = written.sink.0;
+            let size = i64::try_from(writer.status().offset).unwrap_or(i64::MAX);
+            labels.insert(UNCOMPRESSED.to_owned(), written.diff_id.to_string());
+            let digest = match db.commit(&ns, writer, size, None, labels, lease.as_ref()) {
+                Ok(d) => d.to_string(),
+                // The same layer was computed before: it is the answer.
+                Err(e) if hull_proto::errdefs::Classify::kind(&e) == Kind::AlreadyExists => {
+                    return Err(errdefs::status(Kind::AlreadyExists, errdefs::message(&e)));
+                }
+                Err(e) => return Err(status(e)),
+            };
+            Ok(Descriptor {
+                media_type,
+                digest,
+                size,
+                annotations: Default::default(),
+            })
+        })
+        .await
+        .map_err(|e| errdefs::status(Kind::Unknown, format!("diff task: {e}")))??;
+        Ok(Response::new(DiffResponse { diff: Some(desc) }))
     }
 }
