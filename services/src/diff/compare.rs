@@ -132,7 +132,7 @@ pub fn write_diff<W: Write>(
     };
     enum Sink<W: Write> {
         Plain(W),
-        Gzip(flate2::write::GzEncoder<W>),
+        Gzip(Box<flate2::write::GzEncoder<W>>),
     }
     impl<W: Write> Write for Sink<W> {
         fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
