@@ -149,10 +149,10 @@ pub fn write_diff<W: Write>(
         }
     }
     let sink = if gzip {
-        Sink::Gzip(flate2::write::GzEncoder::new(
+        Sink::Gzip(Box::new(flate2::write::GzEncoder::new(
             sink,
             flate2::Compression::default(),
-        ))
+        )))
     } else {
         Sink::Plain(sink)
     };
