@@ -26,11 +26,13 @@ struct Sizes {
     big_mib: usize,
     small_count: usize,
     images: usize,
+    cycles: usize,
 }
 
 /// A daemon under test.
 struct Server {
     child: Child,
+    address: PathBuf,
     _dir: tempfile::TempDir,
 }
 
@@ -114,7 +116,14 @@ async fn start_hulld() -> Result<(Server, Client)> {
         .stderr(Stdio::inherit())
         .spawn()?;
     let client = wait_ready(&address, &mut child).await?;
-    Ok((Server { child, _dir: dir }, client))
+    Ok((
+        Server {
+            child,
+            address,
+            _dir: dir,
+        },
+        client,
+    ))
 }
 
 async fn start_containerd() -> Result<Option<(Server, Client)>> {
@@ -149,7 +158,14 @@ async fn start_containerd() -> Result<Option<(Server, Client)>> {
         .stderr(Stdio::null())
         .spawn()?;
     let client = wait_ready(&address, &mut child).await?;
-    Ok(Some((Server { child, _dir: dir }, client)))
+    Ok(Some((
+        Server {
+            child,
+            address,
+            _dir: dir,
+        },
+        client,
+    )))
 }
 
 fn which(name: &str) -> Result<PathBuf> {
@@ -347,7 +363,175 @@ async fn run(server: &Server, client: &Client, sizes: &Sizes, seed: u64) -> Resu
     Ok(Results(r))
 }
 
+/// Builds a 3-layer gzip OCI image from host directories; returns the
+/// archive path and its size on disk.
+fn build_image(dir: &Path) -> Result<(PathBuf, u64)> {
+    let sources: Vec<PathBuf> = ["/usr/lib/python3.11", "/usr/lib/gcc", "/usr/share/doc"]
+        .iter()
+        .map(PathBuf::from)
+        .filter(|p| p.is_dir())
+        .collect();
+    let mut layers = Vec::new();
+    let mut diff_ids = Vec::new();
+    for src in &sources {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        let mut hashing = HashWriter {
+            inner: &mut gz,
+            hasher: Sha256::new(),
+        };
+        {
+            let mut t = tar::Builder::new(&mut hashing);
+            t.follow_symlinks(false);
+            let name = src.strip_prefix("/").unwrap_or(src);
+            t.append_dir_all(name, src)?;
+            t.finish()?;
+        }
+        diff_ids.push(format!("sha256:{:x}", hashing.hasher.finalize()));
+        layers.push(gz.finish()?);
+    }
+    let config = serde_json::to_vec(&serde_json::json!({
+        "architecture": "amd64", "os": "linux",
+        "rootfs": { "type": "layers", "diff_ids": diff_ids },
+    }))?;
+    let layer_descs: Vec<serde_json::Value> = layers
+        .iter()
+        .map(|l| serde_json::json!({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": digest_of(l), "size": l.len()}))
+        .collect();
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": digest_of(&config), "size": config.len()},
+        "layers": layer_descs,
+    }))?;
+    let index = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": digest_of(&manifest), "size": manifest.len(),
+            "annotations": {"io.containerd.image.name": "bench.local/unpack:1"}}],
+    }))?;
+    let path = dir.join("bench-image.tar");
+    let mut t = tar::Builder::new(std::fs::File::create(&path)?);
+    let mut add = |name: &str, data: &[u8]| -> Result<()> {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        t.append_data(&mut h, name, data)?;
+        Ok(())
+    };
+    add("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)?;
+    add("index.json", &index)?;
+    for b in layers.iter().chain([&config, &manifest]) {
+        add(&format!("blobs/sha256/{}", &digest_of(b)[7..]), b)?;
+    }
+    t.finish()?;
+    drop(t);
+    let size = std::fs::metadata(&path)?.len();
+    Ok((path, size))
+}
+
+struct HashWriter<'a, W: std::io::Write> {
+    inner: &'a mut W,
+    hasher: Sha256,
+}
+
+impl<W: std::io::Write> std::io::Write for HashWriter<'_, W> {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(b)?;
+        self.hasher.update(&b[..n]);
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// `ctr images import` (unpack on) of `image` into `server`, wall time.
+fn import_time(server: &Server, image: &Path) -> Result<f64> {
+    let t = Instant::now();
+    let out = Command::new("ctr")
+        .arg("--address")
+        .arg(&server.address)
+        .args(["--namespace", "bench", "images", "import"])
+        .arg(image)
+        .output()?;
+    let secs = t.elapsed().as_secs_f64();
+    if !out.status.success() {
+        bail!("import failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(secs)
+}
+
+/// Prepare+commit+remove cycles per second from `clients` clients.
+async fn snapshot_cycles(client: &Client, clients: usize, per_client: usize) -> Result<f64> {
+    use hull_proto::containerd::services::snapshots::v1::{
+        CommitSnapshotRequest, PrepareSnapshotRequest, RemoveSnapshotRequest,
+    };
+    let t = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for w in 0..clients {
+        let c = client.clone();
+        tasks.spawn(async move {
+            for i in 0..per_client {
+                let (key, name) = (
+                    format!("cyc-{clients}-{w}-{i}"),
+                    format!("cyc-{clients}-{w}-{i}-c"),
+                );
+                let mut s = c.snapshots();
+                s.prepare(PrepareSnapshotRequest {
+                    snapshotter: "overlayfs".into(),
+                    key: key.clone(),
+                    parent: String::new(),
+                    labels: [("containerd.io/gc.root".to_string(), "bench".to_string())].into(),
+                })
+                .await?;
+                s.commit(CommitSnapshotRequest {
+                    snapshotter: "overlayfs".into(),
+                    name: name.clone(),
+                    key,
+                    // Unheld snapshots are garbage to containerd's GC.
+                    labels: [("containerd.io/gc.root".to_string(), "bench".to_string())].into(),
+                })
+                .await?;
+                s.remove(RemoveSnapshotRequest {
+                    snapshotter: "overlayfs".into(),
+                    key: name,
+                })
+                .await?;
+            }
+            anyhow::Ok(())
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r??;
+    }
+    Ok((clients * per_client) as f64 / t.elapsed().as_secs_f64())
+}
+
+async fn run_snapshots(
+    server: &Server,
+    client: &Client,
+    sizes: &Sizes,
+    image: &Path,
+) -> Result<Results> {
+    let mut r = HashMap::new();
+    // SAFETY: sync(2) takes no arguments and cannot fail.
+    unsafe { libc::sync() };
+    r.insert("import+unpack 3 layers (s)", import_time(server, image)?);
+    r.insert(
+        "prepare+commit+remove, 1 client (/s)",
+        snapshot_cycles(client, 1, sizes.cycles).await?,
+    );
+    r.insert(
+        "prepare+commit+remove, 16 clients (/s)",
+        snapshot_cycles(client, 16, sizes.cycles / 16).await?,
+    );
+    Ok(Results(r))
+}
+
 const ORDER: &[(&str, bool)] = &[
+    ("import+unpack 3 layers (s)", false),
+    ("prepare+commit+remove, 1 client (/s)", true),
+    ("prepare+commit+remove, 16 clients (/s)", true),
     ("large blob write (MB/s)", true),
     ("4 KiB blobs, 1 client (blobs/s)", true),
     ("4 KiB blobs, 16 clients (blobs/s)", true),
@@ -364,15 +548,22 @@ async fn main() -> Result<()> {
             big_mib: 64,
             small_count: 320,
             images: 100,
+            cycles: 32,
         }
     } else {
         Sizes {
             big_mib: 512,
             small_count: 4000,
             images: 1000,
+            cycles: 320,
         }
     };
     let rounds: usize = if quick { 1 } else { 3 };
+    let work = tempfile::Builder::new()
+        .prefix("hull-bench-image-")
+        .tempdir()?;
+    let (image, image_size) = build_image(work.path())?;
+    eprintln!("bench image: {} MB compressed", image_size / 1_000_000);
     let have_containerd = which("containerd").is_ok();
     if !have_containerd {
         eprintln!("containerd not installed: hull numbers only");
@@ -387,10 +578,14 @@ async fn main() -> Result<()> {
             unsafe { libc::sync() };
             if first {
                 let (hull, hc) = start_hulld().await?;
-                hull_runs.push(run(&hull, &hc, &sizes, round as u64 + 1).await?);
+                let mut r = run(&hull, &hc, &sizes, round as u64 + 1).await?;
+                r.0.extend(run_snapshots(&hull, &hc, &sizes, &image).await?.0);
+                hull_runs.push(r);
             } else if have_containerd {
                 if let Some((s, c)) = start_containerd().await? {
-                    ctd_runs.push(run(&s, &c, &sizes, round as u64 + 1).await?);
+                    let mut r = run(&s, &c, &sizes, round as u64 + 1).await?;
+                    r.0.extend(run_snapshots(&s, &c, &sizes, &image).await?.0);
+                    ctd_runs.push(r);
                 }
             }
         }

@@ -191,7 +191,10 @@ impl LocalSnapshotter {
             let _ = std::fs::remove_dir_all(&dir);
             return Err(e);
         }
-        self.mounts_for(&rec)
+        let mounts = self.mounts_for(&rec);
+        drop(_g);
+        self.store.flush()?;
+        mounts
     }
 
     fn build_dir(&self, tmp: &Path, parent: &str) -> Result<()> {
@@ -233,23 +236,29 @@ impl LocalSnapshotter {
             updated_at: t,
             ..rec
         };
-        self.store.put(name, &committed, Some(key))
+        self.store.put(name, &committed, Some(key))?;
+        drop(_g);
+        self.store.flush()
     }
 
     fn remove_sync(&self, key: &str) -> Result<()> {
-        let dir = {
+        let id = {
             let _g = self.store.lock();
             let rec = self.store.require(key)?;
             if self.store.has_children(key)? {
                 return Err(SnapshotError::HasChildren(key.to_owned()));
             }
             self.store.delete(key, &rec)?;
-            let dir = self.dir(rec.id);
-            let doomed = self.root.join("snapshots").join(format!("rm-{}", rec.id));
-            match std::fs::rename(&dir, &doomed) {
-                Ok(()) => doomed,
-                Err(_) => dir,
-            }
+            rec.id
+        };
+        // Durable before the data goes: a record never outlives its
+        // directory. Ids are never reused, so nothing else touches it.
+        self.store.flush()?;
+        let dir = self.dir(id);
+        let doomed = self.root.join("snapshots").join(format!("rm-{id}"));
+        let dir = match std::fs::rename(&dir, &doomed) {
+            Ok(()) => doomed,
+            Err(_) => dir,
         };
         // The record is gone: the directory is only clutter now, and
         // cleanup removes it if this fails.
@@ -283,6 +292,8 @@ impl LocalSnapshotter {
         labels::validate_all(&rec.labels)?;
         rec.updated_at = now();
         self.store.put(&info.name, &rec, None)?;
+        drop(_g);
+        self.store.flush()?;
         Ok(rec.info(&info.name))
     }
 

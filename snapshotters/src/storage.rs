@@ -11,6 +11,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 use std::sync::{Mutex, MutexGuard};
 
 use prost::Message;
@@ -87,6 +88,11 @@ fn ckey(parent: &str, key: &str) -> Vec<u8> {
 pub(crate) struct Store {
     db: sled::Db,
     lock: Mutex<()>,
+    /// Group commit: callers that asked for a flush while one ran are
+    /// covered by the next one, so concurrent operations share fsyncs.
+    flush_lock: Mutex<()>,
+    flush_requested: AtomicU64,
+    flush_completed: AtomicU64,
 }
 
 impl Store {
@@ -98,6 +104,9 @@ impl Store {
         Ok(Store {
             db,
             lock: Mutex::new(()),
+            flush_lock: Mutex::new(()),
+            flush_requested: AtomicU64::new(0),
+            flush_completed: AtomicU64::new(0),
         })
     }
 
@@ -132,8 +141,23 @@ impl Store {
             .is_some())
     }
 
+    /// Makes every applied change durable; see `flush_lock`. Call it after
+    /// releasing [`Store::lock`], so that other operations proceed while
+    /// the disk syncs.
+    pub(crate) fn flush(&self) -> Result<()> {
+        let mine = self.flush_requested.fetch_add(1, SeqCst) + 1;
+        let _g = self.flush_lock.lock().unwrap_or_else(|p| p.into_inner());
+        if self.flush_completed.load(SeqCst) >= mine {
+            return Ok(());
+        }
+        let target = self.flush_requested.load(SeqCst);
+        self.db.flush()?;
+        self.flush_completed.fetch_max(target, SeqCst);
+        Ok(())
+    }
+
     /// Writes `key` (and its place in the children index) and removes
-    /// `replaces`, atomically, then flushes.
+    /// `replaces`, atomically; [`Store::flush`] makes it durable.
     pub(crate) fn put(
         &self,
         key: &str,
@@ -152,7 +176,6 @@ impl Store {
             batch.insert(ckey(&rec.parent, key), Vec::new());
         }
         self.db.apply_batch(batch)?;
-        self.db.flush()?;
         Ok(())
     }
 
@@ -163,7 +186,6 @@ impl Store {
             batch.remove(ckey(&rec.parent, key));
         }
         self.db.apply_batch(batch)?;
-        self.db.flush()?;
         Ok(())
     }
 
