@@ -558,3 +558,69 @@ async fn ctr_snapshots_diff_writes_the_changes_as_a_layer() {
     let ls = d.ctr_ok(&["content", "ls"]);
     assert!(ls.contains("containerd.io/uncompressed=sha256:"), "{ls}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_during_unpack_leaves_nothing_incomplete() {
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let mut d = Daemon::start("crashunpack").await;
+    let big: Vec<u8> = (0..(24u32 << 20))
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let big: &'static [u8] = Box::leak(big.into_boxed_slice());
+    let layers = vec![
+        busybox_layer(&BTreeMap::new()),
+        layer(&[Entry::Dir("data/"), Entry::File("data/one", big)]),
+        layer(&[Entry::File("data/two", big)]),
+    ];
+    let tar = d.dir().join("crash.tar");
+    let chains = chain_ids(&write_oci_layers(&tar, &layers, "docker.io/hull/crash:1"));
+    let mut import = d
+        .ctr()
+        .args(["images", "import", tar.to_str().expect("p")])
+        .spawn()
+        .expect("ctr");
+    // Kill hulld once the first layer is committed, while later ones apply.
+    let snapshots_dir = d.root().join("snapshots/overlayfs/snapshots");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::fs::read_dir(&snapshots_dir)
+        .map(|r| r.count())
+        .unwrap_or(0)
+        < 2
+    {
+        assert!(std::time::Instant::now() < deadline, "unpack never started");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    d.kill();
+    let _ = import.wait();
+    d.start_again().await;
+
+    // Every committed snapshot is a whole layer: its chain is a prefix of
+    // the image's, and nothing on disk lacks a record.
+    let ls = d.ctr_ok(&["snapshots", "ls"]);
+    let listed = ls.lines().skip(1).count();
+    for line in ls.lines().skip(1).filter(|l| l.contains("Committed")) {
+        let key = line.split_whitespace().next().expect("key");
+        assert!(
+            chains.iter().any(|c| c == key),
+            "unexpected committed snapshot {key}"
+        );
+    }
+    let dirs = std::fs::read_dir(&snapshots_dir).expect("dir").count();
+    assert_eq!(
+        dirs, listed,
+        "directories without records survived the restart\n{ls}"
+    );
+    // The import completes on a second try, and the image is whole.
+    d.ctr_ok(&["images", "import", tar.to_str().expect("p")]);
+    let mnt = d.dir().join("mnt");
+    std::fs::create_dir_all(&mnt).expect("mkdir");
+    let m = mnt.to_str().expect("p");
+    d.ctr_ok(&["images", "mount", "docker.io/hull/crash:1", m]);
+    let one = std::fs::read(mnt.join("data/one")).map(|v| v == big);
+    let two = std::fs::read(mnt.join("data/two")).map(|v| v == big);
+    d.ctr_ok(&["images", "unmount", "--rm", m]);
+    assert!(one.expect("one") && two.expect("two"));
+}

@@ -240,7 +240,7 @@ impl MetaDb {
         let size = i64::try_from(writer.status().offset).unwrap_or(i64::MAX);
         *self.lock().committing.entry(digest.clone()).or_default() += 1;
         let published = writer.publish(&self.content, &digest);
-        self.update(|txn| {
+        let existed = self.update(|txn| {
             if let Some(n) = txn.state.committing.get_mut(&digest) {
                 *n -= 1;
                 if *n == 0 {
@@ -252,23 +252,23 @@ impl MetaDb {
                 Err(e) => return Err(e.into()),
             }
             let k = blob_key(ns, &digest);
-            if txn.contains(&k)? {
-                return Err(MetadataError::AlreadyExists {
-                    what: "content",
-                    id: digest.to_string(),
-                });
+            // As containerd: a blob the namespace has already is still
+            // added to the writer's lease before AlreadyExists is returned,
+            // so that a client ignoring that error (ctr import does) holds it.
+            let existed = txn.contains(&k)?;
+            if !existed {
+                let now = crate::now_nanos();
+                txn.ensure_namespace(ns)?;
+                txn.put(
+                    k,
+                    &BlobRecord {
+                        size,
+                        created_at: now,
+                        updated_at: now,
+                        labels,
+                    },
+                );
             }
-            let now = crate::now_nanos();
-            txn.ensure_namespace(ns)?;
-            txn.put(
-                k,
-                &BlobRecord {
-                    size,
-                    created_at: now,
-                    updated_at: now,
-                    labels,
-                },
-            );
             if let Some(lease) = lease {
                 txn.add_to_lease(
                     ns,
@@ -287,8 +287,15 @@ impl MetaDb {
                     &ingest_ref,
                 ]));
             }
-            Ok(digest.clone())
-        })
+            Ok(existed)
+        })?;
+        if existed {
+            return Err(MetadataError::AlreadyExists {
+                what: "content",
+                id: digest.to_string(),
+            });
+        }
+        Ok(digest)
     }
 
     /// Progress of one ingest of the namespace.
