@@ -1,6 +1,5 @@
 //! Streaming a layer onto a directory. See [`crate::diff`] for the rules.
 
-use std::cell::Cell;
 use std::collections::{HashSet, VecDeque};
 use std::ffi::{CString, OsStr, OsString};
 use std::fs::{File, OpenOptions};
@@ -8,7 +7,9 @@ use std::io::{BufRead, BufReader, Read};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{symlink, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::mpsc::{sync_channel, Receiver};
+use std::sync::{Arc, Mutex};
 
 use sha2::{Digest as _, Sha256};
 
@@ -53,13 +54,13 @@ fn io(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> DiffError
 /// Counts bytes read from the blob.
 struct Counting<R> {
     inner: R,
-    count: Rc<Cell<u64>>,
+    count: Arc<AtomicU64>,
 }
 
 impl<R: Read> Read for Counting<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
-        self.count.set(self.count.get() + n as u64);
+        self.count.fetch_add(n as u64, Relaxed);
         Ok(n)
     }
 }
@@ -76,9 +77,9 @@ struct Hashing<R> {
     inner: R,
     hasher: Sha256,
     size: u64,
-    compressed: Rc<Cell<u64>>,
+    compressed: Arc<AtomicU64>,
     limits: DiffConfig,
-    exceeded: Rc<Cell<Option<Exceeded>>>,
+    exceeded: Arc<Mutex<Option<Exceeded>>>,
 }
 
 impl<R: Read> Read for Hashing<R> {
@@ -87,15 +88,19 @@ impl<R: Read> Read for Hashing<R> {
         self.hasher.update(&buf[..n]);
         self.size += n as u64;
         let max = self.limits.max_uncompressed_bytes;
-        if max > 0 && self.size > max {
-            self.exceeded.set(Some(Exceeded::Size(max)));
-        }
         let ratio = self.limits.max_compression_ratio;
-        if ratio > 0 && self.size > RATIO_GRACE && self.size / self.compressed.get().max(1) > ratio
+        let over = if max > 0 && self.size > max {
+            Some(Exceeded::Size(max))
+        } else if ratio > 0
+            && self.size > RATIO_GRACE
+            && self.size / self.compressed.load(Relaxed).max(1) > ratio
         {
-            self.exceeded.set(Some(Exceeded::Ratio(ratio)));
-        }
-        if self.exceeded.get().is_some() {
+            Some(Exceeded::Ratio(ratio))
+        } else {
+            None
+        };
+        if let Some(over) = over {
+            *self.exceeded.lock().unwrap_or_else(|p| p.into_inner()) = Some(over);
             return Err(std::io::Error::other("layer size limit"));
         }
         Ok(n)
@@ -115,8 +120,8 @@ pub fn apply_layer(
     mode: Whiteouts,
     limits: &DiffConfig,
 ) -> Result<Applied, DiffError> {
-    let compressed = Rc::new(Cell::new(0));
-    let exceeded = Rc::new(Cell::new(None));
+    let compressed = Arc::new(AtomicU64::new(0));
+    let exceeded = Arc::new(Mutex::new(None));
     let mut input = BufReader::with_capacity(
         1 << 20,
         Counting {
@@ -125,7 +130,7 @@ pub fn apply_layer(
         },
     );
     let magic = input.fill_buf().map_err(DiffError::Decompress)?.to_vec();
-    let decompressed: Box<dyn Read> = if magic.starts_with(&[0x1f, 0x8b]) {
+    let decompressed: Box<dyn Read + Send> = if magic.starts_with(&[0x1f, 0x8b]) {
         Box::new(flate2::read::MultiGzDecoder::new(input))
     } else if magic.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
         Box::new(
@@ -135,7 +140,7 @@ pub fn apply_layer(
     } else {
         Box::new(input)
     };
-    let hashing = Hashing {
+    let mut hashing = Hashing {
         inner: decompressed,
         hasher: Sha256::new(),
         size: 0,
@@ -143,12 +148,12 @@ pub fn apply_layer(
         limits: limits.clone(),
         exceeded: exceeded.clone(),
     };
-    let limit_error = |e: std::io::Error| match exceeded.get() {
+    let limit_error = |e: std::io::Error| match *exceeded.lock().unwrap_or_else(|p| p.into_inner())
+    {
         Some(Exceeded::Size(limit)) => DiffError::TooLarge { limit },
         Some(Exceeded::Ratio(limit)) => DiffError::Ratio { limit },
         None => DiffError::Tar(e),
     };
-    let mut archive = tar::Archive::new(hashing);
     let mut writer = LayerWriter {
         root: root.to_owned(),
         lowers: lowers.to_vec(),
@@ -156,22 +161,110 @@ pub fn apply_layer(
         created: HashSet::new(),
         dir_times: Vec::new(),
     };
-    for entry in archive.entries().map_err(limit_error)? {
-        let entry = entry.map_err(limit_error)?;
-        writer.entry(entry).map_err(|e| match (e, exceeded.get()) {
-            (_, Some(Exceeded::Size(limit))) => DiffError::TooLarge { limit },
-            (_, Some(Exceeded::Ratio(limit))) => DiffError::Ratio { limit },
-            (e, None) => e,
-        })?;
+    // Decompression and hashing run on a second thread, a few chunks ahead
+    // of the one writing files, so that a layer uses two cores.
+    let stop = AtomicBool::new(false);
+    let (tx, rx) = sync_channel::<std::io::Result<Vec<u8>>>(PIPELINE_DEPTH);
+    let (applied, produced) = std::thread::scope(|scope| {
+        let producer = scope.spawn(|| {
+            // Owned here, so that the reader sees the end of the stream
+            // when this thread is done.
+            let tx = tx;
+            let mut receiver_gone = false;
+            loop {
+                if stop.load(Relaxed) {
+                    return;
+                }
+                let mut buf = vec![0u8; PIPELINE_CHUNK];
+                match hashing.read(&mut buf) {
+                    Ok(0) => return,
+                    Ok(n) => {
+                        buf.truncate(n);
+                        // The rest of the stream still counts for the diff
+                        // ID once the tar reader has seen the end marker.
+                        if !receiver_gone && tx.send(Ok(buf)).is_err() {
+                            receiver_gone = true;
+                        }
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
+                        return;
+                    }
+                }
+            }
+        });
+        let applied = (|| -> Result<(), DiffError> {
+            let mut archive = tar::Archive::new(ChannelReader {
+                rx,
+                chunk: Vec::new(),
+                pos: 0,
+            });
+            for entry in archive.entries().map_err(limit_error)? {
+                let entry = entry.map_err(limit_error)?;
+                writer
+                    .entry(entry)
+                    .map_err(|e| match limit_error(std::io::Error::other("")) {
+                        DiffError::Tar(_) => e,
+                        limit => limit,
+                    })?;
+            }
+            Ok(())
+        })();
+        if applied.is_err() {
+            stop.store(true, Relaxed);
+        }
+        // The receiver is gone here; the producer drains to the end.
+        let produced = producer.join();
+        (applied, produced)
+    });
+    applied?;
+    if produced.is_err() {
+        return Err(DiffError::Decompress(std::io::Error::other(
+            "decompression thread panicked",
+        )));
     }
-    let mut hashing = archive.into_inner();
-    // The end-of-archive blocks and any padding are part of the diff ID.
-    std::io::copy(&mut hashing, &mut std::io::sink()).map_err(limit_error)?;
+    if let Some(e) = exceeded.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        return Err(match e {
+            Exceeded::Size(limit) => DiffError::TooLarge { limit },
+            Exceeded::Ratio(limit) => DiffError::Ratio { limit },
+        });
+    }
     writer.finish();
     Ok(Applied {
         diff_id: Digest::sha256(&hashing.hasher.finalize().into()),
         size: hashing.size,
     })
+}
+
+/// Chunks handed from the decompressing thread to the tar reader.
+const PIPELINE_CHUNK: usize = 1 << 20;
+/// Chunks the decompressing thread may run ahead.
+const PIPELINE_DEPTH: usize = 4;
+
+/// The tar reader's end of the pipeline.
+struct ChannelReader {
+    rx: Receiver<std::io::Result<Vec<u8>>>,
+    chunk: Vec<u8>,
+    pos: usize,
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.pos == self.chunk.len() {
+            match self.rx.recv() {
+                Ok(Ok(chunk)) => {
+                    self.chunk = chunk;
+                    self.pos = 0;
+                }
+                Ok(Err(e)) => return Err(e),
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.chunk.len() - self.pos);
+        buf[..n].copy_from_slice(&self.chunk[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
 }
 
 /// Splits a tar name into clean components.
