@@ -612,7 +612,21 @@ mod tests {
         for orphan in ["new-77", "rm-78", "79"] {
             std::fs::create_dir_all(dir.path().join("snapshots").join(orphan).join("fs")).unwrap();
         }
-        let s = LocalSnapshotter::open(dir.path(), Driver::Overlay).unwrap();
+        // sled releases its file lock from a background thread after the
+        // last handle drops: retry briefly, as a restarted daemon would not
+        // need to (it is a new process).
+        let mut tries = 0;
+        let s = loop {
+            match LocalSnapshotter::open(dir.path(), Driver::Overlay) {
+                Ok(s) => break s,
+                Err(e) if tries < 100 => {
+                    tries += 1;
+                    let _ = e;
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(e) => panic!("reopen: {e}"),
+            }
+        };
         let left: Vec<String> = std::fs::read_dir(dir.path().join("snapshots"))
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
