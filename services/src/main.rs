@@ -201,7 +201,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(run(cfg)) {
+    let result = rt.block_on(run(cfg));
+    // A blocking task stuck in the kernel (a hung mount, a wedged disk)
+    // must not keep a stopping daemon alive: state is flushed by now.
+    rt.shutdown_timeout(std::time::Duration::from_secs(5));
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(cause = %e, "hulld failed");
