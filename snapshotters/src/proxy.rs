@@ -15,7 +15,7 @@ use hull_proto::containerd::services::snapshots::v1::{
 use hull_proto::errdefs::Kind as ErrKind;
 
 use crate::server::{info_from_proto, info_to_proto};
-use crate::{Info, Labels, Mount, Result, SnapshotError, Snapshotter, Usage};
+use crate::{Info, Kind, Labels, Mount, Result, SnapshotError, Snapshotter, Usage};
 
 /// A snapshotter in another process, reached on a unix socket.
 #[derive(Debug, Clone)]
@@ -60,6 +60,42 @@ impl ProxySnapshotter {
                 message: s.message().to_owned(),
             },
         }
+    }
+}
+
+impl ProxySnapshotter {
+    /// Prepare (`Active`) or view (`View`) on the remote.
+    async fn create(
+        &self,
+        key: &str,
+        parent: &str,
+        labels: Labels,
+        kind: Kind,
+    ) -> Result<Vec<Mount>> {
+        let (snapshotter, key, parent) = (self.name.clone(), key.to_owned(), parent.to_owned());
+        let mut c = self.client.clone();
+        let mounts = match kind {
+            Kind::View => c
+                .view(ViewSnapshotRequest {
+                    snapshotter,
+                    key,
+                    parent,
+                    labels,
+                })
+                .await
+                .map(|r| r.into_inner().mounts),
+            _ => c
+                .prepare(PrepareSnapshotRequest {
+                    snapshotter,
+                    key,
+                    parent,
+                    labels,
+                })
+                .await
+                .map(|r| r.into_inner().mounts),
+        }
+        .map_err(|s| self.err(s))?;
+        Ok(mounts.into_iter().map(Mount::from).collect())
     }
 }
 
@@ -123,33 +159,11 @@ impl Snapshotter for ProxySnapshotter {
     }
 
     async fn prepare(&self, key: &str, parent: &str, labels: Labels) -> Result<Vec<Mount>> {
-        let r = self
-            .client
-            .clone()
-            .prepare(PrepareSnapshotRequest {
-                snapshotter: self.name.clone(),
-                key: key.to_owned(),
-                parent: parent.to_owned(),
-                labels,
-            })
-            .await
-            .map_err(|s| self.err(s))?;
-        Ok(r.into_inner().mounts.into_iter().map(Mount::from).collect())
+        self.create(key, parent, labels, Kind::Active).await
     }
 
     async fn view(&self, key: &str, parent: &str, labels: Labels) -> Result<Vec<Mount>> {
-        let r = self
-            .client
-            .clone()
-            .view(ViewSnapshotRequest {
-                snapshotter: self.name.clone(),
-                key: key.to_owned(),
-                parent: parent.to_owned(),
-                labels,
-            })
-            .await
-            .map_err(|s| self.err(s))?;
-        Ok(r.into_inner().mounts.into_iter().map(Mount::from).collect())
+        self.create(key, parent, labels, Kind::View).await
     }
 
     async fn commit(&self, name: &str, key: &str, labels: Labels) -> Result<()> {

@@ -224,8 +224,14 @@ impl Daemon {
     }
 }
 
+/// Whether the tests run as root (mounts need it).
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
 /// SIGTERM, then SIGKILL after 10 s; whether the process exited cleanly.
-fn terminate(mut child: Child) -> bool {
+pub fn terminate(mut child: Child) -> bool {
     signal(&child, libc::SIGTERM);
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {

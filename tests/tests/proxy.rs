@@ -7,32 +7,17 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use hull_tests::daemon::{workspace_bin, Daemon};
+use hull_tests::daemon::{is_root, terminate, workspace_bin, Daemon};
 use hull_tests::image::{busybox_layer, chain_ids, image, write_oci_archive, write_oci_layers};
 
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
-
 /// A child process stopped with SIGTERM (then SIGKILL) on drop.
-struct Guard(Child);
+struct Guard(Option<Child>);
 
 impl Drop for Guard {
     fn drop(&mut self) {
-        // SAFETY: kill(2) on the pid of a child we spawned and have not reaped.
-        unsafe {
-            libc::kill(self.0.id() as i32, libc::SIGTERM);
+        if let Some(child) = self.0.take() {
+            terminate(child);
         }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }
 
@@ -60,7 +45,7 @@ fn serve_snapshotter(dir: &Path) -> (Guard, PathBuf) {
         .stderr(std::fs::File::create(dir.join("sn.log")).expect("log"))
         .spawn()
         .expect("hulld snapshotter-serve");
-    let guard = Guard(child);
+    let guard = Guard(Some(child));
     wait_for(&sock);
     (guard, sock)
 }
@@ -91,7 +76,7 @@ fn containerd_runs_a_container_on_hulls_snapshotter() {
         sn = sn_sock,
     );
     std::fs::write(d.join("containerd.toml"), config).expect("config");
-    let _ctd = Guard(
+    let _ctd = Guard(Some(
         Command::new("containerd")
             .arg("--config")
             .arg(d.join("containerd.toml"))
@@ -100,7 +85,7 @@ fn containerd_runs_a_container_on_hulls_snapshotter() {
             .stderr(std::fs::File::create(d.join("containerd.log")).expect("log"))
             .spawn()
             .expect("containerd"),
-    );
+    ));
     wait_for(&ctd_sock);
     let ns = format!("hull-proxy-{}", std::process::id());
     let ctr = |args: &[&str]| {

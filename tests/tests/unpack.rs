@@ -14,13 +14,8 @@ use hull_proto::containerd::services::snapshots::v1::{
 };
 use hull_proto::containerd::types::Descriptor;
 use hull_tests::blobs::write_blob;
-use hull_tests::daemon::Daemon;
+use hull_tests::daemon::{is_root, Daemon};
 use hull_tests::image::{busybox_layer, chain_ids, gzip, layer, write_oci_layers, Entry};
-
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
 
 /// Every path under `root` with a one-letter kind (d, f, l, c).
 fn listing(root: &Path) -> BTreeMap<String, char> {

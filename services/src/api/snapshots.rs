@@ -49,6 +49,31 @@ impl SnapshotsService {
         }
     }
 
+    /// Prepare (`Active`) or view (`View`) in `ns`.
+    #[allow(clippy::too_many_arguments)]
+    async fn create(
+        &self,
+        ns: &Namespace,
+        lease: &Option<LeaseId>,
+        snapshotter: &str,
+        key: &str,
+        parent: &str,
+        labels: hull_snapshots::Labels,
+        kind: SnapKind,
+    ) -> Result<Vec<ProtoMount>, Status> {
+        let (name, sn) = self.snapshotters.get(snapshotter)?;
+        // Lease first, so that a collection between the two never sees the
+        // new snapshot unheld.
+        self.add_to_lease(ns, lease, &name, key).await?;
+        let (key, parent) = (bkey(ns, key)?, bparent(ns, parent));
+        let mounts = match kind {
+            SnapKind::View => sn.view(&key, &parent, labels).await,
+            _ => sn.prepare(&key, &parent, labels).await,
+        }
+        .map_err(status)?;
+        Ok(mounts_to_proto(mounts))
+    }
+
     /// Adds the snapshot to the request's lease (NotFound for an unknown
     /// lease), before the snapshot exists.
     async fn add_to_lease(
@@ -137,21 +162,19 @@ impl Snapshots for SnapshotsService {
         &self,
         req: Request<PrepareSnapshotRequest>,
     ) -> Result<Response<PrepareSnapshotResponse>, Status> {
-        let ns = namespace(&req)?;
-        let lease = lease(&req)?;
+        let (ns, lease) = (namespace(&req)?, lease(&req)?);
         let req = req.into_inner();
-        let (name, sn) = self.snapshotters.get(&req.snapshotter)?;
-        // Lease first, so that a collection between the two never sees
-        // the new snapshot unheld.
-        self.add_to_lease(&ns, &lease, &name, &req.key).await?;
-        let mounts = sn
-            .prepare(
-                &bkey(&ns, &req.key)?,
-                &bparent(&ns, &req.parent),
+        let mounts = self
+            .create(
+                &ns,
+                &lease,
+                &req.snapshotter,
+                &req.key,
+                &req.parent,
                 req.labels,
+                SnapKind::Active,
             )
-            .await
-            .map_err(status)?;
+            .await?;
         self.events.publish(
             &ns,
             "/snapshot/prepare",
@@ -160,33 +183,27 @@ impl Snapshots for SnapshotsService {
                 parent: req.parent,
             },
         );
-        Ok(Response::new(PrepareSnapshotResponse {
-            mounts: mounts_to_proto(mounts),
-        }))
+        Ok(Response::new(PrepareSnapshotResponse { mounts }))
     }
 
     async fn view(
         &self,
         req: Request<ViewSnapshotRequest>,
     ) -> Result<Response<ViewSnapshotResponse>, Status> {
-        let ns = namespace(&req)?;
-        let lease = lease(&req)?;
+        let (ns, lease) = (namespace(&req)?, lease(&req)?);
         let req = req.into_inner();
-        let (name, sn) = self.snapshotters.get(&req.snapshotter)?;
-        // Lease first, so that a collection between the two never sees
-        // the new snapshot unheld.
-        self.add_to_lease(&ns, &lease, &name, &req.key).await?;
-        let mounts = sn
-            .view(
-                &bkey(&ns, &req.key)?,
-                &bparent(&ns, &req.parent),
+        let mounts = self
+            .create(
+                &ns,
+                &lease,
+                &req.snapshotter,
+                &req.key,
+                &req.parent,
                 req.labels,
+                SnapKind::View,
             )
-            .await
-            .map_err(status)?;
-        Ok(Response::new(ViewSnapshotResponse {
-            mounts: mounts_to_proto(mounts),
-        }))
+            .await?;
+        Ok(Response::new(ViewSnapshotResponse { mounts }))
     }
 
     async fn mounts(
