@@ -104,10 +104,28 @@ pub mod containerd {
             }
         }
     }
+    /// `containerd.runc.v1`: runtime options of the runc shims.
+    pub mod runc {
+        pub mod v1 {
+            tonic::include_proto!("containerd.runc.v1");
+        }
+    }
     /// The shim v2 API.
     pub mod task {
         pub mod v2 {
             tonic::include_proto!("containerd.task.v2");
+        }
+    }
+}
+
+/// `io.containerd.cgroups.v1`: cgroup statistics in task metrics.
+#[allow(clippy::all)]
+pub mod io {
+    pub mod containerd {
+        pub mod cgroups {
+            pub mod v1 {
+                tonic::include_proto!("io.containerd.cgroups.v1");
+            }
         }
     }
 }

@@ -1,9 +1,25 @@
 //! hull-shim: one process per container that serves containerd's shim v2
 //! task API (`containerd.task.v2.Task`) over ttrpc and runs the OCI runtime.
 //!
-//! This crate depends only on `hull-proto`. The shim start protocol lives in
-//! [`start`].
+//! - [`start`]: command line, `start` (daemonise) and `delete` (clean up).
+//! - [`service`]: the task service, one [`service::TaskService`] per shim.
+//! - [`runc`]: the OCI runtime's command lines.
+//! - [`reaper`]: the only `waitpid` caller; broadcasts exits.
+//! - [`process`]: init and exec processes and their states.
+//! - [`io`]: FIFOs, `file://`, `binary://` and terminals.
+//! - [`events`]: task events forwarded to the daemon.
+//! - [`stats`]: cgroup statistics in containerd's metrics message.
+//!
+//! Depends on `hull-proto`, `hull-ttrpc` and, for mounting the rootfs,
+//! `hull-snapshots`' mount helpers. Nothing depends on this crate.
 
 #![warn(missing_docs)]
 
+pub mod events;
+pub mod io;
+pub mod process;
+pub mod reaper;
+pub mod runc;
+pub mod service;
 pub mod start;
+pub mod stats;

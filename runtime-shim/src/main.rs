@@ -1,17 +1,128 @@
 //! hull-shim entry point.
 
+use std::io::Write;
+use std::os::fd::FromRawFd;
 use std::process::ExitCode;
+use std::time::Duration;
+
+use hull_shim::start::{self, Action, Args, LISTENER_FD};
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match hull_shim::start::parse_action(&args) {
-        Some(action) => {
-            eprintln!("hull-shim: {action:?} is not available in this build");
-            ExitCode::from(2)
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    let args = match Args::parse(&argv) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("hull-shim: {e}");
+            eprintln!("usage: hull-shim -namespace NS -id ID -address SOCK [-publish-binary BIN] start|delete");
+            return ExitCode::from(2);
         }
+    };
+    match args.action {
+        Some(Action::Start) => match start::start(&args) {
+            Ok(address) => {
+                // The daemon reads the address from our stdout.
+                let mut out = std::io::stdout();
+                if out.write_all(address.as_bytes()).and_then(|()| out.flush()).is_err() {
+                    return ExitCode::FAILURE;
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("hull-shim start: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Some(Action::Delete) => match start::delete(&args) {
+            Ok(resp) => {
+                let mut out = std::io::stdout();
+                if out.write_all(&resp).and_then(|()| out.flush()).is_err() {
+                    return ExitCode::FAILURE;
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("hull-shim delete: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Some(Action::Serve) => serve(&args),
         None => {
-            eprintln!("usage: hull-shim -namespace NS -id ID -address SOCK start|delete");
+            eprintln!("usage: hull-shim -namespace NS -id ID -address SOCK [-publish-binary BIN] start|delete");
             ExitCode::from(2)
         }
     }
+}
+
+fn serve(args: &Args) -> ExitCode {
+    let level = if args.debug { "debug" } else { "info" };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(false)
+        .with_writer(std::io::stderr)
+        .init();
+    // SAFETY: prctl with PR_SET_CHILD_SUBREAPER takes one integer argument.
+    if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
+        tracing::error!(cause = %std::io::Error::last_os_error(), "cannot become a subreaper");
+        return ExitCode::FAILURE;
+    }
+    // One thread: a shim serves one container and must stay small.
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .max_blocking_threads(4)
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(cause = %e, "cannot start the runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    let socket = args.socket_path();
+    let code = rt.block_on(async {
+        // SAFETY: `start` put the bound listening socket on this fd, and
+        // nothing else in this process owns it.
+        let std_listener = unsafe { std::os::unix::net::UnixListener::from_raw_fd(LISTENER_FD) };
+        if let Err(e) = std_listener.set_nonblocking(true) {
+            tracing::error!(cause = %e, "listener");
+            return ExitCode::FAILURE;
+        }
+        let listener = match tokio::net::UnixListener::from_std(std_listener) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(cause = %e, "listener");
+                return ExitCode::FAILURE;
+            }
+        };
+        let monitor = match hull_shim::reaper::Monitor::start() {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::error!(cause = %e, "cannot watch SIGCHLD");
+                return ExitCode::FAILURE;
+            }
+        };
+        let publisher = hull_shim::events::Publisher::start(
+            args.ttrpc_address(std::env::var_os("TTRPC_ADDRESS")),
+            args.namespace.clone(),
+        );
+        let config = hull_shim::service::ShimConfig {
+            namespace: args.namespace.clone(),
+            runc_root: args.runc_root(),
+        };
+        let service = hull_shim::service::TaskService::new(config, monitor, publisher.clone());
+        tracing::info!(id = %args.id, namespace = %args.namespace, "shim serving");
+        let server = hull_ttrpc::Server::new().register(service.clone());
+        let svc = service.clone();
+        server.serve(listener, async move { svc.wait_shutdown().await }).await;
+        publisher.flush(Duration::from_secs(2)).await;
+        // Let the Shutdown reply reach the daemon before the socket goes.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        ExitCode::SUCCESS
+    });
+    let _ = std::fs::remove_file(&socket);
+    // Copy threads may still block on FIFOs; they end with the process.
+    rt.shutdown_timeout(Duration::from_millis(100));
+    tracing::info!("shim exited");
+    code
 }

@@ -1,4 +1,18 @@
-//! The shim's command line, as containerd's shim start protocol passes it.
+//! The shim's command line and the two one-shot actions of containerd's
+//! shim start protocol: `start` (daemonise and print the address) and
+//! `delete` (clean up after a dead shim).
+
+use std::ffi::OsString;
+use std::fs::OpenOptions;
+use std::os::fd::AsRawFd;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::SystemTime;
+
+use prost::Message;
+use sha2::{Digest, Sha256};
 
 /// Subcommands a daemon invokes a shim with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -11,26 +25,256 @@ pub enum Action {
     Serve,
 }
 
-/// Picks the action from the trailing positional argument.
-pub fn parse_action(args: &[String]) -> Option<Action> {
-    match args.iter().rev().find(|a| !a.starts_with('-'))?.as_str() {
-        "start" => Some(Action::Start),
-        "delete" => Some(Action::Delete),
-        _ => None,
+/// Flags as containerd passes them (`-namespace NS -id ID -address SOCK
+/// -publish-binary BIN [-debug]`), then the action.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Args {
+    /// Namespace of the containers.
+    pub namespace: String,
+    /// Container (or group) id.
+    pub id: String,
+    /// The daemon's gRPC socket.
+    pub address: String,
+    /// The daemon binary, for the exec-based event fallback.
+    pub publish_binary: String,
+    /// Log at debug level.
+    pub debug: bool,
+    /// The action; `None` when no known action was given.
+    pub action: Option<Action>,
+}
+
+/// The fd the listening socket is handed over on, as in containerd's shims.
+pub const LISTENER_FD: i32 = 3;
+
+impl Args {
+    /// Parses Go-flag style arguments: `-name value`, `--name=value`.
+    ///
+    /// # Errors
+    /// An unknown flag, or one missing its value.
+    pub fn parse(args: &[String]) -> Result<Args, String> {
+        let mut out = Args::default();
+        let mut it = args.iter();
+        while let Some(arg) = it.next() {
+            let Some(flag) = arg.strip_prefix("--").or_else(|| arg.strip_prefix('-')) else {
+                out.action = match arg.as_str() {
+                    "start" => Some(Action::Start),
+                    "delete" => Some(Action::Delete),
+                    "serve" => Some(Action::Serve),
+                    other => return Err(format!("unknown action {other:?}")),
+                };
+                continue;
+            };
+            let (name, inline) = match flag.split_once('=') {
+                Some((n, v)) => (n, Some(v.to_owned())),
+                None => (flag, None),
+            };
+            if name == "debug" || name == "v" {
+                out.debug = inline.as_deref() != Some("false");
+                continue;
+            }
+            let value = match inline {
+                Some(v) => v,
+                None => it.next().cloned().ok_or_else(|| format!("flag -{name} needs a value"))?,
+            };
+            match name {
+                "namespace" => out.namespace = value,
+                "id" => out.id = value,
+                "address" => out.address = value,
+                "publish-binary" => out.publish_binary = value,
+                // Accepted for compatibility; the bundle is the working dir.
+                "bundle" => {}
+                other => return Err(format!("unknown flag -{other}")),
+            }
+        }
+        Ok(out)
     }
+
+    fn base(&self) -> PathBuf {
+        Path::new(&self.address)
+            .parent()
+            .map_or_else(|| PathBuf::from("/run/hull"), Path::to_owned)
+    }
+
+    /// The shim's socket: `<dir of the daemon socket>/s/<sha256 of address,
+    /// namespace and id>`, short enough for sun_path.
+    pub fn socket_path(&self) -> PathBuf {
+        let mut h = Sha256::new();
+        h.update(self.address.as_bytes());
+        h.update(b"\0");
+        h.update(self.namespace.as_bytes());
+        h.update(b"\0");
+        h.update(self.id.as_bytes());
+        self.base().join("s").join(hex::encode(h.finalize()))
+    }
+
+    /// The runtime's default state root for this namespace.
+    pub fn runc_root(&self) -> PathBuf {
+        self.base().join("runc").join(&self.namespace)
+    }
+
+    /// The daemon's ttrpc socket for events: `$TTRPC_ADDRESS`, else
+    /// `<address>.ttrpc`.
+    pub fn ttrpc_address(&self, env: Option<OsString>) -> PathBuf {
+        match env.filter(|v| !v.is_empty()) {
+            Some(v) => PathBuf::from(v),
+            None => PathBuf::from(format!("{}.ttrpc", self.address)),
+        }
+    }
+
+    fn argv(&self, action: &str) -> Vec<String> {
+        let mut v = vec![
+            "-namespace".to_owned(),
+            self.namespace.clone(),
+            "-id".to_owned(),
+            self.id.clone(),
+            "-address".to_owned(),
+            self.address.clone(),
+        ];
+        if !self.publish_binary.is_empty() {
+            v.push("-publish-binary".to_owned());
+            v.push(self.publish_binary.clone());
+        }
+        if self.debug {
+            v.push("-debug".to_owned());
+        }
+        v.push(action.to_owned());
+        v
+    }
+}
+
+/// `start`: binds the socket, starts the serving shim in a new session with
+/// the socket on fd 3, records `address` and `shim.pid` in the bundle (the
+/// working directory), and returns the address to print.
+///
+/// A live shim already on the socket is reused, as containerd's shims do.
+///
+/// # Errors
+/// When the socket cannot be bound or the shim cannot be spawned.
+pub fn start(args: &Args) -> std::io::Result<String> {
+    let sock = args.socket_path();
+    let address = format!("unix://{}", sock.display());
+    if UnixStream::connect(&sock).is_ok() {
+        return Ok(address);
+    }
+    // A stale socket from a dead shim.
+    let _ = std::fs::remove_file(&sock);
+    if let Some(dir) = sock.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let listener = UnixListener::bind(&sock)?;
+    let bundle = std::env::current_dir()?;
+    let log = OpenOptions::new().create(true).append(true).open(bundle.join("shim.log"))?;
+    let fd = listener.as_raw_fd();
+    let mut cmd = Command::new(std::env::current_exe()?);
+    cmd.args(args.argv("serve"))
+        .current_dir(&bundle)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(log));
+    // SAFETY: setsid and dup2 are async-signal-safe; `fd` stays open in the
+    // parent until spawn returns.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // dup2 clears close-on-exec on the new descriptor.
+            if libc::dup2(fd, LISTENER_FD) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = std::fs::remove_file(&sock);
+            return Err(e);
+        }
+    };
+    std::fs::write(bundle.join("address"), &address)?;
+    std::fs::write(bundle.join("shim.pid"), child.id().to_string())?;
+    Ok(address)
+}
+
+/// `delete`: cleans up after a shim that died: forces the runtime to delete
+/// the container, unmounts the rootfs, and returns an encoded
+/// `DeleteResponse` reporting a SIGKILL exit.
+///
+/// # Errors
+/// Never for a missing container or mount: those are already clean.
+pub fn delete(args: &Args) -> std::io::Result<Vec<u8>> {
+    let bundle = std::env::current_dir()?;
+    let status = Command::new("runc")
+        .arg("--root")
+        .arg(args.runc_root())
+        .args(["delete", "--force", &args.id])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    if let Err(e) = status {
+        eprintln!("hull-shim delete: runc: {e}");
+    }
+    let rootfs = bundle.join("rootfs");
+    // Not mounted is fine: the shim may have died before mounting.
+    let _ = hull_snapshots::mount::unmount(&rootfs);
+    let now = SystemTime::now();
+    let resp = hull_proto::containerd::task::v2::DeleteResponse {
+        pid: 0,
+        exit_status: 128 + libc::SIGKILL as u32,
+        exited_at: Some(crate::events::timestamp(now)),
+    };
+    Ok(resp.encode_to_vec())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn strings(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| s.to_string()).collect()
+    }
+
     #[test]
-    fn finds_the_action_after_flags() {
-        let args: Vec<String> = ["-namespace", "default", "-id", "c1", "start"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-        assert_eq!(parse_action(&args), Some(Action::Start));
-        assert_eq!(parse_action(&[]), None);
+    fn parses_containerd_flags() {
+        let a = Args::parse(&strings(&[
+            "-namespace",
+            "default",
+            "-address",
+            "/run/containerd/containerd.sock",
+            "-publish-binary",
+            "/usr/bin/containerd",
+            "-id",
+            "c1",
+            "-debug",
+            "start",
+        ]))
+        .unwrap();
+        assert_eq!(a.action, Some(Action::Start));
+        assert_eq!((a.namespace.as_str(), a.id.as_str()), ("default", "c1"));
+        assert!(a.debug);
+        assert_eq!(a.runc_root(), PathBuf::from("/run/containerd/runc/default"));
+        assert!(a.socket_path().starts_with("/run/containerd/s/"));
+        assert!(a.socket_path().as_os_str().len() < 108);
+        let b = Args::parse(&strings(&["--namespace=x", "-id=y", "delete"])).unwrap();
+        assert_eq!((b.namespace.as_str(), b.id.as_str(), b.action), ("x", "y", Some(Action::Delete)));
+        assert!(Args::parse(&strings(&["-bogus", "1"])).is_err());
+        assert!(Args::parse(&strings(&["-id"])).is_err());
+    }
+
+    #[test]
+    fn sockets_differ_per_container() {
+        let mut a = Args {
+            address: "/run/hull/hull.sock".into(),
+            namespace: "n".into(),
+            id: "a".into(),
+            ..Default::default()
+        };
+        let first = a.socket_path();
+        a.id = "b".into();
+        assert_ne!(first, a.socket_path());
+        assert_eq!(a.ttrpc_address(None), PathBuf::from("/run/hull/hull.sock.ttrpc"));
+        assert_eq!(a.ttrpc_address(Some("/x".into())), PathBuf::from("/x"));
     }
 }

@@ -1,0 +1,506 @@
+//! A process's stdio: FIFOs named by the client, `file://` and `binary://`
+//! URIs, and terminals.
+//!
+//! Output goes through a pipe that the shim copies into the client's FIFO.
+//! The shim opens that FIFO read-write, so a write never fails when the
+//! client is slow or gone: data waits in the FIFO for the next reader, as
+//! containerd's shim does. Input is copied from the stdin FIFO into a pipe
+//! that the shim closes on CloseIO, after draining what the client wrote.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Mutex;
+use std::thread::JoinHandle;
+
+/// The stdio a client asked for.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StdioPaths {
+    /// Stdin FIFO, or empty.
+    pub stdin: String,
+    /// Stdout FIFO or URI, or empty.
+    pub stdout: String,
+    /// Stderr FIFO or URI, or empty.
+    pub stderr: String,
+    /// Whether the process gets a terminal.
+    pub terminal: bool,
+}
+
+/// The copy threads and handles of one process's stdio.
+#[derive(Default)]
+pub struct ProcessIo {
+    /// Dropping this ends the stdin copy, which then closes the process's
+    /// stdin.
+    stdin_close: Mutex<Option<OwnedFd>>,
+    console: Option<File>,
+    copies: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for ProcessIo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProcessIo").finish_non_exhaustive()
+    }
+}
+
+/// The stdio handed to the runtime for the process.
+pub struct ChildIo {
+    /// Process stdin.
+    pub stdin: Stdio,
+    /// Process stdout.
+    pub stdout: Stdio,
+    /// Process stderr.
+    pub stderr: Stdio,
+}
+
+/// Stack of a copy thread: it holds one small buffer.
+const COPY_STACK: usize = 64 * 1024;
+const BUF: usize = 32 * 1024;
+
+/// What a binary:// logger and the env it sees need.
+#[derive(Debug, Clone)]
+pub struct Owner {
+    /// Namespace of the container.
+    pub namespace: String,
+    /// Container id.
+    pub id: String,
+}
+
+fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as RawFd; 2];
+    // SAFETY: pipe2 writes two fds into the array we own.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: both fds were just created and are owned by nobody else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+fn spawn_copy(name: &str, f: impl FnOnce() + Send + 'static) -> std::io::Result<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name(name.to_owned())
+        .stack_size(COPY_STACK)
+        .spawn(f)
+}
+
+/// Copies `from` into `to` until `from` ends or `to` breaks.
+fn copy(mut from: File, mut to: File) {
+    let mut buf = vec![0u8; BUF];
+    loop {
+        match from.read(&mut buf) {
+            Ok(0) => return,
+            Ok(n) => {
+                if to.write_all(&buf[..n]).is_err() {
+                    return;
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            // A terminal master reads EIO once its slave side closes.
+            Err(_) => return,
+        }
+    }
+}
+
+fn open_fifo_writer(path: &str) -> std::io::Result<File> {
+    OpenOptions::new().read(true).write(true).open(path)
+}
+
+/// Opens the stdin FIFO without blocking and keeps a writer of our own on
+/// it, so it never reads EOF or polls HUP between client writers.
+fn open_stdin_fifo(path: &str) -> std::io::Result<(File, File)> {
+    let reader = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    let keep = OpenOptions::new().write(true).custom_flags(libc::O_NONBLOCK).open(path)?;
+    Ok((reader, keep))
+}
+
+/// Copies the stdin FIFO into `to` until `cancel` becomes readable (its
+/// writer dropped), then drains what is left and returns, closing `to`.
+fn copy_stdin(fifo: File, keep: File, cancel: OwnedFd, mut to: File) {
+    let mut buf = vec![0u8; BUF];
+    let mut fds = [
+        libc::pollfd {
+            fd: fifo.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        },
+        libc::pollfd {
+            fd: cancel.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        },
+    ];
+    let mut fifo = fifo;
+    let drain = |fifo: &mut File, to: &mut File, buf: &mut [u8]| -> bool {
+        loop {
+            match fifo.read(buf) {
+                Ok(0) => return true,
+                Ok(n) => {
+                    if to.write_all(&buf[..n]).is_err() {
+                        return false;
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return true,
+                Err(_) => return false,
+            }
+        }
+    };
+    loop {
+        // SAFETY: poll reads and writes only the two pollfds we own.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
+        if n < 0 {
+            if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            break;
+        }
+        if fds[0].revents != 0 && !drain(&mut fifo, &mut to, &mut buf) {
+            break;
+        }
+        if fds[1].revents != 0 {
+            drain(&mut fifo, &mut to, &mut buf);
+            break;
+        }
+    }
+    drop(keep);
+}
+
+/// Where one output stream goes.
+fn output(path: &str, name: &str, copies: &mut Vec<JoinHandle<()>>) -> std::io::Result<Stdio> {
+    if path.is_empty() {
+        return Ok(Stdio::null());
+    }
+    if let Some(file) = path.strip_prefix("file://") {
+        let file = Path::new(file);
+        if let Some(dir) = file.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        return Ok(OpenOptions::new().create(true).append(true).open(file)?.into());
+    }
+    let fifo = open_fifo_writer(path.strip_prefix("fifo://").unwrap_or(path))?;
+    let (r, w) = pipe()?;
+    copies.push(spawn_copy(name, move || copy(File::from(r), fifo))?);
+    Ok(w.into())
+}
+
+/// Starts a `binary://` logger with the process's stdout on fd 3 and stderr
+/// on fd 4; it closes fd 5 once it is ready.
+fn binary_logger(uri: &str, owner: &Owner) -> std::io::Result<(ChildIo, u32)> {
+    let rest = uri.trim_start_matches("binary://");
+    let (bin, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let args: Vec<String> = query
+        .split('&')
+        .filter(|a| !a.is_empty())
+        .map(|a| match a.split_once('=') {
+            Some((k, "")) => k.to_owned(),
+            Some((k, v)) => format!("{k}={v}"),
+            None => a.to_owned(),
+        })
+        .collect();
+    let (out_r, out_w) = pipe()?;
+    let (err_r, err_w) = pipe()?;
+    let (ready_r, ready_w) = pipe()?;
+    let fds = [out_r.as_raw_fd(), err_r.as_raw_fd(), ready_w.as_raw_fd()];
+    let mut cmd = std::process::Command::new(bin);
+    cmd.args(&args)
+        .env("CONTAINER_ID", &owner.id)
+        .env("CONTAINER_NAMESPACE", &owner.namespace)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    // SAFETY: the closure only calls dup2, which is async-signal-safe, on
+    // fds that stay open in the parent until spawn returns.
+    unsafe {
+        cmd.pre_exec(move || {
+            for (i, fd) in fds.iter().enumerate() {
+                if libc::dup2(*fd, 3 + i as i32) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn()?;
+    drop((out_r, err_r, ready_w));
+    // The logger closes its end when ready; EOF (or its exit) is the signal.
+    let mut ready = File::from(ready_r);
+    let mut byte = [0u8; 1];
+    let _ = ready.read(&mut byte);
+    let pid = child.id();
+    // The reaper collects the logger when it exits.
+    drop(child);
+    Ok((
+        ChildIo {
+            stdin: Stdio::null(),
+            stdout: out_w.into(),
+            stderr: err_w.into(),
+        },
+        pid,
+    ))
+}
+
+impl ProcessIo {
+    /// Sets up stdio for a process without a terminal, returning the copy
+    /// state and what the runtime passes to the process.
+    ///
+    /// # Errors
+    /// When a FIFO, file or pipe cannot be opened.
+    pub fn open(paths: &StdioPaths, owner: &Owner) -> std::io::Result<(ProcessIo, ChildIo)> {
+        let mut io = ProcessIo::default();
+        let mut copies = Vec::new();
+        let stdin = io.open_stdin(&paths.stdin, &mut copies)?;
+        let child = if paths.stdout.starts_with("binary://") {
+            let (mut child, _pid) = binary_logger(&paths.stdout, owner)?;
+            child.stdin = stdin.map_or_else(Stdio::null, Stdio::from);
+            child
+        } else {
+            ChildIo {
+                stdin: stdin.map_or_else(Stdio::null, Stdio::from),
+                stdout: output(&paths.stdout, "stdout", &mut copies)?,
+                stderr: output(&paths.stderr, "stderr", &mut copies)?,
+            }
+        };
+        io.copies = Mutex::new(copies);
+        Ok((io, child))
+    }
+
+    /// Starts the stdin copy; returns the pipe end the process reads.
+    fn open_stdin(&mut self, path: &str, copies: &mut Vec<JoinHandle<()>>) -> std::io::Result<Option<OwnedFd>> {
+        if path.is_empty() {
+            return Ok(None);
+        }
+        let (fifo, keep) = open_stdin_fifo(path)?;
+        let (r, w) = pipe()?;
+        let (cancel_r, cancel_w) = pipe()?;
+        copies.push(spawn_copy("stdin", move || copy_stdin(fifo, keep, cancel_r, File::from(w)))?);
+        self.stdin_close = Mutex::new(Some(cancel_w));
+        Ok(Some(r))
+    }
+
+    /// Sets up stdio around a terminal master received from the runtime.
+    ///
+    /// # Errors
+    /// When a FIFO cannot be opened or the master cannot be duplicated.
+    pub fn with_console(paths: &StdioPaths, master: OwnedFd) -> std::io::Result<ProcessIo> {
+        let mut io = ProcessIo::default();
+        let mut copies = Vec::new();
+        let master = File::from(master);
+        if !paths.stdin.is_empty() {
+            let (fifo, keep) = open_stdin_fifo(&paths.stdin)?;
+            let (cancel_r, cancel_w) = pipe()?;
+            let to = master.try_clone()?;
+            copies.push(spawn_copy("stdin", move || copy_stdin(fifo, keep, cancel_r, to))?);
+            io.stdin_close = Mutex::new(Some(cancel_w));
+        }
+        if !paths.stdout.is_empty() {
+            let out = if let Some(file) = paths.stdout.strip_prefix("file://") {
+                OpenOptions::new().create(true).append(true).open(file)?
+            } else {
+                open_fifo_writer(&paths.stdout)?
+            };
+            let from = master.try_clone()?;
+            copies.push(spawn_copy("stdout", move || copy(from, out))?);
+        }
+        io.console = Some(master);
+        io.copies = Mutex::new(copies);
+        Ok(io)
+    }
+
+    /// Closes the process's stdin once what the client wrote is delivered.
+    pub fn close_stdin(&self) {
+        self.stdin_close.lock().unwrap_or_else(|p| p.into_inner()).take();
+    }
+
+    /// Sets the terminal size.
+    ///
+    /// # Errors
+    /// When there is no terminal, or the ioctl fails.
+    pub fn resize(&self, width: u32, height: u32) -> std::io::Result<()> {
+        let Some(console) = &self.console else {
+            return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "process has no terminal"));
+        };
+        let ws = libc::winsize {
+            ws_row: height.min(u16::MAX as u32) as u16,
+            ws_col: width.min(u16::MAX as u32) as u16,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        // SAFETY: TIOCSWINSZ reads one winsize from the pointer we pass.
+        if unsafe { libc::ioctl(console.as_raw_fd(), libc::TIOCSWINSZ, &ws) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Whether the output copies have all finished.
+    pub fn finished(&self) -> bool {
+        self.copies
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .all(|h| h.is_finished())
+    }
+}
+
+/// A listening console socket for one `create` or `exec --tty`.
+pub struct ConsoleSocket {
+    listener: UnixListener,
+    path: PathBuf,
+    _dir: TempDirGuard,
+}
+
+struct TempDirGuard(PathBuf);
+
+impl Drop for TempDirGuard {
+    fn drop(&mut self) {
+        // Best effort: a leftover empty directory in /tmp harms nobody.
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl ConsoleSocket {
+    /// Listens on a fresh socket in a private temporary directory (short
+    /// enough for sun_path wherever the bundle is).
+    ///
+    /// # Errors
+    /// When the directory or socket cannot be created.
+    pub fn new() -> std::io::Result<ConsoleSocket> {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("hull-pty-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let guard = TempDirGuard(dir.clone());
+        let path = dir.join("pty.sock");
+        let listener = UnixListener::bind(&path)?;
+        Ok(ConsoleSocket {
+            listener,
+            path,
+            _dir: guard,
+        })
+    }
+
+    /// The socket path for `--console-socket`.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Receives the terminal master the runtime sent. Call after the
+    /// runtime returned successfully: its connection is already queued.
+    ///
+    /// # Errors
+    /// When no connection or no fd arrived.
+    pub fn receive(&self) -> std::io::Result<OwnedFd> {
+        self.listener.set_nonblocking(true)?;
+        let (stream, _) = self.listener.accept()?;
+        stream.set_nonblocking(false)?;
+        recv_fd(&stream)
+    }
+}
+
+/// Receives one fd sent with SCM_RIGHTS.
+fn recv_fd(stream: &UnixStream) -> std::io::Result<OwnedFd> {
+    let mut data = [0u8; 256];
+    let mut iov = libc::iovec {
+        iov_base: data.as_mut_ptr().cast(),
+        iov_len: data.len(),
+    };
+    // Room for one control message carrying one fd, aligned for cmsghdr.
+    let mut control = [0u64; 8];
+    // SAFETY: msghdr is plain data; zeroed is a valid empty header.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = std::mem::size_of_val(&control);
+    // SAFETY: msg points at buffers that live until recvmsg returns.
+    let n = unsafe { libc::recvmsg(stream.as_fd().as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
+    if n < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: CMSG_FIRSTHDR and CMSG_DATA walk the control buffer recvmsg
+    // filled, bounded by msg_controllen.
+    unsafe {
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        if cmsg.is_null() || (*cmsg).cmsg_level != libc::SOL_SOCKET || (*cmsg).cmsg_type != libc::SCM_RIGHTS {
+            return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "no terminal fd received"));
+        }
+        let fd = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<RawFd>());
+        Ok(OwnedFd::from_raw_fd(fd))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mkfifo(path: &Path) {
+        let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: c is a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    }
+
+    #[test]
+    fn output_waits_in_the_fifo_for_a_late_reader() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out");
+        mkfifo(&out);
+        let paths = StdioPaths {
+            stdout: out.to_str().unwrap().to_owned(),
+            ..Default::default()
+        };
+        let owner = Owner {
+            namespace: "n".into(),
+            id: "c".into(),
+        };
+        let (io, child) = ProcessIo::open(&paths, &owner).unwrap();
+        let mut cmd = std::process::Command::new("sh");
+        cmd.args(["-c", "echo hello"]).stdin(child.stdin).stdout(child.stdout).stderr(child.stderr);
+        assert!(cmd.status().unwrap().success());
+        drop(cmd);
+        // Nobody read yet: the copy finishes anyway, into the FIFO.
+        for _ in 0..200 {
+            if io.finished() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert!(io.finished());
+        let mut r = OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(&out).unwrap();
+        let mut s = String::new();
+        let _ = r.read_to_string(&mut s);
+        assert_eq!(s, "hello\n");
+    }
+
+    #[test]
+    fn close_stdin_delivers_what_was_written_then_eof() {
+        let dir = tempfile::tempdir().unwrap();
+        let inp = dir.path().join("in");
+        let out = dir.path().join("out.log");
+        mkfifo(&inp);
+        let paths = StdioPaths {
+            stdin: inp.to_str().unwrap().to_owned(),
+            stdout: format!("file://{}", out.display()),
+            ..Default::default()
+        };
+        let owner = Owner {
+            namespace: "n".into(),
+            id: "c".into(),
+        };
+        let (io, child) = ProcessIo::open(&paths, &owner).unwrap();
+        let mut w = OpenOptions::new().write(true).open(&inp).unwrap();
+        w.write_all(b"abc\n").unwrap();
+        drop(w);
+        io.close_stdin();
+        let mut cmd = std::process::Command::new("cat");
+        cmd.stdin(child.stdin).stdout(child.stdout).stderr(child.stderr);
+        assert!(cmd.status().unwrap().success());
+        assert_eq!(std::fs::read_to_string(&out).unwrap(), "abc\n");
+    }
+}

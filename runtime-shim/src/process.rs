@@ -1,0 +1,98 @@
+//! The processes a shim owns: each container's init and its execs.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use hull_proto::containerd::v1::types::Status;
+use tokio::sync::watch;
+
+use crate::io::{ProcessIo, StdioPaths};
+use crate::reaper::Exit;
+use crate::runc::Runc;
+
+/// One process: a container's init (empty `exec_id`) or an exec.
+#[derive(Debug)]
+pub struct Process {
+    /// Exec id; empty for init.
+    pub exec_id: String,
+    /// Pid once started (init: once created); 0 before.
+    pub pid: u32,
+    /// Lifecycle state.
+    pub status: Status,
+    /// The stdio the client asked for.
+    pub stdio: StdioPaths,
+    /// Copy threads and terminal.
+    pub io: Option<Arc<ProcessIo>>,
+    /// The exit, once reaped; Wait subscribes here.
+    pub exited: watch::Sender<Option<Exit>>,
+    /// Exec only: the JSON process spec.
+    pub spec: Vec<u8>,
+}
+
+impl Process {
+    /// A process not yet started.
+    pub fn new(exec_id: String, stdio: StdioPaths, spec: Vec<u8>) -> Process {
+        Process {
+            exec_id,
+            pid: 0,
+            status: Status::Created,
+            stdio,
+            io: None,
+            exited: watch::channel(None).0,
+            spec,
+        }
+    }
+
+    /// The exit, if reaped.
+    pub fn exit(&self) -> Option<Exit> {
+        *self.exited.borrow()
+    }
+
+    /// Records the exit and wakes every waiter.
+    pub fn set_exited(&mut self, exit: Exit) {
+        self.status = Status::Stopped;
+        self.exited.send_replace(Some(exit));
+    }
+}
+
+/// One container in this shim.
+#[derive(Debug)]
+pub struct Container {
+    /// Container id.
+    pub id: String,
+    /// The OCI bundle.
+    pub bundle: PathBuf,
+    /// Whether the shim mounted `bundle/rootfs` and must unmount it.
+    pub mounted: bool,
+    /// The runtime driving it.
+    pub runc: Runc,
+    /// Its init process.
+    pub init: Process,
+    /// Its execs by id.
+    pub execs: std::collections::BTreeMap<String, Process>,
+}
+
+impl Container {
+    /// The process `exec_id` names (empty: init).
+    pub fn process(&self, exec_id: &str) -> Option<&Process> {
+        if exec_id.is_empty() {
+            Some(&self.init)
+        } else {
+            self.execs.get(exec_id)
+        }
+    }
+
+    /// Mutable form of [`Container::process`].
+    pub fn process_mut(&mut self, exec_id: &str) -> Option<&mut Process> {
+        if exec_id.is_empty() {
+            Some(&mut self.init)
+        } else {
+            self.execs.get_mut(exec_id)
+        }
+    }
+
+    /// The rootfs directory in the bundle.
+    pub fn rootfs(&self) -> PathBuf {
+        self.bundle.join("rootfs")
+    }
+}

@@ -1,0 +1,334 @@
+//! Command lines of the OCI runtime (runc, or crun with the same CLI).
+//!
+//! Every call subscribes to the reaper before it spawns, waits for its own
+//! pid there, has a timeout, and keeps the runtime's error text (from its
+//! JSON log or stderr) in the error.
+
+use std::ffi::OsString;
+use std::io::Read;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use hull_proto::errdefs::{Classify, Kind};
+
+use crate::reaper::{self, Monitor};
+
+/// Why a runtime call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RuncError {
+    /// The binary could not be started.
+    #[error("start {binary}")]
+    Spawn {
+        /// The runtime binary.
+        binary: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The runtime exited non-zero.
+    #[error("{binary} {command} exited with status {status}: {message}")]
+    Failed {
+        /// The runtime binary.
+        binary: String,
+        /// The subcommand.
+        command: &'static str,
+        /// Its exit status.
+        status: u32,
+        /// The runtime's own error text.
+        message: String,
+    },
+    /// The runtime did not finish in time and was killed.
+    #[error("{binary} {command} timed out after {secs} s")]
+    Timeout {
+        /// The runtime binary.
+        binary: String,
+        /// The subcommand.
+        command: &'static str,
+        /// The limit.
+        secs: u64,
+    },
+    /// Its output could not be parsed.
+    #[error("parse output of {command}")]
+    Output {
+        /// The subcommand.
+        command: &'static str,
+        /// The parse error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The reaper stopped or dropped the exit.
+    #[error("lost the exit status of {command}")]
+    Lost {
+        /// The subcommand.
+        command: &'static str,
+    },
+}
+
+impl Classify for RuncError {
+    fn kind(&self) -> Kind {
+        match self {
+            RuncError::Failed { message, .. } if message.contains("does not exist") => Kind::NotFound,
+            RuncError::Timeout { .. } => Kind::DeadlineExceeded,
+            _ => Kind::Unknown,
+        }
+    }
+}
+
+/// Result of a runtime call.
+pub type Result<T, E = RuncError> = std::result::Result<T, E>;
+
+/// The stdio a runtime call gets.
+pub enum CallIo {
+    /// stdin null, stdout and stderr captured.
+    Capture,
+    /// Given to the runtime, and through it to the container process.
+    Inherit {
+        /// Process stdin.
+        stdin: Stdio,
+        /// Process stdout.
+        stdout: Stdio,
+        /// Process stderr.
+        stderr: Stdio,
+    },
+}
+
+/// Options of one `create` or `exec`.
+pub struct Spawn {
+    /// Pid file the runtime writes.
+    pub pid_file: PathBuf,
+    /// Console socket for a terminal.
+    pub console_socket: Option<PathBuf>,
+    /// The process's stdio (when there is no terminal).
+    pub io: CallIo,
+}
+
+/// One runtime binary with its state root.
+#[derive(Clone, Debug)]
+pub struct Runc {
+    /// Binary name or path (`runc`, `crun`).
+    pub binary: String,
+    /// `--root`: the runtime's state directory.
+    pub root: PathBuf,
+    /// `--log`: the runtime's JSON log (in the bundle).
+    pub log: PathBuf,
+    /// `--systemd-cgroup`.
+    pub systemd_cgroup: bool,
+    /// `--no-pivot` on create.
+    pub no_pivot: bool,
+    /// The reaper.
+    pub monitor: Monitor,
+}
+
+/// How long a runtime call may take.
+const TIMEOUT: Duration = Duration::from_secs(60);
+
+impl Runc {
+    fn command(&self) -> Command {
+        let mut cmd = Command::new(&self.binary);
+        cmd.arg("--root").arg(&self.root);
+        cmd.arg("--log").arg(&self.log).arg("--log-format").arg("json");
+        if self.systemd_cgroup {
+            cmd.arg("--systemd-cgroup");
+        }
+        cmd
+    }
+
+    /// Runs one subcommand and returns its stdout (empty unless captured).
+    async fn run(&self, command: &'static str, args: Vec<OsString>, io: CallIo) -> Result<Vec<u8>> {
+        let mut cmd = self.command();
+        cmd.arg(command).args(&args);
+        let capture = matches!(io, CallIo::Capture);
+        match io {
+            CallIo::Capture => {
+                cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+            }
+            CallIo::Inherit { stdin, stdout, stderr } => {
+                cmd.stdin(stdin).stdout(stdout).stderr(stderr);
+            }
+        }
+        tracing::trace!(binary = %self.binary, command, ?args, "runtime call");
+        let mut rx = self.monitor.subscribe();
+        let mut child = cmd.spawn().map_err(|source| RuncError::Spawn {
+            binary: self.binary.clone(),
+            source,
+        })?;
+        // Our copies of the process's stdio close here, so its pipes see EOF
+        // when the process alone holds them.
+        drop(cmd);
+        let pid = child.id();
+        let readers = capture.then(|| {
+            let out = child.stdout.take().map(read_all);
+            let err = child.stderr.take().map(read_all);
+            (out, err)
+        });
+        let exit = match tokio::time::timeout(TIMEOUT, reaper::wait_for(&mut rx, pid)).await {
+            Ok(Ok(exit)) => exit,
+            Ok(Err(_)) => return Err(RuncError::Lost { command }),
+            Err(_) => {
+                // SAFETY: kill(2) on a pid we spawned and have not reaped.
+                unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+                return Err(RuncError::Timeout {
+                    binary: self.binary.clone(),
+                    command,
+                    secs: TIMEOUT.as_secs(),
+                });
+            }
+        };
+        // The reaper has collected the child; std must not wait for it.
+        drop(child);
+        let (stdout, stderr) = match readers {
+            Some((out, err)) => (join(out).await, join(err).await),
+            None => (Vec::new(), Vec::new()),
+        };
+        if exit.status != 0 {
+            let mut message = last_log_error(&self.log).unwrap_or_default();
+            if message.is_empty() {
+                message = String::from_utf8_lossy(&stderr).trim().to_owned();
+            }
+            return Err(RuncError::Failed {
+                binary: self.binary.clone(),
+                command,
+                status: exit.status,
+                message,
+            });
+        }
+        Ok(stdout)
+    }
+
+    /// `create`: sets up the container, its init process waits for `start`.
+    pub async fn create(&self, id: &str, bundle: &Path, spawn: Spawn) -> Result<()> {
+        let mut args: Vec<OsString> = vec!["--bundle".into(), bundle.into(), "--pid-file".into(), spawn.pid_file.into()];
+        if let Some(sock) = spawn.console_socket {
+            args.push("--console-socket".into());
+            args.push(sock.into());
+        }
+        if self.no_pivot {
+            args.push("--no-pivot".into());
+        }
+        args.push(id.into());
+        self.run("create", args, spawn.io).await.map(drop)
+    }
+
+    /// `start`: lets the init process run.
+    pub async fn start(&self, id: &str) -> Result<()> {
+        self.run("start", vec![id.into()], CallIo::Capture).await.map(drop)
+    }
+
+    /// `exec --detach`: runs `process` (a JSON process spec file) in the
+    /// container.
+    pub async fn exec(&self, id: &str, process: &Path, spawn: Spawn) -> Result<()> {
+        let mut args: Vec<OsString> = vec![
+            "--detach".into(),
+            "--process".into(),
+            process.into(),
+            "--pid-file".into(),
+            spawn.pid_file.into(),
+        ];
+        if let Some(sock) = spawn.console_socket {
+            args.push("--tty".into());
+            args.push("--console-socket".into());
+            args.push(sock.into());
+        }
+        args.push(id.into());
+        self.run("exec", args, spawn.io).await.map(drop)
+    }
+
+    /// `kill`: signals the init process, or with `all` every process.
+    pub async fn kill(&self, id: &str, signal: u32, all: bool) -> Result<()> {
+        let mut args: Vec<OsString> = Vec::new();
+        if all {
+            args.push("--all".into());
+        }
+        args.push(id.into());
+        args.push(signal.to_string().into());
+        self.run("kill", args, CallIo::Capture).await.map(drop)
+    }
+
+    /// `delete`: removes the container's runtime state.
+    pub async fn delete(&self, id: &str, force: bool) -> Result<()> {
+        let mut args: Vec<OsString> = Vec::new();
+        if force {
+            args.push("--force".into());
+        }
+        args.push(id.into());
+        self.run("delete", args, CallIo::Capture).await.map(drop)
+    }
+
+    /// `pause`: freezes every process.
+    pub async fn pause(&self, id: &str) -> Result<()> {
+        self.run("pause", vec![id.into()], CallIo::Capture).await.map(drop)
+    }
+
+    /// `resume`: thaws them.
+    pub async fn resume(&self, id: &str) -> Result<()> {
+        self.run("resume", vec![id.into()], CallIo::Capture).await.map(drop)
+    }
+
+    /// `update --resources`: applies a JSON LinuxResources file.
+    pub async fn update(&self, id: &str, resources: &Path) -> Result<()> {
+        let args = vec!["--resources".into(), resources.into(), id.into()];
+        self.run("update", args, CallIo::Capture).await.map(drop)
+    }
+
+    /// `ps --format json`: pids of the container's processes.
+    pub async fn ps(&self, id: &str) -> Result<Vec<u32>> {
+        let out = self
+            .run("ps", vec!["--format".into(), "json".into(), id.into()], CallIo::Capture)
+            .await?;
+        // runc prints `null` for an empty list.
+        let pids: Option<Vec<u32>> =
+            serde_json::from_slice(&out).map_err(|source| RuncError::Output { command: "ps", source })?;
+        Ok(pids.unwrap_or_default())
+    }
+
+    /// `events --stats`: one sample of the container's cgroup statistics.
+    pub async fn stats(&self, id: &str) -> Result<serde_json::Value> {
+        let out = self
+            .run("events", vec!["--stats".into(), id.into()], CallIo::Capture)
+            .await?;
+        let event: serde_json::Value =
+            serde_json::from_slice(&out).map_err(|source| RuncError::Output { command: "events", source })?;
+        Ok(event.get("data").cloned().unwrap_or_default())
+    }
+}
+
+/// Reads a pipe to its end on a blocking thread.
+fn read_all(mut r: impl Read + Send + 'static) -> tokio::task::JoinHandle<Vec<u8>> {
+    tokio::task::spawn_blocking(move || {
+        let mut buf = Vec::new();
+        // A read error leaves what was read; the caller only reports it.
+        let _ = r.read_to_end(&mut buf);
+        buf
+    })
+}
+
+async fn join(h: Option<tokio::task::JoinHandle<Vec<u8>>>) -> Vec<u8> {
+    match h {
+        Some(h) => h.await.unwrap_or_default(),
+        None => Vec::new(),
+    }
+}
+
+/// The message of the last error line in the runtime's JSON log.
+fn last_log_error(log: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(log).ok()?;
+    text.lines().rev().find_map(|line| {
+        let v: serde_json::Value = serde_json::from_str(line).ok()?;
+        (v.get("level")?.as_str()? == "error").then(|| v.get("msg")?.as_str().map(str::to_owned))?
+    })
+}
+
+/// Reads a pid file the runtime wrote.
+pub fn read_pid(path: &Path) -> std::io::Result<u32> {
+    let text = std::fs::read_to_string(path)?;
+    text.trim()
+        .parse()
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "pid file holds no pid"))
+}
+
+/// Keeps an fd alive until the call that uses it returns.
+pub fn stdio(fd: OwnedFd) -> Stdio {
+    Stdio::from(fd)
+}
