@@ -447,7 +447,7 @@ mod tests {
     }
 
     #[test]
-    fn output_waits_in_the_fifo_for_a_late_reader() {
+    fn output_waits_in_the_fifo_for_a_slow_reader() {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("out");
         mkfifo(&out);
@@ -459,6 +459,8 @@ mod tests {
             namespace: "n".into(),
             id: "c".into(),
         };
+        // A client that opened its end but reads only after the exit.
+        let mut r = OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(&out).unwrap();
         let (io, child) = ProcessIo::open(&paths, &owner).unwrap();
         let mut cmd = std::process::Command::new("sh");
         cmd.args(["-c", "echo hello"]).stdin(child.stdin).stdout(child.stdout).stderr(child.stderr);
@@ -472,7 +474,6 @@ mod tests {
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
         assert!(io.finished());
-        let mut r = OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(&out).unwrap();
         let mut s = String::new();
         let _ = r.read_to_string(&mut s);
         assert_eq!(s, "hello\n");
