@@ -20,6 +20,9 @@ pub mod introspection;
 pub mod leases;
 pub mod namespaces;
 pub mod snapshots;
+pub mod tasks;
+pub mod ttrpc_events;
+pub mod containers;
 pub mod version;
 
 /// Largest message hulld accepts or sends, as containerd (16 MiB).

@@ -9,6 +9,7 @@ use thiserror::Error;
 
 use crate::diff::DiffConfig;
 use crate::metadata::gc::GcConfig;
+use crate::tasks::ShimConfig;
 use crate::wiring::GrpcConfig;
 
 /// Where hulld looks for its config when `--config` is not given.
@@ -32,6 +33,8 @@ pub struct Config {
     pub gc: GcConfig,
     /// `[diff]`: limits on applying layers.
     pub diff: DiffConfig,
+    /// `[shim]`: shim binaries by runtime name.
+    pub shim: ShimConfig,
     /// `[proxy_plugins.NAME]`: snapshotters served by other processes.
     pub proxy_plugins: std::collections::BTreeMap<String, ProxyPlugin>,
 }
@@ -57,6 +60,7 @@ impl Default for Config {
             debug: DebugConfig::default(),
             gc: GcConfig::default(),
             diff: DiffConfig::default(),
+            shim: ShimConfig::default(),
             proxy_plugins: Default::default(),
         }
     }

@@ -25,6 +25,7 @@ pub mod events;
 pub mod filters;
 pub mod metadata;
 pub mod snapshots;
+pub mod tasks;
 pub mod wiring;
 
 /// hulld's version, reported by the version service.

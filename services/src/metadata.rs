@@ -21,6 +21,7 @@ use hull_proto::labels::LabelError;
 use crate::content::{ContentError, LocalContentStore};
 use crate::filters::FilterError;
 
+pub mod containers;
 pub mod content;
 pub mod gc;
 pub mod images;

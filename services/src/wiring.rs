@@ -15,6 +15,7 @@ use tokio_stream::wrappers::UnixListenerStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use hull_proto::containerd::services::containers::v1::containers_server::ContainersServer;
 use hull_proto::containerd::services::content::v1::content_server::ContentServer;
 use hull_proto::containerd::services::diff::v1::diff_server::DiffServer;
 use hull_proto::containerd::services::events::v1::events_server::EventsServer;
@@ -23,9 +24,11 @@ use hull_proto::containerd::services::introspection::v1::introspection_server::I
 use hull_proto::containerd::services::leases::v1::leases_server::LeasesServer;
 use hull_proto::containerd::services::namespaces::v1::namespaces_server::NamespacesServer;
 use hull_proto::containerd::services::snapshots::v1::snapshots_server::SnapshotsServer;
+use hull_proto::containerd::services::tasks::v1::tasks_server::TasksServer;
 use hull_proto::containerd::services::version::v1::version_server::VersionServer;
 use hull_proto::grpc::health::v1::health_server::HealthServer;
 
+use crate::api::containers::ContainersService;
 use crate::api::content::ContentService;
 use crate::api::diff::DiffService;
 use crate::api::events::EventsService;
@@ -35,6 +38,8 @@ use crate::api::introspection::{IntrospectionService, PluginInfo};
 use crate::api::leases::LeasesService;
 use crate::api::namespaces::NamespacesService;
 use crate::api::snapshots::SnapshotsService;
+use crate::api::tasks::TasksService;
+use crate::api::ttrpc_events::TtrpcEvents;
 use crate::api::version::VersionService;
 use crate::api::MAX_MESSAGE_SIZE;
 use crate::config::Config;
@@ -43,6 +48,8 @@ use crate::events::Exchange;
 use crate::metadata::gc::{Collector, GcConfig};
 use crate::metadata::{MetaDb, MetadataError};
 use crate::snapshots::Snapshotters;
+use crate::tasks::shim::Invocation;
+use crate::tasks::TaskManager;
 use hull_snapshots::local::{Driver, LocalSnapshotter};
 use hull_snapshots::proxy::ProxySnapshotter;
 use hull_snapshots::server::{SnapshotService, SnapshotsServer as StandaloneSnapshotsServer};
@@ -165,6 +172,8 @@ pub fn plugins() -> Vec<PluginInfo> {
         "leases-service",
         "namespaces-service",
         "introspection-service",
+        "containers-service",
+        "tasks-service",
     ] {
         out.push(PluginInfo::new(SERVICE, svc, &[METADATA]));
     }
@@ -177,9 +186,12 @@ pub fn plugins() -> Vec<PluginInfo> {
         "leases",
         "namespaces",
         "version",
+        "containers",
+        "tasks",
     ] {
         out.push(PluginInfo::new(GRPC, svc, &[SERVICE]));
     }
+    out.push(PluginInfo::new("io.containerd.runtime.v2", "task", &["io.containerd.event.v1"]));
     out
 }
 
@@ -268,6 +280,29 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), Wi
     let gc = Arc::new(Collector::new(db.clone(), snapshotters.clone()));
     tasks.spawn(gc_loop(gc.clone(), config.gc.clone(), shutdown.clone()));
 
+    // Shims forward their events to `<address>.ttrpc`, as to containerd's.
+    let ttrpc_address = PathBuf::from(format!("{}.ttrpc", config.grpc.address.display()));
+    let ttrpc_listener = prepare_socket(&ttrpc_address)?;
+    let ttrpc = hull_ttrpc::Server::new().register(TtrpcEvents::new(events.clone()));
+    tasks.spawn(ttrpc.serve(ttrpc_listener, shutdown.clone().cancelled_owned()));
+    let publish_binary = std::env::current_exe().map_err(io("locate", Path::new("hulld")))?;
+    let manager = TaskManager::new(
+        config.shim.clone(),
+        &config.state,
+        Invocation {
+            address: config.grpc.address.clone(),
+            ttrpc_address: ttrpc_address.clone(),
+            publish_binary,
+        },
+        events.clone(),
+        tasks.clone(),
+        shutdown.clone(),
+    );
+    let restored = manager.restore().await;
+    if restored > 0 {
+        tracing::info!(shims = restored, "reconnected to running shims");
+    }
+
     let uuid = {
         let d = db.clone();
         crate::blocking(move || d.server_uuid()).await?
@@ -322,6 +357,15 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), Wi
             config.diff.clone(),
             config.state.join("diff")
         ))))
+        .add_service(limits!(ContainersServer::new(ContainersService::new(
+            db.clone(),
+            events.clone()
+        ))))
+        .add_service(limits!(TasksServer::new(TasksService::new(
+            db.clone(),
+            snapshotters.clone(),
+            manager.clone()
+        ))))
         .add_service(limits!(EventsServer::new(EventsService::new(
             events.clone(),
             shutdown.clone(),
@@ -357,6 +401,7 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), Wi
         tracing::error!(cause = %hull_proto::errdefs::message(&e), "final flush");
     }
     let _ = std::fs::remove_file(&config.grpc.address);
+    let _ = std::fs::remove_file(&ttrpc_address);
     tracing::info!("stopped");
     result.map_err(WiringError::from)
 }

@@ -24,7 +24,7 @@ use crate::snapshots::Snapshotters;
 
 use super::leases::{parse_expiry, CONTENT};
 use super::schema::{
-    key, kinds, prefix, split, tail, BlobRecord, ImageRecord, LeaseRecord, NamespaceRecord,
+    key, kinds, prefix, split, tail, BlobRecord, ContainerRecord, ImageRecord, LeaseRecord, NamespaceRecord,
 };
 use super::{MetaDb, Result};
 
@@ -94,6 +94,22 @@ impl MetaDb {
             for (_, img) in self.scan::<ImageRecord>(&prefix(&["o", n, kinds::IMAGE]))? {
                 if let Some(t) = img.target {
                     stack.push((t.digest, true));
+                }
+            }
+            // A container holds its root snapshot and what its labels name.
+            for (_, c) in self.scan::<ContainerRecord>(&prefix(&["o", n, kinds::CONTAINER]))? {
+                if !c.snapshotter.is_empty() && !c.snapshot_key.is_empty() {
+                    snapshot_roots
+                        .entry(c.snapshotter.clone())
+                        .or_default()
+                        .insert(format!("{n}/{}", c.snapshot_key));
+                }
+                for (k, v) in &c.labels {
+                    if k.starts_with(GC_REF_CONTENT) {
+                        stack.push((v.clone(), true));
+                    } else if let Some(sn) = k.strip_prefix(GC_REF_SNAPSHOT) {
+                        snapshot_roots.entry(sn.to_owned()).or_default().insert(format!("{n}/{v}"));
+                    }
                 }
             }
             for (id, lease) in self.scan::<LeaseRecord>(&prefix(&["o", n, kinds::LEASE]))? {

@@ -139,7 +139,11 @@ impl MetaDb {
                 });
             }
             let mut remaining = Vec::new();
-            for (kind, name) in [(kinds::IMAGE, "images"), (kinds::BLOB, "blobs")] {
+            for (kind, name) in [
+                (kinds::IMAGE, "images"),
+                (kinds::BLOB, "blobs"),
+                (kinds::CONTAINER, "containers"),
+            ] {
                 if txn.any(&prefix(&["o", ns.as_str(), kind]))? {
                     remaining.push(name);
                 }

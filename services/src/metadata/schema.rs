@@ -12,6 +12,7 @@
 //! o     <ns> blob     <digest>                  BlobRecord
 //! o     <ns> lease    <id>                      LeaseRecord
 //! o     <ns> leaseres <id> <type> <resource id> empty
+//! o     <ns> container <id>                     ContainerRecord
 //! ```
 //!
 //! Values are protobuf messages defined below: small, and new fields can be
@@ -69,6 +70,8 @@ pub mod kinds {
     pub const LEASE: &str = "lease";
     /// Lease resources by lease id, type and id.
     pub const LEASE_RESOURCE: &str = "leaseres";
+    /// Containers by id.
+    pub const CONTAINER: &str = "container";
 }
 
 /// A namespace.
@@ -162,4 +165,39 @@ mod tests {
             !key(&["o", "default2", "image", "x"]).starts_with(&prefix(&["o", "default", "image"]))
         );
     }
+}
+
+/// A container: what to run, not a running process.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ContainerRecord {
+    /// Labels.
+    #[prost(btree_map = "string, string", tag = "1")]
+    pub labels: BTreeMap<String, String>,
+    /// Image name it was made from (informational).
+    #[prost(string, tag = "2")]
+    pub image: String,
+    /// Runtime name, e.g. `io.containerd.runc.v2`.
+    #[prost(string, tag = "3")]
+    pub runtime_name: String,
+    /// Runtime options as the client sent them.
+    #[prost(message, optional, tag = "4")]
+    pub runtime_options: Option<prost_types::Any>,
+    /// The OCI spec (an `Any` holding JSON).
+    #[prost(message, optional, tag = "5")]
+    pub spec: Option<prost_types::Any>,
+    /// Snapshotter of its root filesystem.
+    #[prost(string, tag = "6")]
+    pub snapshotter: String,
+    /// Key of its active snapshot.
+    #[prost(string, tag = "7")]
+    pub snapshot_key: String,
+    /// Creation time.
+    #[prost(int64, tag = "8")]
+    pub created_at: i64,
+    /// Last update.
+    #[prost(int64, tag = "9")]
+    pub updated_at: i64,
+    /// Client extensions by name.
+    #[prost(btree_map = "string, message", tag = "10")]
+    pub extensions: BTreeMap<String, prost_types::Any>,
 }

@@ -1,0 +1,585 @@
+//! The shim manager: starts a shim per task, keeps a connection to each,
+//! finds them again after a restart, and cleans up after shims that die.
+//!
+//! hulld keeps no task state of its own beyond the shims' bundles under
+//! `<state>/shims/<namespace>/<id>/`:
+//!
+//! ```text
+//! config.json   OCI spec, written before the shim starts
+//! rootfs/       mounted by the shim on Create, unmounted on Delete
+//! address       the shim's ttrpc address (unix://...)
+//! shim-binary   the shim binary that owns the bundle, for `delete`
+//! shim.pid      written by hull-shim
+//! shim.log      hull-shim's own log
+//! ```
+
+pub mod shim;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use hull_proto::containerd::events::{TaskDelete, TaskExit};
+use hull_proto::containerd::task::v2 as api;
+use hull_proto::containerd::types::Mount as ProtoMount;
+use hull_proto::errdefs::{Classify, Kind};
+use hull_proto::identifiers::Namespace;
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::events::Exchange;
+use shim::{Invocation, Shim};
+
+/// `[shim]`: which shim binary runs each runtime.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ShimConfig {
+    /// Runtime name -> shim binary (a path, or a name looked up next to
+    /// hulld and then on PATH). Runtimes not listed follow containerd's
+    /// rule: `io.containerd.NAME.VERSION` runs `containerd-shim-NAME-VERSION`.
+    pub runtimes: BTreeMap<String, String>,
+}
+
+impl Default for ShimConfig {
+    fn default() -> Self {
+        let runtimes = ["io.containerd.runc.v2", "io.containerd.runc.v1"]
+            .into_iter()
+            .map(|r| (r.to_owned(), "hull-shim".to_owned()))
+            .collect();
+        ShimConfig { runtimes }
+    }
+}
+
+/// Why a task operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TaskError {
+    /// No task for that container.
+    #[error("task {0}: not found")]
+    NotFound(String),
+    /// The container has a task already.
+    #[error("task {0}: already exists")]
+    AlreadyExists(String),
+    /// The container cannot get a task as it is.
+    #[error("container {id}: {reason}")]
+    Container {
+        /// Container id.
+        id: String,
+        /// What is missing.
+        reason: &'static str,
+    },
+    /// The runtime name maps to no binary.
+    #[error("runtime {0:?}: no shim binary found")]
+    Runtime(String),
+    /// The shim binary failed to start.
+    #[error("start shim {}: {message}", binary.display())]
+    ShimStart {
+        /// The binary.
+        binary: PathBuf,
+        /// Its error output.
+        message: String,
+    },
+    /// A call to the shim failed.
+    #[error("shim for {id}")]
+    Shim {
+        /// Container id.
+        id: String,
+        /// The ttrpc error (carries the shim's status).
+        #[source]
+        source: hull_ttrpc::Error,
+    },
+    /// Bundle files could not be written or removed.
+    #[error("bundle {}", path.display())]
+    Bundle {
+        /// The path.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The snapshot's mounts could not be read.
+    #[error("rootfs of {id}: {message}")]
+    Rootfs {
+        /// Container id.
+        id: String,
+        /// The snapshotter's error.
+        message: String,
+    },
+    /// A blocking task died.
+    #[error(transparent)]
+    Join(#[from] crate::JoinError),
+}
+
+impl Classify for TaskError {
+    fn kind(&self) -> Kind {
+        match self {
+            TaskError::NotFound(_) => Kind::NotFound,
+            TaskError::AlreadyExists(_) => Kind::AlreadyExists,
+            TaskError::Container { .. } => Kind::FailedPrecondition,
+            TaskError::Runtime(_) => Kind::NotFound,
+            TaskError::Shim { source, .. } => source.kind(),
+            TaskError::ShimStart { .. } | TaskError::Bundle { .. } | TaskError::Join(_) => Kind::Unknown,
+            TaskError::Rootfs { .. } => Kind::Unknown,
+        }
+    }
+}
+
+type Key = (String, String);
+
+/// What a new task needs besides the container record.
+#[derive(Debug, Clone, Default)]
+pub struct NewTask {
+    /// Container id.
+    pub id: String,
+    /// Rootfs mounts (empty: none, or the container's snapshot).
+    pub rootfs: Vec<ProtoMount>,
+    /// Stdin FIFO or empty.
+    pub stdin: String,
+    /// Stdout FIFO or URI.
+    pub stdout: String,
+    /// Stderr FIFO or URI.
+    pub stderr: String,
+    /// Terminal.
+    pub terminal: bool,
+    /// Runtime options for the task (else the container's).
+    pub options: Option<prost_types::Any>,
+    /// Shim binary path overriding the runtime name.
+    pub runtime_path: String,
+}
+
+/// The container record fields a task is made from.
+#[derive(Debug, Clone, Default)]
+pub struct ContainerSpec {
+    /// Runtime name.
+    pub runtime_name: String,
+    /// Runtime options.
+    pub runtime_options: Option<prost_types::Any>,
+    /// OCI spec JSON.
+    pub spec: Vec<u8>,
+    /// Whether the container has a root snapshot.
+    pub has_snapshot: bool,
+}
+
+/// Every shim hulld knows, by namespace and container id.
+#[derive(Debug)]
+pub struct TaskManager {
+    config: ShimConfig,
+    dir: PathBuf,
+    inv: Invocation,
+    events: Exchange,
+    tasks: TaskTracker,
+    shutdown: CancellationToken,
+    shims: Mutex<HashMap<Key, Arc<Shim>>>,
+    /// Creates in flight, so a second create for the same id fails fast.
+    creating: Mutex<HashSet<Key>>,
+}
+
+fn bundle_err(path: &Path) -> impl FnOnce(std::io::Error) -> TaskError {
+    let path = path.to_owned();
+    move |source| TaskError::Bundle { path, source }
+}
+
+/// Removes a bundle after unmounting its rootfs if still mounted.
+fn remove_bundle(bundle: &Path) -> Result<(), TaskError> {
+    let rootfs = bundle.join("rootfs");
+    // EINVAL (not a mount point) and ENOENT are the normal cases.
+    while hull_snapshots::mount::unmount(&rootfs).is_ok() {}
+    match std::fs::remove_dir_all(bundle) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(bundle_err(bundle)(e)),
+    }
+}
+
+impl TaskManager {
+    /// A manager keeping bundles under `<state>/shims`.
+    pub fn new(
+        config: ShimConfig,
+        state: &Path,
+        inv: Invocation,
+        events: Exchange,
+        tasks: TaskTracker,
+        shutdown: CancellationToken,
+    ) -> Arc<TaskManager> {
+        Arc::new(TaskManager {
+            config,
+            dir: state.join("shims"),
+            inv,
+            events,
+            tasks,
+            shutdown,
+            shims: Mutex::new(HashMap::new()),
+            creating: Mutex::new(HashSet::new()),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<Key, Arc<Shim>>> {
+        // Every critical section is one map operation.
+        self.shims.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The shim binary for a runtime name.
+    ///
+    /// # Errors
+    /// NotFound when no binary exists for it.
+    pub fn shim_binary(&self, runtime: &str, runtime_path: &str) -> Result<PathBuf, TaskError> {
+        if !runtime_path.is_empty() {
+            return Ok(PathBuf::from(runtime_path));
+        }
+        let name = match self.config.runtimes.get(runtime) {
+            Some(b) => b.clone(),
+            None => {
+                // containerd's BinaryName: the last two dotted parts.
+                let parts: Vec<&str> = runtime.split('.').collect();
+                if parts.len() < 2 || runtime.contains('/') {
+                    return Err(TaskError::Runtime(runtime.to_owned()));
+                }
+                format!("containerd-shim-{}-{}", parts[parts.len() - 2], parts[parts.len() - 1])
+            }
+        };
+        if name.contains('/') {
+            return Ok(PathBuf::from(name));
+        }
+        let beside = self.inv.publish_binary.parent().map(|d| d.join(&name));
+        if let Some(p) = beside.filter(|p| p.is_file()) {
+            return Ok(p);
+        }
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        std::env::split_paths(&path)
+            .map(|d| d.join(&name))
+            .find(|p| p.is_file())
+            .ok_or_else(|| TaskError::Runtime(runtime.to_owned()))
+    }
+
+    /// The shim of a task.
+    ///
+    /// # Errors
+    /// NotFound.
+    pub fn get(&self, ns: &Namespace, id: &str) -> Result<Arc<Shim>, TaskError> {
+        self.lock()
+            .get(&(ns.to_string(), id.to_owned()))
+            .cloned()
+            .ok_or_else(|| TaskError::NotFound(id.to_owned()))
+    }
+
+    /// Every task in a namespace, by id.
+    pub fn list(&self, ns: &Namespace) -> Vec<Arc<Shim>> {
+        let mut v: Vec<Arc<Shim>> = self
+            .lock()
+            .iter()
+            .filter(|((n, _), _)| n == ns.as_str())
+            .map(|(_, s)| s.clone())
+            .collect();
+        v.sort_by(|a, b| a.id.cmp(&b.id));
+        v
+    }
+
+    /// Creates a task: writes the bundle, starts a shim, asks it to create.
+    ///
+    /// # Errors
+    /// AlreadyExists when the container has a task; FailedPrecondition
+    /// when it has no root filesystem; the shim's error otherwise.
+    pub async fn create(self: &Arc<Self>, ns: &Namespace, container: ContainerSpec, req: NewTask) -> Result<u32, TaskError> {
+        let key = (ns.to_string(), req.id.clone());
+        if self.lock().contains_key(&key) || !self.creating.lock().unwrap_or_else(|p| p.into_inner()).insert(key.clone()) {
+            return Err(TaskError::AlreadyExists(req.id));
+        }
+        let _creating = CreatingGuard { mgr: self, key: key.clone() };
+        if req.rootfs.is_empty() && !container.has_snapshot && spec_root_is_bundle(&container.spec) {
+            return Err(TaskError::Container {
+                id: req.id,
+                reason: "no root filesystem: no snapshot and no rootfs mounts",
+            });
+        }
+        let binary = self.shim_binary(&container.runtime_name, &req.runtime_path)?;
+        let bundle = self.dir.join(ns.as_str()).join(&req.id);
+        {
+            let (bundle, spec, binary) = (bundle.clone(), container.spec.clone(), binary.clone());
+            crate::blocking(move || -> Result<(), TaskError> {
+                remove_bundle(&bundle)?;
+                std::fs::create_dir_all(&bundle).map_err(bundle_err(&bundle))?;
+                let config = bundle.join("config.json");
+                std::fs::write(&config, &spec).map_err(bundle_err(&config))?;
+                let b = bundle.join("shim-binary");
+                std::fs::write(&b, binary.as_os_str().as_encoded_bytes()).map_err(bundle_err(&b))
+            })
+            .await?;
+        }
+        let options = req.options.clone().or(container.runtime_options.clone());
+        let result = self.start_and_create(ns, &req, &binary, &bundle, options).await;
+        match result {
+            Ok((shim, pid)) => {
+                let shim = Arc::new(shim);
+                self.lock().insert(key, shim.clone());
+                self.watch(shim);
+                Ok(pid)
+            }
+            Err(e) => {
+                let b = bundle.clone();
+                if let Err(clean) = crate::blocking(move || remove_bundle(&b)).await {
+                    tracing::warn!(cause = %hull_proto::errdefs::message(&clean), "remove bundle after failed create");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn start_and_create(
+        &self,
+        ns: &Namespace,
+        req: &NewTask,
+        binary: &Path,
+        bundle: &Path,
+        options: Option<prost_types::Any>,
+    ) -> Result<(Shim, u32), TaskError> {
+        let address = shim::start(&self.inv, binary, ns.as_str(), &req.id, bundle, options.as_ref()).await?;
+        let a = bundle.join("address");
+        let addr = address.clone();
+        crate::blocking(move || std::fs::write(&a, addr).map_err(bundle_err(&a))).await?;
+        let client = shim::connect(&address, &req.id).await?;
+        let shim = Shim::new(
+            ns.to_string(),
+            req.id.clone(),
+            bundle.to_owned(),
+            binary.to_owned(),
+            client,
+        );
+        let create = api::CreateTaskRequest {
+            id: req.id.clone(),
+            bundle: bundle.display().to_string(),
+            rootfs: req.rootfs.clone(),
+            terminal: req.terminal,
+            stdin: req.stdin.clone(),
+            stdout: req.stdout.clone(),
+            stderr: req.stderr.clone(),
+            checkpoint: String::new(),
+            parent_checkpoint: String::new(),
+            options,
+        };
+        match shim.call::<_, api::CreateTaskResponse>("Create", &create).await {
+            Ok(resp) => Ok((shim, resp.pid)),
+            Err(e) => {
+                shim.deleting.store(true, Ordering::SeqCst);
+                let shutdown = api::ShutdownRequest {
+                    id: req.id.clone(),
+                    now: true,
+                };
+                // The shim exits on Shutdown; its connection closing is the
+                // expected answer.
+                let _ = shim.call::<_, ()>("Shutdown", &shutdown).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Deletes a task: the shim deletes the container and exits, the bundle
+    /// goes.
+    ///
+    /// # Errors
+    /// NotFound; the shim's error (e.g. FailedPrecondition while running).
+    pub async fn delete(&self, ns: &Namespace, id: &str) -> Result<api::DeleteResponse, TaskError> {
+        let shim = self.get(ns, id)?;
+        if let Some(dead) = shim.dead.borrow().clone() {
+            return Ok(api::DeleteResponse {
+                pid: 0,
+                exit_status: dead.exit_status,
+                exited_at: dead.exited_at,
+            });
+        }
+        let resp: api::DeleteResponse = shim
+            .call(
+                "Delete",
+                &api::DeleteRequest {
+                    id: id.to_owned(),
+                    exec_id: String::new(),
+                },
+            )
+            .await?;
+        shim.deleting.store(true, Ordering::SeqCst);
+        let _ = shim
+            .call::<_, ()>(
+                "Shutdown",
+                &api::ShutdownRequest {
+                    id: id.to_owned(),
+                    now: false,
+                },
+            )
+            .await;
+        self.lock().remove(&(ns.to_string(), id.to_owned()));
+        let bundle = shim.bundle.clone();
+        crate::blocking(move || remove_bundle(&bundle)).await?;
+        Ok(resp)
+    }
+
+    /// Watches a shim's connection; a close that is not a delete is a crash.
+    fn watch(self: &Arc<Self>, shim: Arc<Shim>) {
+        let mgr = Arc::downgrade(self);
+        let shutdown = self.shutdown.clone();
+        self.tasks.spawn(async move {
+            // Shims outlive hulld: stopping only stops watching them.
+            tokio::select! {
+                _ = shim.closed() => {}
+                _ = shutdown.cancelled() => return,
+            }
+            if shim.deleting.load(Ordering::SeqCst) {
+                return;
+            }
+            if let Some(mgr) = mgr.upgrade() {
+                mgr.cleanup_dead(&shim).await;
+            }
+        });
+    }
+
+    /// After a shim died: let its binary clean up, unmount, remove the
+    /// bundle, and report the task exited with 255, as containerd does.
+    async fn cleanup_dead(&self, shim: &Shim) {
+        tracing::warn!(namespace = %shim.namespace, id = %shim.id, "shim died; cleaning up");
+        let resp = shim::delete_dead(&self.inv, &shim.binary, &shim.namespace, &shim.id, &shim.bundle).await;
+        let bundle = shim.bundle.clone();
+        if let Err(e) = crate::blocking(move || remove_bundle(&bundle)).await {
+            tracing::warn!(cause = %hull_proto::errdefs::message(&e), "remove bundle of dead shim");
+        }
+        self.lock().remove(&(shim.namespace.clone(), shim.id.clone()));
+        let exited_at = Some(shim::now());
+        shim.dead.send_replace(Some(api::WaitResponse {
+            exit_status: shim::DEAD_SHIM_STATUS,
+            exited_at,
+        }));
+        if let Ok(ns) = Namespace::new(&shim.namespace) {
+            self.events.publish(
+                &ns,
+                "/tasks/exit",
+                &TaskExit {
+                    container_id: shim.id.clone(),
+                    id: shim.id.clone(),
+                    pid: resp.pid,
+                    exit_status: shim::DEAD_SHIM_STATUS,
+                    exited_at,
+                },
+            );
+            self.events.publish(
+                &ns,
+                "/tasks/delete",
+                &TaskDelete {
+                    container_id: shim.id.clone(),
+                    pid: resp.pid,
+                    exit_status: shim::DEAD_SHIM_STATUS,
+                    exited_at,
+                    id: shim.id.clone(),
+                },
+            );
+        }
+    }
+
+    /// Finds the shims of a previous run: reconnects to live ones and
+    /// cleans up after dead ones. Returns how many were reconnected.
+    pub async fn restore(self: &Arc<Self>) -> usize {
+        let dir = self.dir.clone();
+        let found = crate::blocking(move || -> Result<Vec<(String, String, PathBuf)>, TaskError> {
+            let mut out = Vec::new();
+            let Ok(namespaces) = std::fs::read_dir(&dir) else {
+                return Ok(out);
+            };
+            for ns in namespaces.flatten() {
+                let Ok(ids) = std::fs::read_dir(ns.path()) else { continue };
+                for id in ids.flatten() {
+                    out.push((
+                        ns.file_name().to_string_lossy().into_owned(),
+                        id.file_name().to_string_lossy().into_owned(),
+                        id.path(),
+                    ));
+                }
+            }
+            Ok(out)
+        })
+        .await
+        .unwrap_or_default();
+        let mut live = 0;
+        for (ns, id, bundle) in found {
+            let address = std::fs::read_to_string(bundle.join("address")).unwrap_or_default();
+            let binary = std::fs::read(bundle.join("shim-binary"))
+                .map(|b| PathBuf::from(String::from_utf8_lossy(&b).into_owned()))
+                .unwrap_or_else(|_| PathBuf::from("hull-shim"));
+            let client = if address.trim().is_empty() {
+                None
+            } else {
+                shim::connect(address.trim(), &id).await.ok()
+            };
+            let Some(client) = client else {
+                // Nothing answers: clean up as after a crash, reporting the
+                // exit only if a shim had been started.
+                self.cleanup_unreachable(&ns, &id, &bundle, !address.trim().is_empty()).await;
+                continue;
+            };
+            let shim = Arc::new(Shim::new(ns.clone(), id.clone(), bundle.clone(), binary, client));
+            let alive = shim
+                .call::<_, api::ConnectResponse>("Connect", &api::ConnectRequest { id: id.clone() })
+                .await
+                .is_ok();
+            if !alive {
+                self.cleanup_dead(&shim).await;
+                continue;
+            }
+            tracing::info!(namespace = %ns, %id, "reconnected to shim");
+            self.lock().insert((ns, id), shim.clone());
+            self.watch(shim);
+            live += 1;
+        }
+        live
+    }
+
+    async fn cleanup_unreachable(&self, ns: &str, id: &str, bundle: &Path, had_shim: bool) {
+        let binary = std::fs::read(bundle.join("shim-binary"))
+            .map(|b| PathBuf::from(String::from_utf8_lossy(&b).into_owned()))
+            .ok();
+        let mut pid = 0;
+        if let Some(binary) = binary.filter(|_| had_shim) {
+            pid = shim::delete_dead(&self.inv, &binary, ns, id, bundle).await.pid;
+        }
+        let b = bundle.to_owned();
+        if let Err(e) = crate::blocking(move || remove_bundle(&b)).await {
+            tracing::warn!(cause = %hull_proto::errdefs::message(&e), "remove stale bundle");
+        }
+        if had_shim {
+            tracing::warn!(namespace = %ns, %id, "shim gone while hulld was down; task reported exited");
+            if let Ok(n) = Namespace::new(ns) {
+                let exited_at = Some(shim::now());
+                self.events.publish(
+                    &n,
+                    "/tasks/exit",
+                    &TaskExit {
+                        container_id: id.to_owned(),
+                        id: id.to_owned(),
+                        pid,
+                        exit_status: shim::DEAD_SHIM_STATUS,
+                        exited_at,
+                    },
+                );
+            }
+        }
+    }
+}
+
+struct CreatingGuard<'a> {
+    mgr: &'a TaskManager,
+    key: Key,
+}
+
+impl Drop for CreatingGuard<'_> {
+    fn drop(&mut self) {
+        self.mgr.creating.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.key);
+    }
+}
+
+/// Whether the spec's root is the bundle's own `rootfs` (relative), which
+/// only exists when something is mounted there.
+fn spec_root_is_bundle(spec: &[u8]) -> bool {
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(spec) else {
+        return true;
+    };
+    match v.pointer("/root/path").and_then(|p| p.as_str()) {
+        Some(p) => !p.starts_with('/'),
+        None => true,
+    }
+}

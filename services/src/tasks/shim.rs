@@ -1,0 +1,212 @@
+//! One shim process as hulld sees it: how it is started, called, and
+//! cleaned up after when it dies.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, SystemTime};
+
+use hull_proto::containerd::task::v2 as api;
+use hull_proto::headers;
+use hull_ttrpc::frame::KeyValue;
+use hull_ttrpc::Client;
+use prost::Message;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::watch;
+
+use super::TaskError;
+
+/// The shim v2 task service name.
+const TASK_SERVICE: &str = "containerd.task.v2.Task";
+
+/// How long `start` and `delete` of a shim binary may take.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The exit reported for a task whose shim died, as containerd reports it.
+pub const DEAD_SHIM_STATUS: u32 = 255;
+
+/// How hulld invokes shim binaries.
+#[derive(Debug, Clone)]
+pub struct Invocation {
+    /// hulld's gRPC socket (`-address`).
+    pub address: PathBuf,
+    /// hulld's ttrpc socket (`TTRPC_ADDRESS`).
+    pub ttrpc_address: PathBuf,
+    /// hulld's binary (`-publish-binary`).
+    pub publish_binary: PathBuf,
+}
+
+/// A connected shim serving one task.
+#[derive(Debug)]
+pub struct Shim {
+    /// Namespace of the task.
+    pub namespace: String,
+    /// Container id.
+    pub id: String,
+    /// Its bundle directory.
+    pub bundle: PathBuf,
+    /// The shim binary, for `delete` after it dies.
+    pub binary: PathBuf,
+    client: Client,
+    /// Set once the task is being deleted on purpose, so that the closing
+    /// connection is not taken for a crash.
+    pub deleting: std::sync::atomic::AtomicBool,
+    /// Set when the shim died and was cleaned up after.
+    pub dead: watch::Sender<Option<api::WaitResponse>>,
+}
+
+fn md(ns: &str) -> Vec<KeyValue> {
+    vec![KeyValue {
+        key: headers::NAMESPACE_TTRPC.to_owned(),
+        value: ns.to_owned(),
+    }]
+}
+
+impl Shim {
+    /// Wraps a connected client.
+    pub fn new(namespace: String, id: String, bundle: PathBuf, binary: PathBuf, client: Client) -> Shim {
+        Shim {
+            namespace,
+            id,
+            bundle,
+            binary,
+            client,
+            deleting: Default::default(),
+            dead: watch::channel(None).0,
+        }
+    }
+
+    /// Calls a task method on the shim.
+    ///
+    /// # Errors
+    /// The shim's status, or Unavailable when it cannot be reached.
+    pub async fn call<Req: Message, Resp: Message + Default>(&self, method: &str, req: &Req) -> Result<Resp, TaskError> {
+        self.client
+            .call(TASK_SERVICE, method, req, md(&self.namespace), None)
+            .await
+            .map_err(|source| TaskError::Shim {
+                id: self.id.clone(),
+                source,
+            })
+    }
+
+    /// Resolves when the connection to the shim closes.
+    pub async fn closed(&self) {
+        self.client.closed().await
+    }
+}
+
+/// Runs `<binary> ... start` in `bundle` and returns the address it prints.
+///
+/// # Errors
+/// When the binary cannot run, fails, or prints no address.
+pub async fn start(
+    inv: &Invocation,
+    binary: &Path,
+    namespace: &str,
+    id: &str,
+    bundle: &Path,
+    options: Option<&prost_types::Any>,
+) -> Result<String, TaskError> {
+    let mut cmd = tokio::process::Command::new(binary);
+    cmd.arg("-namespace")
+        .arg(namespace)
+        .arg("-address")
+        .arg(&inv.address)
+        .arg("-publish-binary")
+        .arg(&inv.publish_binary)
+        .arg("-id")
+        .arg(id)
+        .arg("start")
+        .current_dir(bundle)
+        .env("TTRPC_ADDRESS", &inv.ttrpc_address)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let fail = |message: String| TaskError::ShimStart {
+        binary: binary.to_owned(),
+        message,
+    };
+    let mut child = cmd.spawn().map_err(|e| fail(e.to_string()))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        // containerd hands the runtime options to `start` on stdin; a shim
+        // that does not read them may close stdin first, which is fine.
+        let bytes = options.map(Message::encode_to_vec).unwrap_or_default();
+        let _ = stdin.write_all(&bytes).await;
+    }
+    let out = tokio::time::timeout(COMMAND_TIMEOUT, child.wait_with_output())
+        .await
+        .map_err(|_| fail("timed out".to_owned()))?
+        .map_err(|e| fail(e.to_string()))?;
+    if !out.status.success() {
+        return Err(fail(String::from_utf8_lossy(&out.stderr).trim().to_owned()));
+    }
+    let address = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    if address.is_empty() {
+        return Err(fail("printed no address".to_owned()));
+    }
+    Ok(address)
+}
+
+/// Runs `<binary> ... delete` in `bundle` after its shim died, and returns
+/// what it reports (or a SIGKILL exit when it reports nothing).
+pub async fn delete_dead(inv: &Invocation, binary: &Path, namespace: &str, id: &str, bundle: &Path) -> api::DeleteResponse {
+    let mut cmd = tokio::process::Command::new(binary);
+    cmd.arg("-namespace")
+        .arg(namespace)
+        .arg("-address")
+        .arg(&inv.address)
+        .arg("-publish-binary")
+        .arg(&inv.publish_binary)
+        .arg("-id")
+        .arg(id)
+        .arg("-bundle")
+        .arg(bundle)
+        .arg("delete")
+        .current_dir(bundle)
+        .env("TTRPC_ADDRESS", &inv.ttrpc_address)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let fallback = api::DeleteResponse {
+        pid: 0,
+        exit_status: 128 + 9,
+        exited_at: Some(crate::timestamp(crate::now_nanos())),
+    };
+    match tokio::time::timeout(COMMAND_TIMEOUT, cmd.output()).await {
+        Ok(Ok(out)) if out.status.success() => api::DeleteResponse::decode(out.stdout.as_slice()).unwrap_or(fallback),
+        Ok(Ok(out)) => {
+            tracing::warn!(%id, binary = %binary.display(), stderr = %String::from_utf8_lossy(&out.stderr).trim(), "shim delete failed");
+            fallback
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(%id, binary = %binary.display(), cause = %e, "shim delete failed");
+            fallback
+        }
+        Err(_) => {
+            tracing::warn!(%id, binary = %binary.display(), "shim delete timed out");
+            fallback
+        }
+    }
+}
+
+/// Connects to a shim address as printed by `start` (`unix://PATH`).
+///
+/// # Errors
+/// Unavailable when nothing answers there.
+pub async fn connect(address: &str, id: &str) -> Result<Client, TaskError> {
+    Client::connect(address).await.map_err(|source| TaskError::Shim {
+        id: id.to_owned(),
+        source,
+    })
+}
+
+/// The time now, for exits reported on a dead shim's behalf.
+pub fn now() -> prost_types::Timestamp {
+    let d = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    prost_types::Timestamp {
+        seconds: d.as_secs() as i64,
+        nanos: d.subsec_nanos() as i32,
+    }
+}
