@@ -171,15 +171,21 @@ pub fn start(args: &Args) -> std::io::Result<String> {
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::from(log));
-    // SAFETY: setsid and dup2 are async-signal-safe; `fd` stays open in the
+    // SAFETY: setsid, fcntl and dup2 are async-signal-safe; `fd` stays open in the
     // parent until spawn returns.
     unsafe {
         cmd.pre_exec(move || {
             if libc::setsid() < 0 {
                 return Err(std::io::Error::last_os_error());
             }
-            // dup2 clears close-on-exec on the new descriptor.
-            if libc::dup2(fd, LISTENER_FD) < 0 {
+            if fd == LISTENER_FD {
+                // dup2 onto itself is a no-op that would leave
+                // close-on-exec set; clear it instead.
+                if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            } else if libc::dup2(fd, LISTENER_FD) < 0 {
+                // (dup2 clears close-on-exec on the new descriptor.)
                 return Err(std::io::Error::last_os_error());
             }
             Ok(())
