@@ -35,8 +35,8 @@ pub struct StdioPaths {
 #[derive(Default)]
 pub struct ProcessIo {
     /// Dropping this ends the stdin copy, which then closes the process's
-    /// stdin.
-    stdin_close: Mutex<Option<OwnedFd>>,
+    /// stdin; with the FIFO's path, to wake a copy still waiting to open it.
+    stdin_close: Mutex<Option<(OwnedFd, PathBuf)>>,
     console: Option<File>,
     copies: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -109,67 +109,60 @@ fn open_fifo_writer(path: &str) -> std::io::Result<File> {
     OpenOptions::new().read(true).write(true).open(path)
 }
 
-/// Opens the stdin FIFO without blocking and keeps a writer of our own on
-/// it, so it never reads EOF or polls HUP between client writers.
-fn open_stdin_fifo(path: &str) -> std::io::Result<(File, File)> {
-    let reader = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(path)?;
-    let keep = OpenOptions::new().write(true).custom_flags(libc::O_NONBLOCK).open(path)?;
-    Ok((reader, keep))
-}
-
-/// Copies the stdin FIFO into `to` until `cancel` becomes readable (its
-/// writer dropped), then drains what is left and returns, closing `to`.
-fn copy_stdin(fifo: File, keep: File, cancel: OwnedFd, mut to: File) {
-    let mut buf = vec![0u8; BUF];
-    let mut fds = [
-        libc::pollfd {
-            fd: fifo.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        },
-        libc::pollfd {
-            fd: cancel.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        },
-    ];
+/// Copies the stdin FIFO into `to` until the client closes its end (EOF)
+/// or `cancel` becomes readable (CloseIO dropped its writer); in the
+/// latter case what the client already wrote is delivered first. Returning
+/// drops `to`, which closes the process's stdin.
+fn copy_stdin(path: PathBuf, cancel: OwnedFd, mut to: File) {
+    // Blocks until the client opens its end, as containerd's shim does; a
+    // CloseIO before that wakes it by opening the FIFO itself.
+    let Ok(fifo) = File::open(&path) else { return };
+    // SAFETY: fcntl on an fd we own, setting a flag.
+    unsafe { libc::fcntl(fifo.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) };
     let mut fifo = fifo;
-    let drain = |fifo: &mut File, to: &mut File, buf: &mut [u8]| -> bool {
+    let mut buf = vec![0u8; BUF];
+    // Reads what is there: Some(true) at EOF, Some(false) when drained,
+    // None when the process side broke.
+    let mut drain = |fifo: &mut File, to: &mut File| -> Option<bool> {
         loop {
-            match fifo.read(buf) {
-                Ok(0) => return true,
-                Ok(n) => {
-                    if to.write_all(&buf[..n]).is_err() {
-                        return false;
-                    }
-                }
+            match fifo.read(&mut buf) {
+                Ok(0) => return Some(true),
+                Ok(n) => to.write_all(&buf[..n]).ok()?,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return true,
-                Err(_) => return false,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Some(false),
+                Err(_) => return None,
             }
         }
     };
     loop {
+        let mut fds = [
+            libc::pollfd {
+                fd: fifo.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: cancel.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
         // SAFETY: poll reads and writes only the two pollfds we own.
         let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
         if n < 0 {
             if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
                 continue;
             }
-            break;
+            return;
         }
-        if fds[0].revents != 0 && !drain(&mut fifo, &mut to, &mut buf) {
-            break;
+        if fds[0].revents != 0 && drain(&mut fifo, &mut to) != Some(false) {
+            return;
         }
         if fds[1].revents != 0 {
-            drain(&mut fifo, &mut to, &mut buf);
-            break;
+            drain(&mut fifo, &mut to);
+            return;
         }
     }
-    drop(keep);
 }
 
 /// Where one output stream goes.
@@ -276,11 +269,12 @@ impl ProcessIo {
         if path.is_empty() {
             return Ok(None);
         }
-        let (fifo, keep) = open_stdin_fifo(path)?;
         let (r, w) = pipe()?;
         let (cancel_r, cancel_w) = pipe()?;
-        copies.push(spawn_copy("stdin", move || copy_stdin(fifo, keep, cancel_r, File::from(w)))?);
-        self.stdin_close = Mutex::new(Some(cancel_w));
+        let fifo = PathBuf::from(path);
+        let p = fifo.clone();
+        copies.push(spawn_copy("stdin", move || copy_stdin(p, cancel_r, File::from(w)))?);
+        self.stdin_close = Mutex::new(Some((cancel_w, fifo)));
         Ok(Some(r))
     }
 
@@ -293,11 +287,12 @@ impl ProcessIo {
         let mut copies = Vec::new();
         let master = File::from(master);
         if !paths.stdin.is_empty() {
-            let (fifo, keep) = open_stdin_fifo(&paths.stdin)?;
             let (cancel_r, cancel_w) = pipe()?;
             let to = master.try_clone()?;
-            copies.push(spawn_copy("stdin", move || copy_stdin(fifo, keep, cancel_r, to))?);
-            io.stdin_close = Mutex::new(Some(cancel_w));
+            let fifo = PathBuf::from(&paths.stdin);
+            let p = fifo.clone();
+            copies.push(spawn_copy("stdin", move || copy_stdin(p, cancel_r, to))?);
+            io.stdin_close = Mutex::new(Some((cancel_w, fifo)));
         }
         if !paths.stdout.is_empty() {
             let out = if let Some(file) = paths.stdout.strip_prefix("file://") {
@@ -315,7 +310,16 @@ impl ProcessIo {
 
     /// Closes the process's stdin once what the client wrote is delivered.
     pub fn close_stdin(&self) {
-        self.stdin_close.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let taken = self.stdin_close.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some((cancel, fifo)) = taken {
+            drop(cancel);
+            // Wake a copy still blocked opening the FIFO; ENXIO means no
+            // reader waits there, which is fine.
+            let _ = OpenOptions::new()
+                .write(true)
+                .custom_flags(libc::O_NONBLOCK)
+                .open(&fifo);
+        }
     }
 
     /// Sets the terminal size.

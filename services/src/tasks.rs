@@ -407,9 +407,35 @@ impl TaskManager {
             )
             .await;
         self.lock().remove(&(ns.to_string(), id.to_owned()));
+        self.reap_shim(&shim.bundle);
         let bundle = shim.bundle.clone();
         crate::blocking(move || remove_bundle(&bundle)).await?;
         Ok(resp)
+    }
+
+    /// Reaps a shim that exits (or exited) after being reparented to hulld,
+    /// the subreaper of the shims it starts. Only that pid is waited for:
+    /// tokio reaps the children it spawned itself.
+    fn reap_shim(&self, bundle: &Path) {
+        let Some(pid) = std::fs::read_to_string(bundle.join("shim.pid"))
+            .ok()
+            .and_then(|s| s.trim().parse::<i32>().ok())
+            .filter(|p| *p > 1)
+        else {
+            return;
+        };
+        self.tasks.spawn(async move {
+            for _ in 0..200 {
+                // SAFETY: waitpid with WNOHANG on one pid, writing nothing
+                // back (null status).
+                let r = unsafe { libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG) };
+                // Reaped, or not our child (another parent reaps it).
+                if r != 0 {
+                    return;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        });
     }
 
     /// Watches a shim's connection; a close that is not a delete is a crash.
@@ -436,6 +462,7 @@ impl TaskManager {
     async fn cleanup_dead(&self, shim: &Shim) {
         tracing::warn!(namespace = %shim.namespace, id = %shim.id, "shim died; cleaning up");
         let resp = shim::delete_dead(&self.inv, &shim.binary, &shim.namespace, &shim.id, &shim.bundle).await;
+        self.reap_shim(&shim.bundle);
         let bundle = shim.bundle.clone();
         if let Err(e) = crate::blocking(move || remove_bundle(&bundle)).await {
             tracing::warn!(cause = %hull_proto::errdefs::message(&e), "remove bundle of dead shim");
@@ -569,6 +596,15 @@ struct CreatingGuard<'a> {
 impl Drop for CreatingGuard<'_> {
     fn drop(&mut self) {
         self.mgr.creating.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.key);
+    }
+}
+
+/// Makes hulld the subreaper of the shims it starts, so that a shim that
+/// exits is reaped by hulld even where init does not reap orphans.
+pub fn become_subreaper() {
+    // SAFETY: prctl with PR_SET_CHILD_SUBREAPER takes one integer argument.
+    if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
+        tracing::warn!(cause = %std::io::Error::last_os_error(), "cannot become a subreaper; exited shims may linger as zombies");
     }
 }
 

@@ -298,6 +298,7 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), Wi
         tasks.clone(),
         shutdown.clone(),
     );
+    crate::tasks::become_subreaper();
     let restored = manager.restore().await;
     if restored > 0 {
         tracing::info!(shims = restored, "reconnected to running shims");
