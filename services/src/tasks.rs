@@ -307,15 +307,19 @@ impl TaskManager {
             .await?;
         }
         let options = req.options.clone().or(container.runtime_options.clone());
+        let log_stop = self.shutdown.child_token();
+        shim::forward_log(&bundle, &req.id, &self.tasks, log_stop.clone()).map_err(bundle_err(&bundle))?;
         let result = self.start_and_create(ns, &req, &binary, &bundle, options).await;
         match result {
-            Ok((shim, pid)) => {
+            Ok((mut shim, pid)) => {
+                shim.log_stop = log_stop;
                 let shim = Arc::new(shim);
                 self.lock().insert(key, shim.clone());
                 self.watch(shim);
                 Ok(pid)
             }
             Err(e) => {
+                log_stop.cancel();
                 let b = bundle.clone();
                 if let Err(clean) = crate::blocking(move || remove_bundle(&b)).await {
                     tracing::warn!(cause = %hull_proto::errdefs::message(&clean), "remove bundle after failed create");
@@ -407,6 +411,7 @@ impl TaskManager {
             )
             .await;
         self.lock().remove(&(ns.to_string(), id.to_owned()));
+        shim.log_stop.cancel();
         self.reap_shim(&shim.bundle);
         let bundle = shim.bundle.clone();
         crate::blocking(move || remove_bundle(&bundle)).await?;
@@ -463,6 +468,7 @@ impl TaskManager {
         tracing::warn!(namespace = %shim.namespace, id = %shim.id, "shim died; cleaning up");
         let resp = shim::delete_dead(&self.inv, &shim.binary, &shim.namespace, &shim.id, &shim.bundle).await;
         self.reap_shim(&shim.bundle);
+        shim.log_stop.cancel();
         let bundle = shim.bundle.clone();
         if let Err(e) = crate::blocking(move || remove_bundle(&bundle)).await {
             tracing::warn!(cause = %hull_proto::errdefs::message(&e), "remove bundle of dead shim");
@@ -539,7 +545,14 @@ impl TaskManager {
                 self.cleanup_unreachable(&ns, &id, &bundle, !address.trim().is_empty()).await;
                 continue;
             };
-            let shim = Arc::new(Shim::new(ns.clone(), id.clone(), bundle.clone(), binary, client));
+            let mut shim = Shim::new(ns.clone(), id.clone(), bundle.clone(), binary, client);
+            shim.log_stop = self.shutdown.child_token();
+            if bundle.join("log").exists() {
+                if let Err(e) = shim::forward_log(&bundle, &id, &self.tasks, shim.log_stop.clone()) {
+                    tracing::warn!(%id, cause = %e, "reopen shim log");
+                }
+            }
+            let shim = Arc::new(shim);
             let alive = shim
                 .call::<_, api::ConnectResponse>("Connect", &api::ConnectRequest { id: id.clone() })
                 .await

@@ -52,6 +52,8 @@ pub struct Shim {
     pub deleting: std::sync::atomic::AtomicBool,
     /// Set when the shim died and was cleaned up after.
     pub dead: watch::Sender<Option<api::WaitResponse>>,
+    /// Stops forwarding the shim's log.
+    pub log_stop: tokio_util::sync::CancellationToken,
 }
 
 fn md(ns: &str) -> Vec<KeyValue> {
@@ -72,6 +74,7 @@ impl Shim {
             client,
             deleting: Default::default(),
             dead: watch::channel(None).0,
+            log_stop: Default::default(),
         }
     }
 
@@ -209,4 +212,47 @@ pub fn now() -> prost_types::Timestamp {
         seconds: d.as_secs() as i64,
         nanos: d.subsec_nanos() as i32,
     }
+}
+
+/// Creates the bundle's `log` FIFO, where containerd's shims write their
+/// own log (they open it when serving), and copies what arrives into
+/// hulld's log until `stop`. hulld holds the FIFO open read-write, so a
+/// shim never sees a broken pipe while hulld runs.
+///
+/// # Errors
+/// When the FIFO cannot be created or opened.
+pub fn forward_log(
+    bundle: &Path,
+    id: &str,
+    tasks: &tokio_util::task::TaskTracker,
+    stop: tokio_util::sync::CancellationToken,
+) -> std::io::Result<()> {
+    use tokio::io::AsyncBufReadExt;
+    let path = bundle.join("log");
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "NUL in bundle path"))?;
+    // SAFETY: a NUL-terminated path alive for the call.
+    if unsafe { libc::mkfifo(c.as_ptr(), 0o600) } != 0 {
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::AlreadyExists {
+            return Err(e);
+        }
+    }
+    let rx = tokio::net::unix::pipe::OpenOptions::new()
+        .read_write(true)
+        .open_receiver(&path)?;
+    let id = id.to_owned();
+    tasks.spawn(async move {
+        let mut lines = tokio::io::BufReader::new(rx).lines();
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                line = lines.next_line() => match line {
+                    Ok(Some(l)) => tracing::debug!(%id, line = %l, "shim log"),
+                    _ => return,
+                },
+            }
+        }
+    });
+    Ok(())
 }
