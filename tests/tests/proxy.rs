@@ -51,7 +51,7 @@ fn serve_snapshotter(dir: &Path) -> (Guard, PathBuf) {
 }
 
 #[test]
-fn containerd_runs_a_container_on_hulls_snapshotter() {
+fn containerd_runs_containers_on_hulls_snapshotter_and_shim() {
     if !is_root() {
         eprintln!("skipped: needs root");
         return;
@@ -76,8 +76,14 @@ fn containerd_runs_a_container_on_hulls_snapshotter() {
         sn = sn_sock,
     );
     std::fs::write(d.join("containerd.toml"), config).expect("config");
+    // hull-shim installed as containerd-shim-hull-v1, on containerd's PATH.
+    let bin = d.join("bin");
+    std::fs::create_dir_all(&bin).expect("bin dir");
+    std::os::unix::fs::symlink(workspace_bin("hull-shim"), bin.join("containerd-shim-hull-v1")).expect("link shim");
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
     let _ctd = Guard(Some(
         Command::new("containerd")
+            .env("PATH", path)
             .arg("--config")
             .arg(d.join("containerd.toml"))
             .stdin(Stdio::null())
@@ -138,6 +144,35 @@ fn containerd_runs_a_container_on_hulls_snapshotter() {
         "ok",
     ]);
     assert_eq!(out.trim(), "ok");
+    // containerd drives hull-shim, on containerd's own snapshotter.
+    ctr(&["images", "import", tar.to_str().expect("p")]);
+    let out = ctr(&[
+        "run",
+        "--rm",
+        "--runtime",
+        "io.containerd.hull.v1",
+        "docker.io/hull/proxy:1",
+        "hull-shim-echo",
+        "sh",
+        "-c",
+        "echo from-hull-shim",
+    ]);
+    assert_eq!(out.trim(), "from-hull-shim");
+    ctr(&["run", "-d", "--runtime", "io.containerd.hull.v1", "docker.io/hull/proxy:1", "hull-shim-sleep", "sleep", "100"]);
+    let ls = ctr(&["tasks", "ls"]);
+    assert!(ls.contains("hull-shim-sleep") && ls.contains("RUNNING"), "{ls}");
+    ctr(&["tasks", "kill", "-s", "SIGKILL", "hull-shim-sleep"]);
+    let mut stopped = false;
+    for _ in 0..100 {
+        if ctr(&["tasks", "ls"]).contains("STOPPED") {
+            stopped = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(stopped, "containerd never saw the task exit");
+    ctr(&["tasks", "rm", "hull-shim-sleep"]);
+    ctr(&["containers", "rm", "hull-shim-sleep"]);
     ctr(&["images", "rm", "--sync", "docker.io/hull/proxy:1"]);
     drop(_ctd);
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
