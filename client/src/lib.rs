@@ -17,6 +17,7 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Status};
 
+use hull_proto::containerd::services::containers::v1::containers_client::ContainersClient;
 use hull_proto::containerd::services::content::v1::content_client::ContentClient;
 use hull_proto::containerd::services::diff::v1::diff_client::DiffClient;
 use hull_proto::containerd::services::events::v1::events_client::EventsClient;
@@ -25,6 +26,8 @@ use hull_proto::containerd::services::introspection::v1::introspection_client::I
 use hull_proto::containerd::services::leases::v1::leases_client::LeasesClient;
 use hull_proto::containerd::services::namespaces::v1::namespaces_client::NamespacesClient;
 use hull_proto::containerd::services::snapshots::v1::snapshots_client::SnapshotsClient;
+use hull_proto::containerd::services::tasks::v1::tasks_client::TasksClient;
+use hull_proto::containerd::services::tasks::v1::{KillRequest, WaitRequest};
 use hull_proto::containerd::services::version::v1::version_client::VersionClient;
 use hull_proto::errdefs::Kind;
 use hull_proto::headers;
@@ -193,7 +196,62 @@ impl Client {
     pub fn introspection(&self) -> IntrospectionClient<Svc> {
         IntrospectionClient::new(self.svc())
     }
+
+    /// Containers service.
+    pub fn containers(&self) -> ContainersClient<Svc> {
+        ContainersClient::new(self.svc())
+    }
+
+    /// Tasks service.
+    pub fn tasks(&self) -> TasksClient<Svc> {
+        TasksClient::new(self.svc())
+    }
+
+    /// Stops a task the way `docker stop` does: SIGTERM, then SIGKILL if it
+    /// has not exited after `timeout`. Returns its exit status.
+    ///
+    /// # Errors
+    /// NotFound for an unknown task; NotFound from the kill when it had
+    /// already exited is not an error (its status is returned).
+    pub async fn stop_task(&self, id: &str, timeout: std::time::Duration) -> Result<u32, Error> {
+        let kill = |signal: u32| {
+            let mut tasks = self.tasks();
+            let req = KillRequest {
+                container_id: id.to_owned(),
+                exec_id: String::new(),
+                signal,
+                all: false,
+            };
+            async move {
+                match tasks.kill(req).await {
+                    Ok(_) => Ok(()),
+                    // Exited in the meantime: the wait below reports it.
+                    Err(s) if from_status(&s) == Kind::NotFound => Ok(()),
+                    Err(s) => Err(Error::Status(s)),
+                }
+            }
+        };
+        let wait = || {
+            let mut tasks = self.tasks();
+            let req = WaitRequest {
+                container_id: id.to_owned(),
+                exec_id: String::new(),
+            };
+            async move { tasks.wait(req).await.map(|r| r.into_inner().exit_status) }
+        };
+        // Fails fast with NotFound for an unknown task.
+        kill(SIGTERM).await?;
+        if let Ok(done) = tokio::time::timeout(timeout, wait()).await {
+            return Ok(done?);
+        }
+        kill(SIGKILL).await?;
+        Ok(wait().await?)
+    }
 }
+
+/// Signal numbers on Linux.
+const SIGTERM: u32 = 15;
+const SIGKILL: u32 = 9;
 
 #[cfg(test)]
 mod tests {
