@@ -175,7 +175,11 @@ fn output(path: &str, name: &str, copies: &mut Vec<JoinHandle<()>>) -> std::io::
         if let Some(dir) = file.parent() {
             std::fs::create_dir_all(dir)?;
         }
-        return Ok(OpenOptions::new().create(true).append(true).open(file)?.into());
+        return Ok(OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(file)?
+            .into());
     }
     let fifo = open_fifo_writer(path.strip_prefix("fifo://").unwrap_or(path))?;
     let (r, w) = pipe()?;
@@ -265,7 +269,11 @@ impl ProcessIo {
     }
 
     /// Starts the stdin copy; returns the pipe end the process reads.
-    fn open_stdin(&mut self, path: &str, copies: &mut Vec<JoinHandle<()>>) -> std::io::Result<Option<OwnedFd>> {
+    fn open_stdin(
+        &mut self,
+        path: &str,
+        copies: &mut Vec<JoinHandle<()>>,
+    ) -> std::io::Result<Option<OwnedFd>> {
         if path.is_empty() {
             return Ok(None);
         }
@@ -273,7 +281,9 @@ impl ProcessIo {
         let (cancel_r, cancel_w) = pipe()?;
         let fifo = PathBuf::from(path);
         let p = fifo.clone();
-        copies.push(spawn_copy("stdin", move || copy_stdin(p, cancel_r, File::from(w)))?);
+        copies.push(spawn_copy("stdin", move || {
+            copy_stdin(p, cancel_r, File::from(w))
+        })?);
         self.stdin_close = Mutex::new(Some((cancel_w, fifo)));
         Ok(Some(r))
     }
@@ -310,7 +320,11 @@ impl ProcessIo {
 
     /// Closes the process's stdin once what the client wrote is delivered.
     pub fn close_stdin(&self) {
-        let taken = self.stdin_close.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let taken = self
+            .stdin_close
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
         if let Some((cancel, fifo)) = taken {
             drop(cancel);
             // Wake a copy still blocked opening the FIFO; ENXIO means no
@@ -328,7 +342,10 @@ impl ProcessIo {
     /// When there is no terminal, or the ioctl fails.
     pub fn resize(&self, width: u32, height: u32) -> std::io::Result<()> {
         let Some(console) = &self.console else {
-            return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "process has no terminal"));
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "process has no terminal",
+            ));
         };
         let ws = libc::winsize {
             ws_row: height.min(u16::MAX as u32) as u16,
@@ -432,8 +449,14 @@ fn recv_fd(stream: &UnixStream) -> std::io::Result<OwnedFd> {
     // filled, bounded by msg_controllen.
     unsafe {
         let cmsg = libc::CMSG_FIRSTHDR(&msg);
-        if cmsg.is_null() || (*cmsg).cmsg_level != libc::SOL_SOCKET || (*cmsg).cmsg_type != libc::SCM_RIGHTS {
-            return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "no terminal fd received"));
+        if cmsg.is_null()
+            || (*cmsg).cmsg_level != libc::SOL_SOCKET
+            || (*cmsg).cmsg_type != libc::SCM_RIGHTS
+        {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "no terminal fd received",
+            ));
         }
         let fd = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<RawFd>());
         Ok(OwnedFd::from_raw_fd(fd))
@@ -464,10 +487,17 @@ mod tests {
             id: "c".into(),
         };
         // A client that opened its end but reads only after the exit.
-        let mut r = OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(&out).unwrap();
+        let mut r = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&out)
+            .unwrap();
         let (io, child) = ProcessIo::open(&paths, &owner).unwrap();
         let mut cmd = std::process::Command::new("sh");
-        cmd.args(["-c", "echo hello"]).stdin(child.stdin).stdout(child.stdout).stderr(child.stderr);
+        cmd.args(["-c", "echo hello"])
+            .stdin(child.stdin)
+            .stdout(child.stdout)
+            .stderr(child.stderr);
         assert!(cmd.status().unwrap().success());
         drop(cmd);
         // Nobody read yet: the copy finishes anyway, into the FIFO.
@@ -504,7 +534,9 @@ mod tests {
         drop(w);
         io.close_stdin();
         let mut cmd = std::process::Command::new("cat");
-        cmd.stdin(child.stdin).stdout(child.stdout).stderr(child.stderr);
+        cmd.stdin(child.stdin)
+            .stdout(child.stdout)
+            .stderr(child.stderr);
         assert!(cmd.status().unwrap().success());
         assert_eq!(std::fs::read_to_string(&out).unwrap(), "abc\n");
     }

@@ -22,7 +22,11 @@ fn main() -> ExitCode {
             Ok(address) => {
                 // The daemon reads the address from our stdout.
                 let mut out = std::io::stdout();
-                if out.write_all(address.as_bytes()).and_then(|()| out.flush()).is_err() {
+                if out
+                    .write_all(address.as_bytes())
+                    .and_then(|()| out.flush())
+                    .is_err()
+                {
                     return ExitCode::FAILURE;
                 }
                 ExitCode::SUCCESS
@@ -114,7 +118,9 @@ fn serve(args: &Args) -> ExitCode {
         tracing::info!(id = %args.id, namespace = %args.namespace, "shim serving");
         let server = hull_ttrpc::Server::new().register(service.clone());
         let svc = service.clone();
-        server.serve(listener, async move { svc.wait_shutdown().await }).await;
+        server
+            .serve(listener, async move { svc.wait_shutdown().await })
+            .await;
         publisher.flush(Duration::from_secs(2)).await;
         // Let the Shutdown reply reach the daemon before the socket goes.
         tokio::time::sleep(Duration::from_millis(20)).await;

@@ -91,7 +91,10 @@ impl Monitor {
 /// # Errors
 /// When the monitor stops, or this subscriber fell so far behind that the
 /// exit was dropped.
-pub async fn wait_for(rx: &mut broadcast::Receiver<Exit>, pid: u32) -> Result<Exit, broadcast::error::RecvError> {
+pub async fn wait_for(
+    rx: &mut broadcast::Receiver<Exit>,
+    pid: u32,
+) -> Result<Exit, broadcast::error::RecvError> {
     loop {
         let exit = rx.recv().await?;
         if exit.pid == pid {

@@ -69,7 +69,9 @@ pub enum RuncError {
 impl Classify for RuncError {
     fn kind(&self) -> Kind {
         match self {
-            RuncError::Failed { message, .. } if message.contains("does not exist") => Kind::NotFound,
+            RuncError::Failed { message, .. } if message.contains("does not exist") => {
+                Kind::NotFound
+            }
             RuncError::Timeout { .. } => Kind::DeadlineExceeded,
             _ => Kind::Unknown,
         }
@@ -128,7 +130,10 @@ impl Runc {
     fn command(&self) -> Command {
         let mut cmd = Command::new(&self.binary);
         cmd.arg("--root").arg(&self.root);
-        cmd.arg("--log").arg(&self.log).arg("--log-format").arg("json");
+        cmd.arg("--log")
+            .arg(&self.log)
+            .arg("--log-format")
+            .arg("json");
         if self.systemd_cgroup {
             cmd.arg("--systemd-cgroup");
         }
@@ -142,9 +147,15 @@ impl Runc {
         let capture = matches!(io, CallIo::Capture);
         match io {
             CallIo::Capture => {
-                cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+                cmd.stdin(Stdio::null())
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped());
             }
-            CallIo::Inherit { stdin, stdout, stderr } => {
+            CallIo::Inherit {
+                stdin,
+                stdout,
+                stderr,
+            } => {
                 cmd.stdin(stdin).stdout(stdout).stderr(stderr);
             }
         }
@@ -199,7 +210,12 @@ impl Runc {
 
     /// `create`: sets up the container, its init process waits for `start`.
     pub async fn create(&self, id: &str, bundle: &Path, spawn: Spawn) -> Result<()> {
-        let mut args: Vec<OsString> = vec!["--bundle".into(), bundle.into(), "--pid-file".into(), spawn.pid_file.into()];
+        let mut args: Vec<OsString> = vec![
+            "--bundle".into(),
+            bundle.into(),
+            "--pid-file".into(),
+            spawn.pid_file.into(),
+        ];
         if let Some(sock) = spawn.console_socket {
             args.push("--console-socket".into());
             args.push(sock.into());
@@ -213,7 +229,9 @@ impl Runc {
 
     /// `start`: lets the init process run.
     pub async fn start(&self, id: &str) -> Result<()> {
-        self.run("start", vec![id.into()], CallIo::Capture).await.map(drop)
+        self.run("start", vec![id.into()], CallIo::Capture)
+            .await
+            .map(drop)
     }
 
     /// `exec --detach`: runs `process` (a JSON process spec file) in the
@@ -258,12 +276,16 @@ impl Runc {
 
     /// `pause`: freezes every process.
     pub async fn pause(&self, id: &str) -> Result<()> {
-        self.run("pause", vec![id.into()], CallIo::Capture).await.map(drop)
+        self.run("pause", vec![id.into()], CallIo::Capture)
+            .await
+            .map(drop)
     }
 
     /// `resume`: thaws them.
     pub async fn resume(&self, id: &str) -> Result<()> {
-        self.run("resume", vec![id.into()], CallIo::Capture).await.map(drop)
+        self.run("resume", vec![id.into()], CallIo::Capture)
+            .await
+            .map(drop)
     }
 
     /// `update --resources`: applies a JSON LinuxResources file.
@@ -275,11 +297,18 @@ impl Runc {
     /// `ps --format json`: pids of the container's processes.
     pub async fn ps(&self, id: &str) -> Result<Vec<u32>> {
         let out = self
-            .run("ps", vec!["--format".into(), "json".into(), id.into()], CallIo::Capture)
+            .run(
+                "ps",
+                vec!["--format".into(), "json".into(), id.into()],
+                CallIo::Capture,
+            )
             .await?;
         // runc prints `null` for an empty list.
         let pids: Option<Vec<u32>> =
-            serde_json::from_slice(&out).map_err(|source| RuncError::Output { command: "ps", source })?;
+            serde_json::from_slice(&out).map_err(|source| RuncError::Output {
+                command: "ps",
+                source,
+            })?;
         Ok(pids.unwrap_or_default())
     }
 
@@ -289,7 +318,10 @@ impl Runc {
             .run("events", vec!["--stats".into(), id.into()], CallIo::Capture)
             .await?;
         let event: serde_json::Value =
-            serde_json::from_slice(&out).map_err(|source| RuncError::Output { command: "events", source })?;
+            serde_json::from_slice(&out).map_err(|source| RuncError::Output {
+                command: "events",
+                source,
+            })?;
         Ok(event.get("data").cloned().unwrap_or_default())
     }
 }

@@ -6,7 +6,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
 use hull_proto::containerd::events::{
-    TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskIo, TaskPaused, TaskResumed, TaskStart,
+    TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskIo, TaskPaused,
+    TaskResumed, TaskStart,
 };
 use hull_proto::containerd::runc::v1::{Options as RuncOptions, ProcessDetails};
 use hull_proto::containerd::task::v2 as api;
@@ -215,7 +216,11 @@ impl TaskService {
                     p.set_exited(exit);
                     event = Some(TaskExit {
                         container_id: id.clone(),
-                        id: if p.exec_id.is_empty() { id.clone() } else { p.exec_id.clone() },
+                        id: if p.exec_id.is_empty() {
+                            id.clone()
+                        } else {
+                            p.exec_id.clone()
+                        },
                         pid: exit.pid,
                         exit_status: exit.status,
                         exited_at: Some(timestamp(exit.at)),
@@ -253,7 +258,11 @@ impl TaskService {
             .and_then(|i| state.unclaimed.remove(i));
         let p = state.containers.get_mut(id)?.process_mut(exec_id)?;
         p.pid = pid;
-        p.status = status;
+        // A process can exit while the runtime call that started it is
+        // still returning; its recorded exit wins over the new state.
+        if p.exit().is_none() {
+            p.status = status;
+        }
         if let Some(exit) = early {
             p.set_exited(exit);
         }
@@ -265,7 +274,11 @@ impl TaskService {
             "/tasks/exit",
             &TaskExit {
                 container_id: id.to_owned(),
-                id: if exec_id.is_empty() { id.to_owned() } else { exec_id.to_owned() },
+                id: if exec_id.is_empty() {
+                    id.to_owned()
+                } else {
+                    exec_id.to_owned()
+                },
                 pid: exit.pid,
                 exit_status: exit.status,
                 exited_at: Some(timestamp(exit.at)),
@@ -280,7 +293,12 @@ impl TaskService {
         }
     }
 
-    fn runc_for(&self, id: &str, bundle: &Path, options: Option<&prost_types::Any>) -> Result<Runc> {
+    fn runc_for(
+        &self,
+        id: &str,
+        bundle: &Path,
+        options: Option<&prost_types::Any>,
+    ) -> Result<Runc> {
         let mut runc = Runc {
             binary: "runc".to_owned(),
             root: self.config.runc_root.clone(),
@@ -311,7 +329,10 @@ impl TaskService {
             return Err(ShimError::Invalid { field: "id" });
         }
         if self.lock().containers.contains_key(&id) {
-            return Err(ShimError::AlreadyExists { what: "container", id });
+            return Err(ShimError::AlreadyExists {
+                what: "container",
+                id,
+            });
         }
         let bundle = PathBuf::from(&req.bundle);
         let runc = self.runc_for(&id, &bundle, req.options.as_ref())?;
@@ -323,7 +344,8 @@ impl TaskService {
             blocking(move || -> Result<()> {
                 std::fs::create_dir_all(&rootfs).map_err(io_err("create", &rootfs))?;
                 if !mounts.is_empty() {
-                    mount::mount_all(&mounts, &rootfs).map_err(|source| ShimError::Mount { id, source })?;
+                    mount::mount_all(&mounts, &rootfs)
+                        .map_err(|source| ShimError::Mount { id, source })?;
                 }
                 clamp_oom_score(&bundle.join("config.json"), "process")
             })
@@ -386,13 +408,21 @@ impl TaskService {
     }
 
     /// Runs `call` (runc create or exec) with the process's stdio wired up.
-    async fn spawn_process<F, Fut>(&self, runc: &Runc, id: &str, stdio: &StdioPaths, pid_file: &Path, call: F) -> Result<ProcessIo>
+    async fn spawn_process<F, Fut>(
+        &self,
+        runc: &Runc,
+        id: &str,
+        stdio: &StdioPaths,
+        pid_file: &Path,
+        call: F,
+    ) -> Result<ProcessIo>
     where
         F: FnOnce(Runc, Spawn) -> Fut,
         Fut: std::future::Future<Output = Result<(), RuncError>>,
     {
         if stdio.terminal {
-            let socket = ConsoleSocket::new().map_err(io_err("listen", Path::new("console socket")))?;
+            let socket =
+                ConsoleSocket::new().map_err(io_err("listen", Path::new("console socket")))?;
             let spawn = Spawn {
                 pid_file: pid_file.to_owned(),
                 console_socket: Some(socket.path().to_owned()),
@@ -403,11 +433,13 @@ impl TaskService {
                 },
             };
             call(runc.clone(), spawn).await?;
-            let master = socket.receive().map_err(io_err("receive console", socket.path()))?;
+            let master = socket
+                .receive()
+                .map_err(io_err("receive console", socket.path()))?;
             ProcessIo::with_console(stdio, master).map_err(io_err("open", Path::new(&stdio.stdout)))
         } else {
-            let (io, child) =
-                ProcessIo::open(stdio, &self.owner(id)).map_err(io_err("open stdio", Path::new(&stdio.stdout)))?;
+            let (io, child) = ProcessIo::open(stdio, &self.owner(id))
+                .map_err(io_err("open stdio", Path::new(&stdio.stdout)))?;
             let spawn = Spawn {
                 pid_file: pid_file.to_owned(),
                 console_socket: None,
@@ -426,15 +458,23 @@ impl TaskService {
 impl TaskService {
     fn container_runc(&self, id: &str) -> Result<Runc> {
         let state = self.lock();
-        let c = state.containers.get(id).ok_or_else(|| not_found("container", id))?;
+        let c = state
+            .containers
+            .get(id)
+            .ok_or_else(|| not_found("container", id))?;
         Ok(c.runc.clone())
     }
 
     async fn start(&self, req: api::StartRequest) -> Result<api::StartResponse> {
         let (runc, bundle, status, spec, stdio) = {
             let state = self.lock();
-            let c = state.containers.get(&req.id).ok_or_else(|| not_found("container", &req.id))?;
-            let p = c.process(&req.exec_id).ok_or_else(|| not_found("process", &req.exec_id))?;
+            let c = state
+                .containers
+                .get(&req.id)
+                .ok_or_else(|| not_found("container", &req.id))?;
+            let p = c
+                .process(&req.exec_id)
+                .ok_or_else(|| not_found("process", &req.exec_id))?;
             if !req.exec_id.is_empty() && c.init.status != Status::Running {
                 return Err(ShimError::State {
                     id: req.id.clone(),
@@ -442,10 +482,22 @@ impl TaskService {
                     op: "exec",
                 });
             }
-            (c.runc.clone(), c.bundle.clone(), p.status, p.spec.clone(), p.stdio.clone())
+            (
+                c.runc.clone(),
+                c.bundle.clone(),
+                p.status,
+                p.spec.clone(),
+                p.stdio.clone(),
+            )
         };
-        let who = if req.exec_id.is_empty() { &req.id } else { &req.exec_id };
-        if status != Status::Created || (!req.exec_id.is_empty() && self.pid_of(&req.id, &req.exec_id) != 0) {
+        let who = if req.exec_id.is_empty() {
+            &req.id
+        } else {
+            &req.exec_id
+        };
+        if status != Status::Created
+            || (!req.exec_id.is_empty() && self.pid_of(&req.id, &req.exec_id) != 0)
+        {
             return Err(ShimError::State {
                 id: who.clone(),
                 state: status_name(status),
@@ -494,7 +546,12 @@ impl TaskService {
                     move || crate::runc::read_pid(&pid_file).map_err(io_err("read", &pid_file))
                 })
                 .await?;
-                if let Some(p) = self.lock().containers.get_mut(&req.id).and_then(|c| c.execs.get_mut(&req.exec_id)) {
+                if let Some(p) = self
+                    .lock()
+                    .containers
+                    .get_mut(&req.id)
+                    .and_then(|c| c.execs.get_mut(&req.exec_id))
+                {
                     p.io = Some(Arc::new(io));
                 }
                 pid
@@ -536,10 +593,16 @@ impl TaskService {
         if hull_proto::identifiers::ContainerId::new(&req.exec_id).is_err() {
             return Err(ShimError::Invalid { field: "exec_id" });
         }
-        let spec = req.spec.map(|a| a.value).ok_or(ShimError::Invalid { field: "spec" })?;
+        let spec = req
+            .spec
+            .map(|a| a.value)
+            .ok_or(ShimError::Invalid { field: "spec" })?;
         {
             let mut state = self.lock();
-            let c = state.containers.get_mut(&req.id).ok_or_else(|| not_found("container", &req.id))?;
+            let c = state
+                .containers
+                .get_mut(&req.id)
+                .ok_or_else(|| not_found("container", &req.id))?;
             if c.init.status != Status::Running && c.init.status != Status::Created {
                 return Err(ShimError::State {
                     id: req.id.clone(),
@@ -559,7 +622,10 @@ impl TaskService {
                 stderr: req.stderr,
                 terminal: req.terminal,
             };
-            c.execs.insert(req.exec_id.clone(), Process::new(req.exec_id.clone(), stdio, spec));
+            c.execs.insert(
+                req.exec_id.clone(),
+                Process::new(req.exec_id.clone(), stdio, spec),
+            );
         }
         self.publish(
             "/tasks/exec-added",
@@ -574,8 +640,14 @@ impl TaskService {
     async fn delete(&self, req: api::DeleteRequest) -> Result<api::DeleteResponse> {
         if !req.exec_id.is_empty() {
             let mut state = self.lock();
-            let c = state.containers.get_mut(&req.id).ok_or_else(|| not_found("container", &req.id))?;
-            let p = c.execs.get(&req.exec_id).ok_or_else(|| not_found("process", &req.exec_id))?;
+            let c = state
+                .containers
+                .get_mut(&req.id)
+                .ok_or_else(|| not_found("container", &req.id))?;
+            let p = c
+                .execs
+                .get(&req.exec_id)
+                .ok_or_else(|| not_found("process", &req.exec_id))?;
             if p.pid != 0 && p.exit().is_none() {
                 return Err(ShimError::State {
                     id: req.exec_id.clone(),
@@ -583,7 +655,10 @@ impl TaskService {
                     op: "delete",
                 });
             }
-            let p = c.execs.remove(&req.exec_id).ok_or_else(|| not_found("process", &req.exec_id))?;
+            let p = c
+                .execs
+                .remove(&req.exec_id)
+                .ok_or_else(|| not_found("process", &req.exec_id))?;
             let exit = p.exit();
             return Ok(api::DeleteResponse {
                 pid: p.pid,
@@ -593,7 +668,10 @@ impl TaskService {
         }
         let (runc, status, rootfs, mounted) = {
             let state = self.lock();
-            let c = state.containers.get(&req.id).ok_or_else(|| not_found("container", &req.id))?;
+            let c = state
+                .containers
+                .get(&req.id)
+                .ok_or_else(|| not_found("container", &req.id))?;
             (c.runc.clone(), c.init.status, c.rootfs(), c.mounted)
         };
         match status {
@@ -617,16 +695,33 @@ impl TaskService {
         if created {
             // The init process was killed by the forced delete; give the
             // reaper a moment so the exit status is the real one.
-            let mut rx = self.lock().containers.get(&req.id).map(|c| c.init.exited.subscribe());
+            let mut rx = self
+                .lock()
+                .containers
+                .get(&req.id)
+                .map(|c| c.init.exited.subscribe());
             if let Some(rx) = rx.as_mut() {
-                let _ = tokio::time::timeout(std::time::Duration::from_secs(2), rx.wait_for(|e| e.is_some())).await;
+                let _ = tokio::time::timeout(
+                    std::time::Duration::from_secs(2),
+                    rx.wait_for(|e| e.is_some()),
+                )
+                .await;
             }
         }
         if mounted {
-            blocking(move || mount::unmount(&rootfs).map_err(|source| ShimError::Mount { id: String::new(), source }))
-                .await?;
+            blocking(move || {
+                mount::unmount(&rootfs).map_err(|source| ShimError::Mount {
+                    id: String::new(),
+                    source,
+                })
+            })
+            .await?;
         }
-        let c = self.lock().containers.remove(&req.id).ok_or_else(|| not_found("container", &req.id))?;
+        let c = self
+            .lock()
+            .containers
+            .remove(&req.id)
+            .ok_or_else(|| not_found("container", &req.id))?;
         let exit = c.init.exit();
         let resp = api::DeleteResponse {
             pid: c.init.pid,
@@ -650,11 +745,20 @@ impl TaskService {
     async fn kill(&self, req: api::KillRequest) -> Result<()> {
         let (runc, pid, exited, status) = {
             let state = self.lock();
-            let c = state.containers.get(&req.id).ok_or_else(|| not_found("container", &req.id))?;
-            let p = c.process(&req.exec_id).ok_or_else(|| not_found("process", &req.exec_id))?;
+            let c = state
+                .containers
+                .get(&req.id)
+                .ok_or_else(|| not_found("container", &req.id))?;
+            let p = c
+                .process(&req.exec_id)
+                .ok_or_else(|| not_found("process", &req.exec_id))?;
             (c.runc.clone(), p.pid, p.exit().is_some(), p.status)
         };
-        let who = if req.exec_id.is_empty() { &req.id } else { &req.exec_id };
+        let who = if req.exec_id.is_empty() {
+            &req.id
+        } else {
+            &req.exec_id
+        };
         if exited && !(req.all && req.exec_id.is_empty()) {
             return Err(ShimError::Finished { id: who.clone() });
         }
@@ -684,8 +788,13 @@ impl TaskService {
     async fn wait(&self, req: api::WaitRequest) -> Result<api::WaitResponse> {
         let mut rx = {
             let state = self.lock();
-            let c = state.containers.get(&req.id).ok_or_else(|| not_found("container", &req.id))?;
-            let p = c.process(&req.exec_id).ok_or_else(|| not_found("process", &req.exec_id))?;
+            let c = state
+                .containers
+                .get(&req.id)
+                .ok_or_else(|| not_found("container", &req.id))?;
+            let p = c
+                .process(&req.exec_id)
+                .ok_or_else(|| not_found("process", &req.exec_id))?;
             p.exited.subscribe()
         };
         // The sender lives in the process; if it is deleted first the wait
@@ -706,11 +815,20 @@ impl TaskService {
 
     fn state(&self, req: api::StateRequest) -> Result<api::StateResponse> {
         let state = self.lock();
-        let c = state.containers.get(&req.id).ok_or_else(|| not_found("container", &req.id))?;
-        let p = c.process(&req.exec_id).ok_or_else(|| not_found("process", &req.exec_id))?;
+        let c = state
+            .containers
+            .get(&req.id)
+            .ok_or_else(|| not_found("container", &req.id))?;
+        let p = c
+            .process(&req.exec_id)
+            .ok_or_else(|| not_found("process", &req.exec_id))?;
         let exit = p.exit();
         Ok(api::StateResponse {
-            id: if req.exec_id.is_empty() { c.id.clone() } else { p.exec_id.clone() },
+            id: if req.exec_id.is_empty() {
+                c.id.clone()
+            } else {
+                p.exec_id.clone()
+            },
             bundle: c.bundle.display().to_string(),
             pid: p.pid,
             status: p.status as i32,
@@ -732,16 +850,23 @@ impl TaskService {
             state
                 .containers
                 .get(&req.id)
-                .map(|c| c.execs.values().map(|p| (p.pid, p.exec_id.clone())).collect())
+                .map(|c| {
+                    c.execs
+                        .values()
+                        .map(|p| (p.pid, p.exec_id.clone()))
+                        .collect()
+                })
                 .unwrap_or_default()
         };
         let processes = pids
             .into_iter()
             .map(|pid| ProcessInfo {
                 pid,
-                info: execs
-                    .get(&pid)
-                    .map(|exec_id| hull_proto::typeurl::pack(&ProcessDetails { exec_id: exec_id.clone() })),
+                info: execs.get(&pid).map(|exec_id| {
+                    hull_proto::typeurl::pack(&ProcessDetails {
+                        exec_id: exec_id.clone(),
+                    })
+                }),
             })
             .collect();
         Ok(api::PidsResponse { processes })
@@ -750,10 +875,17 @@ impl TaskService {
     async fn pause(&self, id: &str, pause: bool) -> Result<()> {
         let (runc, status) = {
             let state = self.lock();
-            let c = state.containers.get(id).ok_or_else(|| not_found("container", id))?;
+            let c = state
+                .containers
+                .get(id)
+                .ok_or_else(|| not_found("container", id))?;
             (c.runc.clone(), c.init.status)
         };
-        let want = if pause { Status::Running } else { Status::Paused };
+        let want = if pause {
+            Status::Running
+        } else {
+            Status::Paused
+        };
         if status != want {
             return Err(ShimError::State {
                 id: id.to_owned(),
@@ -768,31 +900,55 @@ impl TaskService {
         }
         if let Some(c) = self.lock().containers.get_mut(id) {
             if c.init.exit().is_none() {
-                c.init.status = if pause { Status::Paused } else { Status::Running };
+                c.init.status = if pause {
+                    Status::Paused
+                } else {
+                    Status::Running
+                };
             }
         }
         if pause {
-            self.publish("/tasks/paused", &TaskPaused { container_id: id.to_owned() });
+            self.publish(
+                "/tasks/paused",
+                &TaskPaused {
+                    container_id: id.to_owned(),
+                },
+            );
         } else {
-            self.publish("/tasks/resumed", &TaskResumed { container_id: id.to_owned() });
+            self.publish(
+                "/tasks/resumed",
+                &TaskResumed {
+                    container_id: id.to_owned(),
+                },
+            );
         }
         Ok(())
     }
 
     fn process_io(&self, id: &str, exec_id: &str) -> Result<Option<Arc<ProcessIo>>> {
         let state = self.lock();
-        let c = state.containers.get(id).ok_or_else(|| not_found("container", id))?;
-        let p = c.process(exec_id).ok_or_else(|| not_found("process", exec_id))?;
+        let c = state
+            .containers
+            .get(id)
+            .ok_or_else(|| not_found("container", id))?;
+        let p = c
+            .process(exec_id)
+            .ok_or_else(|| not_found("process", exec_id))?;
         Ok(p.io.clone())
     }
 
     async fn update(&self, req: api::UpdateTaskRequest) -> Result<()> {
         let (runc, bundle) = {
             let state = self.lock();
-            let c = state.containers.get(&req.id).ok_or_else(|| not_found("container", &req.id))?;
+            let c = state
+                .containers
+                .get(&req.id)
+                .ok_or_else(|| not_found("container", &req.id))?;
             (c.runc.clone(), c.bundle.clone())
         };
-        let resources = req.resources.ok_or(ShimError::Invalid { field: "resources" })?;
+        let resources = req
+            .resources
+            .ok_or(ShimError::Invalid { field: "resources" })?;
         let path = bundle.join("resources.json");
         blocking({
             let path = path.clone();
@@ -831,7 +987,10 @@ impl TaskService {
 }
 
 fn not_found(what: &'static str, id: &str) -> ShimError {
-    ShimError::NotFound { what, id: id.to_owned() }
+    ShimError::NotFound {
+        what,
+        id: id.to_owned(),
+    }
 }
 
 /// Unmounts a rootfs when a create fails after mounting it.
@@ -875,7 +1034,11 @@ fn clamp_oom_score(path: &Path, at: &str) -> Result<()> {
         .ok()
         .and_then(|s| s.trim().parse().ok())
         .unwrap_or(0);
-    let obj = if at.is_empty() { Some(&mut doc) } else { doc.get_mut(at) };
+    let obj = if at.is_empty() {
+        Some(&mut doc)
+    } else {
+        doc.get_mut(at)
+    };
     let Some(obj) = obj.and_then(|o| o.as_object_mut()) else {
         return Ok(());
     };
@@ -906,22 +1069,55 @@ impl Service for TaskService {
         "containerd.task.v2.Task"
     }
 
-    fn call(self: Arc<Self>, _ctx: Context, method: String, payload: Vec<u8>) -> BoxFuture<Result<Vec<u8>, hull_ttrpc::Status>> {
+    fn call(
+        self: Arc<Self>,
+        _ctx: Context,
+        method: String,
+        payload: Vec<u8>,
+    ) -> BoxFuture<Result<Vec<u8>, hull_ttrpc::Status>> {
         Box::pin(async move {
             let s = &self;
             match method.as_str() {
                 "State" => unary(payload, |r| async move { s.state(r).map_err(to_status) }).await,
-                "Create" => unary(payload, |r| async move { s.create(r).await.map_err(to_status) }).await,
-                "Start" => unary(payload, |r| async move { s.start(r).await.map_err(to_status) }).await,
-                "Delete" => unary(payload, |r| async move { s.delete(r).await.map_err(to_status) }).await,
-                "Pids" => unary(payload, |r| async move { s.pids(r).await.map_err(to_status) }).await,
+                "Create" => {
+                    unary(
+                        payload,
+                        |r| async move { s.create(r).await.map_err(to_status) },
+                    )
+                    .await
+                }
+                "Start" => {
+                    unary(
+                        payload,
+                        |r| async move { s.start(r).await.map_err(to_status) },
+                    )
+                    .await
+                }
+                "Delete" => {
+                    unary(
+                        payload,
+                        |r| async move { s.delete(r).await.map_err(to_status) },
+                    )
+                    .await
+                }
+                "Pids" => {
+                    unary(
+                        payload,
+                        |r| async move { s.pids(r).await.map_err(to_status) },
+                    )
+                    .await
+                }
                 "Pause" => {
-                    unary(payload, |r: api::PauseRequest| async move { s.pause(&r.id, true).await.map_err(to_status) })
-                        .await
+                    unary(payload, |r: api::PauseRequest| async move {
+                        s.pause(&r.id, true).await.map_err(to_status)
+                    })
+                    .await
                 }
                 "Resume" => {
-                    unary(payload, |r: api::ResumeRequest| async move { s.pause(&r.id, false).await.map_err(to_status) })
-                        .await
+                    unary(payload, |r: api::ResumeRequest| async move {
+                        s.pause(&r.id, false).await.map_err(to_status)
+                    })
+                    .await
                 }
                 "Checkpoint" => {
                     unary(payload, |_: api::CheckpointTaskRequest| async move {
@@ -929,7 +1125,13 @@ impl Service for TaskService {
                     })
                     .await
                 }
-                "Kill" => unary(payload, |r| async move { s.kill(r).await.map_err(to_status) }).await,
+                "Kill" => {
+                    unary(
+                        payload,
+                        |r| async move { s.kill(r).await.map_err(to_status) },
+                    )
+                    .await
+                }
                 "Exec" => unary(payload, |r| async move { s.exec(r).map_err(to_status) }).await,
                 "ResizePty" => {
                     unary(payload, |r: api::ResizePtyRequest| async move {
@@ -955,9 +1157,27 @@ impl Service for TaskService {
                     })
                     .await
                 }
-                "Update" => unary(payload, |r| async move { s.update(r).await.map_err(to_status) }).await,
-                "Wait" => unary(payload, |r| async move { s.wait(r).await.map_err(to_status) }).await,
-                "Stats" => unary(payload, |r| async move { s.stats(r).await.map_err(to_status) }).await,
+                "Update" => {
+                    unary(
+                        payload,
+                        |r| async move { s.update(r).await.map_err(to_status) },
+                    )
+                    .await
+                }
+                "Wait" => {
+                    unary(
+                        payload,
+                        |r| async move { s.wait(r).await.map_err(to_status) },
+                    )
+                    .await
+                }
+                "Stats" => {
+                    unary(
+                        payload,
+                        |r| async move { s.stats(r).await.map_err(to_status) },
+                    )
+                    .await
+                }
                 "Connect" => unary(payload, |r| async move { Ok(s.connect(r)) }).await,
                 "Shutdown" => {
                     unary(payload, |r| async move {

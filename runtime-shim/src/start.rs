@@ -74,7 +74,10 @@ impl Args {
             }
             let value = match inline {
                 Some(v) => v,
-                None => it.next().cloned().ok_or_else(|| format!("flag -{name} needs a value"))?,
+                None => it
+                    .next()
+                    .cloned()
+                    .ok_or_else(|| format!("flag -{name} needs a value"))?,
             };
             match name {
                 "namespace" => out.namespace = value,
@@ -163,7 +166,10 @@ pub fn start(args: &Args) -> std::io::Result<String> {
     }
     let listener = UnixListener::bind(&sock)?;
     let bundle = std::env::current_dir()?;
-    let log = OpenOptions::new().create(true).append(true).open(bundle.join("shim.log"))?;
+    let log = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(bundle.join("shim.log"))?;
     let fd = listener.as_raw_fd();
     let mut cmd = Command::new(std::env::current_exe()?);
     cmd.args(args.argv("serve"))
@@ -264,7 +270,10 @@ mod tests {
         assert!(a.socket_path().starts_with("/run/containerd/s/"));
         assert!(a.socket_path().as_os_str().len() < 108);
         let b = Args::parse(&strings(&["--namespace=x", "-id=y", "delete"])).unwrap();
-        assert_eq!((b.namespace.as_str(), b.id.as_str(), b.action), ("x", "y", Some(Action::Delete)));
+        assert_eq!(
+            (b.namespace.as_str(), b.id.as_str(), b.action),
+            ("x", "y", Some(Action::Delete))
+        );
         assert!(Args::parse(&strings(&["-bogus", "1"])).is_err());
         assert!(Args::parse(&strings(&["-id"])).is_err());
     }
@@ -280,7 +289,10 @@ mod tests {
         let first = a.socket_path();
         a.id = "b".into();
         assert_ne!(first, a.socket_path());
-        assert_eq!(a.ttrpc_address(None), PathBuf::from("/run/hull/hull.sock.ttrpc"));
+        assert_eq!(
+            a.ttrpc_address(None),
+            PathBuf::from("/run/hull/hull.sock.ttrpc")
+        );
         assert_eq!(a.ttrpc_address(Some("/x".into())), PathBuf::from("/x"));
     }
 }

@@ -127,9 +127,15 @@ mod tests {
         .unwrap();
         let m = metrics(&data);
         let cpu = m.cpu.unwrap().usage.unwrap();
-        assert_eq!((cpu.total, cpu.per_cpu, cpu.kernel, cpu.user), (10, vec![4, 6], 3, 7));
+        assert_eq!(
+            (cpu.total, cpu.per_cpu, cpu.kernel, cpu.user),
+            (10, vec![4, 6], 3, 7)
+        );
         let mem = m.memory.unwrap();
-        assert_eq!((mem.cache, mem.rss, mem.usage.unwrap().usage), (5, 77, 4096));
+        assert_eq!(
+            (mem.cache, mem.rss, mem.usage.unwrap().usage),
+            (5, 77, 4096)
+        );
         assert_eq!(m.pids.unwrap().current, 3);
     }
 }

@@ -11,6 +11,7 @@ use hull_proto::errdefs::{self, Classify, Kind};
 use hull_proto::headers;
 use hull_proto::identifiers::{LeaseId, Namespace};
 
+pub mod containers;
 pub mod content;
 pub mod diff;
 pub mod events;
@@ -22,7 +23,6 @@ pub mod namespaces;
 pub mod snapshots;
 pub mod tasks;
 pub mod ttrpc_events;
-pub mod containers;
 pub mod version;
 
 /// Largest message hulld accepts or sends, as containerd (16 MiB).

@@ -119,7 +119,9 @@ impl Classify for TaskError {
             TaskError::Container { .. } => Kind::FailedPrecondition,
             TaskError::Runtime(_) => Kind::NotFound,
             TaskError::Shim { source, .. } => source.kind(),
-            TaskError::ShimStart { .. } | TaskError::Bundle { .. } | TaskError::Join(_) => Kind::Unknown,
+            TaskError::ShimStart { .. } | TaskError::Bundle { .. } | TaskError::Join(_) => {
+                Kind::Unknown
+            }
             TaskError::Rootfs { .. } => Kind::Unknown,
         }
     }
@@ -235,7 +237,11 @@ impl TaskManager {
                 if parts.len() < 2 || runtime.contains('/') {
                     return Err(TaskError::Runtime(runtime.to_owned()));
                 }
-                format!("containerd-shim-{}-{}", parts[parts.len() - 2], parts[parts.len() - 1])
+                format!(
+                    "containerd-shim-{}-{}",
+                    parts[parts.len() - 2],
+                    parts[parts.len() - 1]
+                )
             }
         };
         if name.contains('/') {
@@ -280,13 +286,28 @@ impl TaskManager {
     /// # Errors
     /// AlreadyExists when the container has a task; FailedPrecondition
     /// when it has no root filesystem; the shim's error otherwise.
-    pub async fn create(self: &Arc<Self>, ns: &Namespace, container: ContainerSpec, req: NewTask) -> Result<u32, TaskError> {
+    pub async fn create(
+        self: &Arc<Self>,
+        ns: &Namespace,
+        container: ContainerSpec,
+        req: NewTask,
+    ) -> Result<u32, TaskError> {
         let key = (ns.to_string(), req.id.clone());
-        if self.lock().contains_key(&key) || !self.creating.lock().unwrap_or_else(|p| p.into_inner()).insert(key.clone()) {
+        if self.lock().contains_key(&key)
+            || !self
+                .creating
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(key.clone())
+        {
             return Err(TaskError::AlreadyExists(req.id));
         }
-        let _creating = CreatingGuard { mgr: self, key: key.clone() };
-        if req.rootfs.is_empty() && !container.has_snapshot && spec_root_is_bundle(&container.spec) {
+        let _creating = CreatingGuard {
+            mgr: self,
+            key: key.clone(),
+        };
+        if req.rootfs.is_empty() && !container.has_snapshot && spec_root_is_bundle(&container.spec)
+        {
             return Err(TaskError::Container {
                 id: req.id,
                 reason: "no root filesystem: no snapshot and no rootfs mounts",
@@ -308,8 +329,11 @@ impl TaskManager {
         }
         let options = req.options.clone().or(container.runtime_options.clone());
         let log_stop = self.shutdown.child_token();
-        shim::forward_log(&bundle, &req.id, &self.tasks, log_stop.clone()).map_err(bundle_err(&bundle))?;
-        let result = self.start_and_create(ns, &req, &binary, &bundle, options).await;
+        shim::forward_log(&bundle, &req.id, &self.tasks, log_stop.clone())
+            .map_err(bundle_err(&bundle))?;
+        let result = self
+            .start_and_create(ns, &req, &binary, &bundle, options)
+            .await;
         match result {
             Ok((mut shim, pid)) => {
                 shim.log_stop = log_stop;
@@ -337,7 +361,15 @@ impl TaskManager {
         bundle: &Path,
         options: Option<prost_types::Any>,
     ) -> Result<(Shim, u32), TaskError> {
-        let address = shim::start(&self.inv, binary, ns.as_str(), &req.id, bundle, options.as_ref()).await?;
+        let address = shim::start(
+            &self.inv,
+            binary,
+            ns.as_str(),
+            &req.id,
+            bundle,
+            options.as_ref(),
+        )
+        .await?;
         let a = bundle.join("address");
         let addr = address.clone();
         crate::blocking(move || std::fs::write(&a, addr).map_err(bundle_err(&a))).await?;
@@ -361,7 +393,10 @@ impl TaskManager {
             parent_checkpoint: String::new(),
             options,
         };
-        match shim.call::<_, api::CreateTaskResponse>("Create", &create).await {
+        match shim
+            .call::<_, api::CreateTaskResponse>("Create", &create)
+            .await
+        {
             Ok(resp) => Ok((shim, resp.pid)),
             Err(e) => {
                 shim.deleting.store(true, Ordering::SeqCst);
@@ -466,14 +501,22 @@ impl TaskManager {
     /// bundle, and report the task exited with 255, as containerd does.
     async fn cleanup_dead(&self, shim: &Shim) {
         tracing::warn!(namespace = %shim.namespace, id = %shim.id, "shim died; cleaning up");
-        let resp = shim::delete_dead(&self.inv, &shim.binary, &shim.namespace, &shim.id, &shim.bundle).await;
+        let resp = shim::delete_dead(
+            &self.inv,
+            &shim.binary,
+            &shim.namespace,
+            &shim.id,
+            &shim.bundle,
+        )
+        .await;
         self.reap_shim(&shim.bundle);
         shim.log_stop.cancel();
         let bundle = shim.bundle.clone();
         if let Err(e) = crate::blocking(move || remove_bundle(&bundle)).await {
             tracing::warn!(cause = %hull_proto::errdefs::message(&e), "remove bundle of dead shim");
         }
-        self.lock().remove(&(shim.namespace.clone(), shim.id.clone()));
+        self.lock()
+            .remove(&(shim.namespace.clone(), shim.id.clone()));
         let exited_at = Some(shim::now());
         shim.dead.send_replace(Some(api::WaitResponse {
             exit_status: shim::DEAD_SHIM_STATUS,
@@ -509,23 +552,27 @@ impl TaskManager {
     /// cleans up after dead ones. Returns how many were reconnected.
     pub async fn restore(self: &Arc<Self>) -> usize {
         let dir = self.dir.clone();
-        let found = crate::blocking(move || -> Result<Vec<(String, String, PathBuf)>, TaskError> {
-            let mut out = Vec::new();
-            let Ok(namespaces) = std::fs::read_dir(&dir) else {
-                return Ok(out);
-            };
-            for ns in namespaces.flatten() {
-                let Ok(ids) = std::fs::read_dir(ns.path()) else { continue };
-                for id in ids.flatten() {
-                    out.push((
-                        ns.file_name().to_string_lossy().into_owned(),
-                        id.file_name().to_string_lossy().into_owned(),
-                        id.path(),
-                    ));
+        let found = crate::blocking(
+            move || -> Result<Vec<(String, String, PathBuf)>, TaskError> {
+                let mut out = Vec::new();
+                let Ok(namespaces) = std::fs::read_dir(&dir) else {
+                    return Ok(out);
+                };
+                for ns in namespaces.flatten() {
+                    let Ok(ids) = std::fs::read_dir(ns.path()) else {
+                        continue;
+                    };
+                    for id in ids.flatten() {
+                        out.push((
+                            ns.file_name().to_string_lossy().into_owned(),
+                            id.file_name().to_string_lossy().into_owned(),
+                            id.path(),
+                        ));
+                    }
                 }
-            }
-            Ok(out)
-        })
+                Ok(out)
+            },
+        )
         .await
         .unwrap_or_default();
         let mut live = 0;
@@ -542,13 +589,15 @@ impl TaskManager {
             let Some(client) = client else {
                 // Nothing answers: clean up as after a crash, reporting the
                 // exit only if a shim had been started.
-                self.cleanup_unreachable(&ns, &id, &bundle, !address.trim().is_empty()).await;
+                self.cleanup_unreachable(&ns, &id, &bundle, !address.trim().is_empty())
+                    .await;
                 continue;
             };
             let mut shim = Shim::new(ns.clone(), id.clone(), bundle.clone(), binary, client);
             shim.log_stop = self.shutdown.child_token();
             if bundle.join("log").exists() {
-                if let Err(e) = shim::forward_log(&bundle, &id, &self.tasks, shim.log_stop.clone()) {
+                if let Err(e) = shim::forward_log(&bundle, &id, &self.tasks, shim.log_stop.clone())
+                {
                     tracing::warn!(%id, cause = %e, "reopen shim log");
                 }
             }
@@ -575,7 +624,9 @@ impl TaskManager {
             .ok();
         let mut pid = 0;
         if let Some(binary) = binary.filter(|_| had_shim) {
-            pid = shim::delete_dead(&self.inv, &binary, ns, id, bundle).await.pid;
+            pid = shim::delete_dead(&self.inv, &binary, ns, id, bundle)
+                .await
+                .pid;
         }
         let b = bundle.to_owned();
         if let Err(e) = crate::blocking(move || remove_bundle(&b)).await {
@@ -608,7 +659,11 @@ struct CreatingGuard<'a> {
 
 impl Drop for CreatingGuard<'_> {
     fn drop(&mut self) {
-        self.mgr.creating.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.key);
+        self.mgr
+            .creating
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.key);
     }
 }
 

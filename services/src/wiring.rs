@@ -191,7 +191,11 @@ pub fn plugins() -> Vec<PluginInfo> {
     ] {
         out.push(PluginInfo::new(GRPC, svc, &[SERVICE]));
     }
-    out.push(PluginInfo::new("io.containerd.runtime.v2", "task", &["io.containerd.event.v1"]));
+    out.push(PluginInfo::new(
+        "io.containerd.runtime.v2",
+        "task",
+        &["io.containerd.event.v1"],
+    ));
     out
 }
 

@@ -265,6 +265,54 @@ impl Drop for Daemon {
                 self.log()
             );
         }
+        self.remove_leftover_tasks();
+    }
+}
+
+impl Daemon {
+    /// hulld's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// Shims outlive hulld by design: after a test (failed or not), end the
+    /// shims this daemon started, their containers and their mounts.
+    fn remove_leftover_tasks(&self) {
+        let shims = self.dir.path().join("state/shims");
+        let Ok(namespaces) = std::fs::read_dir(&shims) else {
+            return;
+        };
+        for ns in namespaces.flatten() {
+            let Ok(bundles) = std::fs::read_dir(ns.path()) else {
+                continue;
+            };
+            for b in bundles.flatten() {
+                let bundle = b.path();
+                if let Some(pid) = std::fs::read_to_string(bundle.join("shim.pid"))
+                    .ok()
+                    .and_then(|p| p.trim().parse::<i32>().ok())
+                    .filter(|p| *p > 1)
+                {
+                    // SAFETY: kill(2) on the pid of a shim this daemon
+                    // started, read from its own bundle.
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                }
+                let runc_root = self.dir.path().join("runc").join(ns.file_name());
+                let _ = Command::new("runc")
+                    .arg("--root")
+                    .arg(&runc_root)
+                    .args(["delete", "--force"])
+                    .arg(b.file_name())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status();
+                let rootfs = bundle.join("rootfs");
+                if let Ok(c) = std::ffi::CString::new(rootfs.as_os_str().as_encoded_bytes()) {
+                    // SAFETY: a NUL-terminated path alive for the call.
+                    unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+                }
+            }
+        }
     }
 }
 

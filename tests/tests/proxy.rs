@@ -79,8 +79,16 @@ fn containerd_runs_containers_on_hulls_snapshotter_and_shim() {
     // hull-shim installed as containerd-shim-hull-v1, on containerd's PATH.
     let bin = d.join("bin");
     std::fs::create_dir_all(&bin).expect("bin dir");
-    std::os::unix::fs::symlink(workspace_bin("hull-shim"), bin.join("containerd-shim-hull-v1")).expect("link shim");
-    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+    std::os::unix::fs::symlink(
+        workspace_bin("hull-shim"),
+        bin.join("containerd-shim-hull-v1"),
+    )
+    .expect("link shim");
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
     let _ctd = Guard(Some(
         Command::new("containerd")
             .env("PATH", path)
@@ -158,9 +166,21 @@ fn containerd_runs_containers_on_hulls_snapshotter_and_shim() {
         "echo from-hull-shim",
     ]);
     assert_eq!(out.trim(), "from-hull-shim");
-    ctr(&["run", "-d", "--runtime", "io.containerd.hull.v1", "docker.io/hull/proxy:1", "hull-shim-sleep", "sleep", "100"]);
+    ctr(&[
+        "run",
+        "-d",
+        "--runtime",
+        "io.containerd.hull.v1",
+        "docker.io/hull/proxy:1",
+        "hull-shim-sleep",
+        "sleep",
+        "100",
+    ]);
     let ls = ctr(&["tasks", "ls"]);
-    assert!(ls.contains("hull-shim-sleep") && ls.contains("RUNNING"), "{ls}");
+    assert!(
+        ls.contains("hull-shim-sleep") && ls.contains("RUNNING"),
+        "{ls}"
+    );
     ctr(&["tasks", "kill", "-s", "SIGKILL", "hull-shim-sleep"]);
     let mut stopped = false;
     for _ in 0..100 {

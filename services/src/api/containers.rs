@@ -4,7 +4,9 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
-use hull_proto::containerd::events::{container_create, ContainerCreate, ContainerDelete, ContainerUpdate};
+use hull_proto::containerd::events::{
+    container_create, ContainerCreate, ContainerDelete, ContainerUpdate,
+};
 use hull_proto::containerd::services::containers::v1::{
     container::Runtime, containers_server::Containers, Container as Proto, CreateContainerRequest,
     CreateContainerResponse, DeleteContainerRequest, GetContainerRequest, GetContainerResponse,
@@ -73,7 +75,10 @@ fn from_proto(p: Option<Proto>) -> Container {
 
 #[tonic::async_trait]
 impl Containers for ContainersService {
-    async fn get(&self, req: Request<GetContainerRequest>) -> Result<Response<GetContainerResponse>, Status> {
+    async fn get(
+        &self,
+        req: Request<GetContainerRequest>,
+    ) -> Result<Response<GetContainerResponse>, Status> {
         let ns = namespace(&req)?;
         let id = req.into_inner().id;
         let db = self.db.clone();
@@ -83,7 +88,10 @@ impl Containers for ContainersService {
         }))
     }
 
-    async fn list(&self, req: Request<ListContainersRequest>) -> Result<Response<ListContainersResponse>, Status> {
+    async fn list(
+        &self,
+        req: Request<ListContainersRequest>,
+    ) -> Result<Response<ListContainersResponse>, Status> {
         let ns = namespace(&req)?;
         let filter = Filter::parse(&req.into_inner().filters).map_err(status)?;
         let db = self.db.clone();
@@ -95,7 +103,10 @@ impl Containers for ContainersService {
 
     type ListStreamStream = BoxStream<ListContainerMessage>;
 
-    async fn list_stream(&self, req: Request<ListContainersRequest>) -> Result<Response<Self::ListStreamStream>, Status> {
+    async fn list_stream(
+        &self,
+        req: Request<ListContainersRequest>,
+    ) -> Result<Response<Self::ListStreamStream>, Status> {
         let ns = namespace(&req)?;
         let filter = Filter::parse(&req.into_inner().filters).map_err(status)?;
         let db = self.db.clone();
@@ -111,7 +122,10 @@ impl Containers for ContainersService {
         Ok(Response::new(Box::pin(tokio_stream::iter(items))))
     }
 
-    async fn create(&self, req: Request<CreateContainerRequest>) -> Result<Response<CreateContainerResponse>, Status> {
+    async fn create(
+        &self,
+        req: Request<CreateContainerRequest>,
+    ) -> Result<Response<CreateContainerResponse>, Status> {
         let ns = namespace(&req)?;
         let c = from_proto(req.into_inner().container);
         let db = self.db.clone();
@@ -135,7 +149,10 @@ impl Containers for ContainersService {
         }))
     }
 
-    async fn update(&self, req: Request<UpdateContainerRequest>) -> Result<Response<UpdateContainerResponse>, Status> {
+    async fn update(
+        &self,
+        req: Request<UpdateContainerRequest>,
+    ) -> Result<Response<UpdateContainerResponse>, Status> {
         let ns = namespace(&req)?;
         let req = req.into_inner();
         let paths = paths(req.update_mask);
@@ -166,7 +183,8 @@ impl Containers for ContainersService {
         let (n, i) = (ns.clone(), id.clone());
         run(move || db.delete_container(&n, &i)).await?;
         self.db.flush().await.map_err(status)?;
-        self.events.publish(&ns, "/containers/delete", &ContainerDelete { id });
+        self.events
+            .publish(&ns, "/containers/delete", &ContainerDelete { id });
         self.db.schedule_gc();
         Ok(Response::new(()))
     }

@@ -6,11 +6,12 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 use hull_proto::containerd::services::tasks::v1::{
-    tasks_server::Tasks, CheckpointTaskRequest, CheckpointTaskResponse, CloseIoRequest, CreateTaskRequest,
-    CreateTaskResponse, DeleteProcessRequest, DeleteResponse, DeleteTaskRequest, ExecProcessRequest, GetRequest,
-    GetResponse, KillRequest, ListPidsRequest, ListPidsResponse, ListTasksRequest, ListTasksResponse,
-    MetricsRequest, MetricsResponse, PauseTaskRequest, ResizePtyRequest, ResumeTaskRequest, StartRequest,
-    StartResponse, UpdateTaskRequest, WaitRequest, WaitResponse,
+    tasks_server::Tasks, CheckpointTaskRequest, CheckpointTaskResponse, CloseIoRequest,
+    CreateTaskRequest, CreateTaskResponse, DeleteProcessRequest, DeleteResponse, DeleteTaskRequest,
+    ExecProcessRequest, GetRequest, GetResponse, KillRequest, ListPidsRequest, ListPidsResponse,
+    ListTasksRequest, ListTasksResponse, MetricsRequest, MetricsResponse, PauseTaskRequest,
+    ResizePtyRequest, ResumeTaskRequest, StartRequest, StartResponse, UpdateTaskRequest,
+    WaitRequest, WaitResponse,
 };
 use hull_proto::containerd::task::v2 as shim;
 use hull_proto::containerd::types::Metric;
@@ -35,7 +36,11 @@ pub struct TasksService {
 
 impl TasksService {
     /// Serves tasks of `db`'s containers through `manager`.
-    pub fn new(db: Arc<MetaDb>, snapshotters: Arc<Snapshotters>, manager: Arc<TaskManager>) -> Self {
+    pub fn new(
+        db: Arc<MetaDb>,
+        snapshotters: Arc<Snapshotters>,
+        manager: Arc<TaskManager>,
+    ) -> Self {
         TasksService {
             db,
             snapshotters,
@@ -82,11 +87,17 @@ fn process_from_state(container_id: &str, s: shim::StateResponse) -> Process {
 
 #[tonic::async_trait]
 impl Tasks for TasksService {
-    async fn create(&self, req: Request<CreateTaskRequest>) -> Result<Response<CreateTaskResponse>, Status> {
+    async fn create(
+        &self,
+        req: Request<CreateTaskRequest>,
+    ) -> Result<Response<CreateTaskResponse>, Status> {
         let ns = namespace(&req)?;
         let req = req.into_inner();
         if req.checkpoint.is_some() {
-            return Err(errdefs::status(Kind::NotImplemented, "restoring from a checkpoint is not supported"));
+            return Err(errdefs::status(
+                Kind::NotImplemented,
+                "restoring from a checkpoint is not supported",
+            ));
         }
         let db = self.db.clone();
         let (n, id) = (ns.clone(), req.container_id.clone());
@@ -107,7 +118,11 @@ impl Tasks for TasksService {
         let spec = ContainerSpec {
             runtime_name: container.runtime_name.clone(),
             runtime_options: container.runtime_options.clone(),
-            spec: container.spec.as_ref().map(|a| a.value.clone()).unwrap_or_default(),
+            spec: container
+                .spec
+                .as_ref()
+                .map(|a| a.value.clone())
+                .unwrap_or_default(),
             has_snapshot: !container.snapshot_key.is_empty(),
         };
         let new = NewTask {
@@ -120,7 +135,11 @@ impl Tasks for TasksService {
             options: req.options,
             runtime_path: req.runtime_path,
         };
-        let pid = self.manager.create(&ns, spec, new).await.map_err(shim_status)?;
+        let pid = self
+            .manager
+            .create(&ns, spec, new)
+            .await
+            .map_err(shim_status)?;
         Ok(Response::new(CreateTaskResponse {
             container_id: req.container_id,
             pid,
@@ -144,7 +163,10 @@ impl Tasks for TasksService {
         Ok(Response::new(StartResponse { pid: r.pid }))
     }
 
-    async fn delete(&self, req: Request<DeleteTaskRequest>) -> Result<Response<DeleteResponse>, Status> {
+    async fn delete(
+        &self,
+        req: Request<DeleteTaskRequest>,
+    ) -> Result<Response<DeleteResponse>, Status> {
         let ns = namespace(&req)?;
         let id = req.into_inner().container_id;
         let r = self.manager.delete(&ns, &id).await.map_err(shim_status)?;
@@ -156,11 +178,17 @@ impl Tasks for TasksService {
         }))
     }
 
-    async fn delete_process(&self, req: Request<DeleteProcessRequest>) -> Result<Response<DeleteResponse>, Status> {
+    async fn delete_process(
+        &self,
+        req: Request<DeleteProcessRequest>,
+    ) -> Result<Response<DeleteResponse>, Status> {
         let ns = namespace(&req)?;
         let req = req.into_inner();
         if req.exec_id.is_empty() {
-            return Err(errdefs::status(Kind::InvalidArgument, "exec id must be set; delete the task instead"));
+            return Err(errdefs::status(
+                Kind::InvalidArgument,
+                "exec id must be set; delete the task instead",
+            ));
         }
         let shim = self.shim(&ns, &req.container_id)?;
         let r: shim::DeleteResponse = shim
@@ -200,7 +228,10 @@ impl Tasks for TasksService {
         }))
     }
 
-    async fn list(&self, req: Request<ListTasksRequest>) -> Result<Response<ListTasksResponse>, Status> {
+    async fn list(
+        &self,
+        req: Request<ListTasksRequest>,
+    ) -> Result<Response<ListTasksResponse>, Status> {
         let ns = namespace(&req)?;
         let filter = req.into_inner().filter;
         let filter = if filter.is_empty() {
@@ -225,7 +256,9 @@ impl Tasks for TasksService {
             match state {
                 Ok(s) => tasks.push(process_from_state(&shim.id, s)),
                 // A shim that just died is being cleaned up; skip it.
-                Err(e) => tracing::debug!(id = %shim.id, cause = %errdefs::message(&e), "task state"),
+                Err(e) => {
+                    tracing::debug!(id = %shim.id, cause = %errdefs::message(&e), "task state")
+                }
             }
         }
         Ok(Response::new(ListTasksResponse { tasks }))
@@ -253,7 +286,10 @@ impl Tasks for TasksService {
         let ns = namespace(&req)?;
         let req = req.into_inner();
         if req.exec_id.is_empty() {
-            return Err(errdefs::status(Kind::InvalidArgument, "exec id must not be empty"));
+            return Err(errdefs::status(
+                Kind::InvalidArgument,
+                "exec id must not be empty",
+            ));
         }
         let shim = self.shim(&ns, &req.container_id)?;
         shim.call::<_, ()>(
@@ -328,7 +364,10 @@ impl Tasks for TasksService {
         Ok(Response::new(()))
     }
 
-    async fn list_pids(&self, req: Request<ListPidsRequest>) -> Result<Response<ListPidsResponse>, Status> {
+    async fn list_pids(
+        &self,
+        req: Request<ListPidsRequest>,
+    ) -> Result<Response<ListPidsResponse>, Status> {
         let ns = namespace(&req)?;
         let id = req.into_inner().container_id;
         let shim = self.shim(&ns, &id)?;
@@ -336,11 +375,19 @@ impl Tasks for TasksService {
             .call("Pids", &shim::PidsRequest { id })
             .await
             .map_err(shim_status)?;
-        Ok(Response::new(ListPidsResponse { processes: r.processes }))
+        Ok(Response::new(ListPidsResponse {
+            processes: r.processes,
+        }))
     }
 
-    async fn checkpoint(&self, _req: Request<CheckpointTaskRequest>) -> Result<Response<CheckpointTaskResponse>, Status> {
-        Err(errdefs::status(Kind::NotImplemented, "checkpoint is not supported"))
+    async fn checkpoint(
+        &self,
+        _req: Request<CheckpointTaskRequest>,
+    ) -> Result<Response<CheckpointTaskResponse>, Status> {
+        Err(errdefs::status(
+            Kind::NotImplemented,
+            "checkpoint is not supported",
+        ))
     }
 
     async fn update(&self, req: Request<UpdateTaskRequest>) -> Result<Response<()>, Status> {
@@ -360,7 +407,10 @@ impl Tasks for TasksService {
         Ok(Response::new(()))
     }
 
-    async fn metrics(&self, req: Request<MetricsRequest>) -> Result<Response<MetricsResponse>, Status> {
+    async fn metrics(
+        &self,
+        req: Request<MetricsRequest>,
+    ) -> Result<Response<MetricsResponse>, Status> {
         let ns = namespace(&req)?;
         let filter = Filter::parse(&req.into_inner().filters).map_err(status)?;
         let mut metrics = Vec::new();
@@ -369,7 +419,12 @@ impl Tasks for TasksService {
                 continue;
             }
             let stats = shim
-                .call::<_, shim::StatsResponse>("Stats", &shim::StatsRequest { id: shim.id.clone() })
+                .call::<_, shim::StatsResponse>(
+                    "Stats",
+                    &shim::StatsRequest {
+                        id: shim.id.clone(),
+                    },
+                )
                 .await;
             match stats {
                 Ok(s) => metrics.push(Metric {
@@ -377,7 +432,9 @@ impl Tasks for TasksService {
                     id: shim.id.clone(),
                     data: s.stats,
                 }),
-                Err(e) => tracing::debug!(id = %shim.id, cause = %errdefs::message(&e), "task stats"),
+                Err(e) => {
+                    tracing::debug!(id = %shim.id, cause = %errdefs::message(&e), "task stats")
+                }
             }
         }
         Ok(Response::new(MetricsResponse { metrics }))
@@ -402,11 +459,14 @@ impl Tasks for TasksService {
                 // The shim died under the wait: report what containerd
                 // reports for a dead shim once the cleanup has run.
                 let mut dead = shim.dead.subscribe();
-                let cleaned = tokio::time::timeout(std::time::Duration::from_secs(15), dead.wait_for(|d| d.is_some()))
-                    .await
-                    .ok()
-                    .and_then(|r| r.ok().map(|d| d.clone()))
-                    .flatten();
+                let cleaned = tokio::time::timeout(
+                    std::time::Duration::from_secs(15),
+                    dead.wait_for(|d| d.is_some()),
+                )
+                .await
+                .ok()
+                .and_then(|r| r.ok().map(|d| d.clone()))
+                .flatten();
                 match cleaned {
                     Some(d) => d,
                     None => return Err(shim_status(e)),

@@ -29,13 +29,21 @@ impl TtrpcEvents {
             message: m,
             details: Vec::new(),
         };
-        let env = req.envelope.ok_or_else(|| invalid("envelope must be set".into()))?;
+        let env = req
+            .envelope
+            .ok_or_else(|| invalid("envelope must be set".into()))?;
         let ns = Namespace::new(&env.namespace).map_err(|e| invalid(errdefs::message(&e)))?;
         validate_topic(&env.topic).map_err(|e| invalid(errdefs::message(&e)))?;
-        let event = env.event.ok_or_else(|| invalid("event must be set".into()))?;
+        let event = env
+            .event
+            .ok_or_else(|| invalid("event must be set".into()))?;
         let timestamp = env
             .timestamp
-            .map(|t| t.seconds.saturating_mul(1_000_000_000).saturating_add(i64::from(t.nanos)))
+            .map(|t| {
+                t.seconds
+                    .saturating_mul(1_000_000_000)
+                    .saturating_add(i64::from(t.nanos))
+            })
             .unwrap_or_else(crate::now_nanos);
         tracing::debug!(namespace = %ns, topic = %env.topic, "event from shim");
         self.events.forward(Envelope {
@@ -53,7 +61,12 @@ impl Service for TtrpcEvents {
         "containerd.services.events.ttrpc.v1.Events"
     }
 
-    fn call(self: Arc<Self>, _ctx: Context, method: String, payload: Vec<u8>) -> BoxFuture<Result<Vec<u8>, Status>> {
+    fn call(
+        self: Arc<Self>,
+        _ctx: Context,
+        method: String,
+        payload: Vec<u8>,
+    ) -> BoxFuture<Result<Vec<u8>, Status>> {
         Box::pin(async move {
             match method.as_str() {
                 "Forward" => {

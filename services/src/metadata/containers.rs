@@ -69,7 +69,9 @@ fn validate(c: &Container) -> Result<()> {
         return Err(MetadataError::Missing("container.Spec"));
     }
     if !c.snapshot_key.is_empty() && c.snapshotter.is_empty() {
-        return Err(MetadataError::Missing("container.Snapshotter (with a snapshot key)"));
+        return Err(MetadataError::Missing(
+            "container.Snapshotter (with a snapshot key)",
+        ));
     }
     Ok(())
 }
@@ -122,7 +124,9 @@ impl MetaDb {
     /// # Errors
     /// NotFound.
     pub fn get_container(&self, ns: &Namespace, id: &str) -> Result<Container> {
-        let rec = self.get(&container_key(ns, id))?.ok_or_else(|| not_found(id))?;
+        let rec = self
+            .get(&container_key(ns, id))?
+            .ok_or_else(|| not_found(id))?;
         Ok(from_record(id.to_owned(), rec))
     }
 
@@ -169,7 +173,12 @@ impl MetaDb {
     /// # Errors
     /// NotFound; InvalidArgument for other paths, an immutable field
     /// changed, or an invalid result.
-    pub fn update_container(&self, ns: &Namespace, new: &Container, paths: &[String]) -> Result<Container> {
+    pub fn update_container(
+        &self,
+        ns: &Namespace,
+        new: &Container,
+        paths: &[String],
+    ) -> Result<Container> {
         if new.id.is_empty() {
             return Err(MetadataError::Missing("container id"));
         }
@@ -191,7 +200,8 @@ impl MetaDb {
                 if updated.runtime_name != new.runtime_name {
                     return Err(immutable("runtime.name"));
                 }
-                default_paths = ["labels", "spec", "extensions", "image", "snapshotkey"].map(String::from);
+                default_paths =
+                    ["labels", "spec", "extensions", "image", "snapshotkey"].map(String::from);
                 &default_paths[..]
             } else {
                 paths

@@ -24,7 +24,8 @@ use crate::snapshots::Snapshotters;
 
 use super::leases::{parse_expiry, CONTENT};
 use super::schema::{
-    key, kinds, prefix, split, tail, BlobRecord, ContainerRecord, ImageRecord, LeaseRecord, NamespaceRecord,
+    key, kinds, prefix, split, tail, BlobRecord, ContainerRecord, ImageRecord, LeaseRecord,
+    NamespaceRecord,
 };
 use super::{MetaDb, Result};
 
@@ -108,7 +109,10 @@ impl MetaDb {
                     if k.starts_with(GC_REF_CONTENT) {
                         stack.push((v.clone(), true));
                     } else if let Some(sn) = k.strip_prefix(GC_REF_SNAPSHOT) {
-                        snapshot_roots.entry(sn.to_owned()).or_default().insert(format!("{n}/{v}"));
+                        snapshot_roots
+                            .entry(sn.to_owned())
+                            .or_default()
+                            .insert(format!("{n}/{v}"));
                     }
                 }
             }

@@ -65,7 +65,13 @@ fn md(ns: &str) -> Vec<KeyValue> {
 
 impl Shim {
     /// Wraps a connected client.
-    pub fn new(namespace: String, id: String, bundle: PathBuf, binary: PathBuf, client: Client) -> Shim {
+    pub fn new(
+        namespace: String,
+        id: String,
+        bundle: PathBuf,
+        binary: PathBuf,
+        client: Client,
+    ) -> Shim {
         Shim {
             namespace,
             id,
@@ -82,7 +88,11 @@ impl Shim {
     ///
     /// # Errors
     /// The shim's status, or Unavailable when it cannot be reached.
-    pub async fn call<Req: Message, Resp: Message + Default>(&self, method: &str, req: &Req) -> Result<Resp, TaskError> {
+    pub async fn call<Req: Message, Resp: Message + Default>(
+        &self,
+        method: &str,
+        req: &Req,
+    ) -> Result<Resp, TaskError> {
         self.client
             .call(TASK_SERVICE, method, req, md(&self.namespace), None)
             .await
@@ -153,7 +163,13 @@ pub async fn start(
 
 /// Runs `<binary> ... delete` in `bundle` after its shim died, and returns
 /// what it reports (or a SIGKILL exit when it reports nothing).
-pub async fn delete_dead(inv: &Invocation, binary: &Path, namespace: &str, id: &str, bundle: &Path) -> api::DeleteResponse {
+pub async fn delete_dead(
+    inv: &Invocation,
+    binary: &Path,
+    namespace: &str,
+    id: &str,
+    bundle: &Path,
+) -> api::DeleteResponse {
     let mut cmd = tokio::process::Command::new(binary);
     cmd.arg("-namespace")
         .arg(namespace)
@@ -178,7 +194,9 @@ pub async fn delete_dead(inv: &Invocation, binary: &Path, namespace: &str, id: &
         exited_at: Some(crate::timestamp(crate::now_nanos())),
     };
     match tokio::time::timeout(COMMAND_TIMEOUT, cmd.output()).await {
-        Ok(Ok(out)) if out.status.success() => api::DeleteResponse::decode(out.stdout.as_slice()).unwrap_or(fallback),
+        Ok(Ok(out)) if out.status.success() => {
+            api::DeleteResponse::decode(out.stdout.as_slice()).unwrap_or(fallback)
+        }
         Ok(Ok(out)) => {
             tracing::warn!(%id, binary = %binary.display(), stderr = %String::from_utf8_lossy(&out.stderr).trim(), "shim delete failed");
             fallback
@@ -199,15 +217,19 @@ pub async fn delete_dead(inv: &Invocation, binary: &Path, namespace: &str, id: &
 /// # Errors
 /// Unavailable when nothing answers there.
 pub async fn connect(address: &str, id: &str) -> Result<Client, TaskError> {
-    Client::connect(address).await.map_err(|source| TaskError::Shim {
-        id: id.to_owned(),
-        source,
-    })
+    Client::connect(address)
+        .await
+        .map_err(|source| TaskError::Shim {
+            id: id.to_owned(),
+            source,
+        })
 }
 
 /// The time now, for exits reported on a dead shim's behalf.
 pub fn now() -> prost_types::Timestamp {
-    let d = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    let d = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
     prost_types::Timestamp {
         seconds: d.as_secs() as i64,
         nanos: d.subsec_nanos() as i32,
