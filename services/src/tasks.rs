@@ -419,7 +419,8 @@ impl TaskManager {
     /// NotFound; the shim's error (e.g. FailedPrecondition while running).
     pub async fn delete(&self, ns: &Namespace, id: &str) -> Result<api::DeleteResponse, TaskError> {
         let shim = self.get(ns, id)?;
-        if let Some(dead) = shim.dead.borrow().clone() {
+        let dead = *shim.dead.borrow();
+        if let Some(dead) = dead {
             return Ok(api::DeleteResponse {
                 pid: 0,
                 exit_status: dead.exit_status,

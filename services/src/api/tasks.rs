@@ -465,7 +465,7 @@ impl Tasks for TasksService {
                 )
                 .await
                 .ok()
-                .and_then(|r| r.ok().map(|d| d.clone()))
+                .and_then(|r| r.ok().map(|d| *d))
                 .flatten();
                 match cleaned {
                     Some(d) => d,
