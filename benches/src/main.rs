@@ -4,7 +4,7 @@
 //!
 //! Run from a release build: `cargo build --release --workspace --bins &&
 //! target/release/hull-bench`. `--quick` shrinks the workloads for a smoke
-//! run.
+//! run; `--tasks` runs the container lifecycle measures instead.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -15,6 +15,8 @@ use anyhow::{bail, Context as _, Result};
 use sha2::{Digest as _, Sha256};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
+
+mod tasks;
 
 use hull_client::Client;
 use hull_proto::containerd::services::content::v1::{WriteAction, WriteContentRequest};
@@ -540,9 +542,64 @@ const ORDER: &[(&str, bool)] = &[
     ("idle RSS after load (MiB)", false),
 ];
 
+/// `--tasks`: the container lifecycle measures alone.
+async fn main_tasks(quick: bool) -> Result<()> {
+    let runs = if quick { 5 } else { 20 };
+    let work = tempfile::Builder::new()
+        .prefix("hull-bench-tasks-")
+        .tempdir()?;
+    let image = tasks::build_image(work.path());
+    let (hull, _hc) = start_hulld().await?;
+    let h = tasks::measure(&hull.address, hull.child.id(), &image, runs)?;
+    let bare = tasks::bare_runc(&hull.address, work.path(), runs)?;
+    drop(hull);
+    let c = match start_containerd().await? {
+        Some((ctd, _cc)) => Some(tasks::measure(&ctd.address, ctd.child.id(), &image, runs)?),
+        None => None,
+    };
+    println!("container lifecycle, median of {runs} where repeated");
+    println!(
+        "{:<44} {:>10} {:>12} {:>11}",
+        "measure", "hulld", "containerd", "hull/ctrd"
+    );
+    let row = |name: &str, h: f64, c: Option<f64>| match c {
+        Some(c) => println!("{name:<44} {h:>10.3} {c:>12.3} {:>11.2}", h / c),
+        None => println!("{name:<44} {h:>10.3} {:>12} {:>11}", "-", "-"),
+    };
+    row(
+        "ctr run --rm /bin/true (s)",
+        h.run_rm,
+        c.as_ref().map(|c| c.run_rm),
+    );
+    println!(
+        "{:<44} {bare:>10.3}   (hull/runc {:.2})",
+        "bare runc run /bin/true (s)",
+        h.run_rm / bare
+    );
+    row(
+        "daemon RSS, 20 containers running (MiB)",
+        h.daemon_rss,
+        c.as_ref().map(|c| c.daemon_rss),
+    );
+    row(
+        "shim RSS, median of 20 (MiB)",
+        h.shim_rss,
+        c.as_ref().map(|c| c.shim_rss),
+    );
+    row(
+        "100 containers, 10 clients (s)",
+        h.start_100,
+        c.as_ref().map(|c| c.start_100),
+    );
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
     let quick = std::env::args().any(|a| a == "--quick");
+    if std::env::args().any(|a| a == "--tasks") {
+        return main_tasks(quick).await;
+    }
     let sizes = if quick {
         Sizes {
             big_mib: 64,

@@ -1,0 +1,224 @@
+//! Container lifecycle measures: `ctr run --rm` latency (against bare
+//! `runc run` of the same bundle too), daemon and shim memory with 20
+//! containers running, and 100 containers started by 10 concurrent clients.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use anyhow::{bail, Context as _, Result};
+
+use hull_tests::image::{busybox_layer, write_oci_layers};
+
+/// The image every measure runs.
+pub const IMAGE: &str = "docker.io/hull/bench-busybox:1";
+
+/// Writes the busybox image archive.
+pub fn build_image(dir: &Path) -> PathBuf {
+    let tar = dir.join("busybox.tar");
+    write_oci_layers(&tar, &[busybox_layer(&BTreeMap::new())], IMAGE);
+    tar
+}
+
+fn ctr(address: &Path, args: &[&str]) -> Result<String> {
+    let out = Command::new("ctr")
+        .arg("--address")
+        .arg(address)
+        .args(["--namespace", "bench"])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()?;
+    if !out.status.success() {
+        bail!("ctr {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Pids of the shims serving containers of this daemon, found by the
+/// `-address` they were started with.
+fn shim_pids(address: &Path) -> Vec<u32> {
+    let needle = format!("-address\0{}\0", address.display());
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else {
+            continue;
+        };
+        let cmd = String::from_utf8_lossy(&cmd);
+        if cmd.contains(&needle) && !cmd.ends_with("start\0") {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// What one daemon measured.
+pub struct TaskResults {
+    /// Median wall time of `ctr run --rm IMAGE id /bin/true`, seconds.
+    pub run_rm: f64,
+    /// Daemon RSS with 20 containers running, MiB.
+    pub daemon_rss: f64,
+    /// Median shim RSS with 20 containers running, MiB.
+    pub shim_rss: f64,
+    /// 100 containers started by 10 concurrent clients, seconds.
+    pub start_100: f64,
+}
+
+fn remove_all(address: &Path, ids: &[String]) -> Result<()> {
+    for id in ids {
+        // Already stopped is fine: kill reports NotFound then.
+        let _ = ctr(address, &["tasks", "kill", "-s", "SIGKILL", id]);
+    }
+    for id in ids {
+        let deadline = Instant::now() + std::time::Duration::from_secs(20);
+        while ctr(address, &["tasks", "rm", id]).is_err() && Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+    for chunk in ids.chunks(50) {
+        let mut args = vec!["containers", "rm"];
+        args.extend(chunk.iter().map(String::as_str));
+        ctr(address, &args)?;
+    }
+    Ok(())
+}
+
+/// Runs every lifecycle measure against the daemon at `address`.
+pub fn measure(address: &Path, daemon_pid: u32, image: &Path, runs: usize) -> Result<TaskResults> {
+    ctr(
+        address,
+        &["images", "import", image.to_str().context("path")?],
+    )?;
+    // One untimed run warms caches and the shim binary.
+    ctr(address, &["run", "--rm", IMAGE, "warm", "/bin/true"])?;
+    let mut times = Vec::new();
+    for i in 0..runs {
+        let id = format!("rm{i}");
+        let t = Instant::now();
+        ctr(address, &["run", "--rm", IMAGE, &id, "/bin/true"])?;
+        times.push(t.elapsed().as_secs_f64());
+    }
+    let run_rm = median(times);
+
+    let ids: Vec<String> = (0..20).map(|i| format!("idle{i}")).collect();
+    for id in &ids {
+        ctr(address, &["run", "-d", IMAGE, id, "sleep", "600"])?;
+    }
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let daemon_rss = rss_kib(daemon_pid) as f64 / 1024.0;
+    let mut shims: Vec<f64> = shim_pids(address)
+        .into_iter()
+        .map(|p| rss_kib(p) as f64 / 1024.0)
+        .collect();
+    if shims.is_empty() {
+        shims.push(f64::NAN);
+    }
+    let shim_rss = median(shims);
+    remove_all(address, &ids)?;
+
+    let t = Instant::now();
+    let workers: Vec<_> = (0..10)
+        .map(|w| {
+            let address = address.to_owned();
+            std::thread::spawn(move || -> Result<()> {
+                for i in 0..10 {
+                    ctr(
+                        &address,
+                        &["run", "-d", IMAGE, &format!("many{w}-{i}"), "sleep", "600"],
+                    )?;
+                }
+                Ok(())
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join()
+            .map_err(|_| anyhow::anyhow!("client thread panicked"))??;
+    }
+    let start_100 = t.elapsed().as_secs_f64();
+    let ids: Vec<String> = (0..10)
+        .flat_map(|w| (0..10).map(move |i| format!("many{w}-{i}")))
+        .collect();
+    remove_all(address, &ids)?;
+    Ok(TaskResults {
+        run_rm,
+        daemon_rss,
+        shim_rss,
+        start_100,
+    })
+}
+
+/// Median wall time of bare `runc run` of a bundle holding the image's
+/// root (mounted through `address`) and `/bin/true`.
+pub fn bare_runc(address: &Path, work: &Path, runs: usize) -> Result<f64> {
+    let bundle = work.join("runc-bundle");
+    let rootfs = bundle.join("rootfs");
+    std::fs::create_dir_all(&rootfs)?;
+    ctr(
+        address,
+        &[
+            "images",
+            "mount",
+            "--rw",
+            IMAGE,
+            rootfs.to_str().context("path")?,
+        ],
+    )?;
+    let spec = ctr(address, &["oci", "spec"])?;
+    let mut spec: serde_json::Value = serde_json::from_str(&spec)?;
+    spec["process"]["args"] = serde_json::json!(["/bin/true"]);
+    spec["process"]["terminal"] = false.into();
+    spec["root"] = serde_json::json!({"path": "rootfs", "readonly": false});
+    std::fs::write(bundle.join("config.json"), serde_json::to_vec(&spec)?)?;
+    let root = work.join("runc-root");
+    let mut times = Vec::new();
+    let mut result = Ok(());
+    for i in 0..=runs {
+        let t = Instant::now();
+        let status = Command::new("runc")
+            .arg("--root")
+            .arg(&root)
+            .args(["run", "--bundle"])
+            .arg(&bundle)
+            .arg(format!("bare{i}"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .status()?;
+        if !status.success() {
+            result = Err(anyhow::anyhow!("runc run failed: {status}"));
+            break;
+        }
+        // The first run warms caches, as for the daemons.
+        if i > 0 {
+            times.push(t.elapsed().as_secs_f64());
+        }
+    }
+    ctr(
+        address,
+        &[
+            "images",
+            "unmount",
+            "--rm",
+            rootfs.to_str().context("path")?,
+        ],
+    )?;
+    result?;
+    Ok(median(times))
+}
