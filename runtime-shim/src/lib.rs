@@ -17,6 +17,7 @@
 
 pub mod events;
 pub mod io;
+pub mod oom;
 pub mod process;
 pub mod reaper;
 pub mod runc;

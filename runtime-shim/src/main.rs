@@ -58,11 +58,21 @@ fn main() -> ExitCode {
 }
 
 fn serve(args: &Args) -> ExitCode {
-    let level = if args.debug { "debug" } else { "info" };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    // A shim runs per container: keep it small. One malloc arena (it has
+    // one async thread and a few copy threads), and a plain level filter
+    // rather than an env filter, whose regex engine would be paged in.
+    // SAFETY: mallopt only sets allocator parameters; no other thread
+    // exists yet.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
+    let level = if args.debug {
+        tracing::level_filters::LevelFilter::DEBUG
+    } else {
+        tracing::level_filters::LevelFilter::INFO
+    };
     tracing_subscriber::fmt()
-        .with_env_filter(filter)
+        .with_max_level(level)
         .with_ansi(false)
         .with_writer(std::io::stderr)
         .init();

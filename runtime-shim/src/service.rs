@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
 use hull_proto::containerd::events::{
-    TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskIo, TaskPaused,
+    TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskIo, TaskOom, TaskPaused,
     TaskResumed, TaskStart,
 };
 use hull_proto::containerd::runc::v1::{Options as RuncOptions, ProcessDetails};
@@ -385,6 +385,24 @@ impl TaskService {
         self.lock().containers.insert(id.clone(), container);
         let early = self.set_pid(&id, "", pid, Status::Created);
         tracing::info!(container_id = %id, pid, "task created");
+        let (publisher, ns, cid) = (
+            self.publisher.clone(),
+            self.config.namespace.clone(),
+            id.clone(),
+        );
+        let watched = crate::oom::watch(pid, move || {
+            tracing::info!(container_id = %cid, "out of memory");
+            publisher.publish(
+                &ns,
+                "/tasks/oom",
+                &TaskOom {
+                    container_id: cid.clone(),
+                },
+            );
+        });
+        if let Err(e) = watched {
+            tracing::warn!(container_id = %id, cause = %e, "cannot watch for OOM");
+        }
         self.publish(
             "/tasks/create",
             &TaskCreate {

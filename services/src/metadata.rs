@@ -199,6 +199,10 @@ impl MetaDb {
         let db = sled::Config::new()
             .path(path)
             .mode(sled::Mode::HighThroughput)
+            // Every acknowledged change is flushed explicitly (group
+            // commit); sled's own 500 ms flusher would only add fsyncs to
+            // an idle daemon.
+            .flush_every_ms(None)
             .open()?;
         let tree = db.open_tree(schema::TREE)?;
         migrations::migrate(&tree)?;

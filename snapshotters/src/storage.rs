@@ -100,6 +100,9 @@ impl Store {
         let db = sled::Config::new()
             .path(path)
             .cache_capacity(8 << 20)
+            // Changes are flushed explicitly before they are acknowledged;
+            // no periodic fsyncs while idle.
+            .flush_every_ms(None)
             .open()?;
         Ok(Store {
             db,

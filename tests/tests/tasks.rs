@@ -791,3 +791,55 @@ async fn many_run_rm_cycles_leak_nothing() {
     );
     assert!(d.ctr_ok(&["containers", "ls", "-q"]).trim().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oom_kill_is_published() {
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    if !Path::new("/sys/fs/cgroup/memory/cgroup.event_control").exists() {
+        eprintln!("skipped: no cgroup v1 memory controller");
+        return;
+    }
+    let d = Daemon::start("tasks-oom").await;
+    import_busybox(&d);
+    let c = d.client().await;
+    let mut events = c
+        .events()
+        .subscribe(
+            hull_proto::containerd::services::events::v1::SubscribeRequest {
+                filters: vec!["topic==\"/tasks/oom\"".into()],
+            },
+        )
+        .await
+        .expect("subscribe")
+        .into_inner();
+    let out = d.ctr_run(&[
+        "run",
+        "--rm",
+        "--memory-limit",
+        "16777216",
+        IMAGE,
+        "hungry",
+        "sh",
+        "-c",
+        "x=aaaaaaaaaaaaaaaa; while true; do x=$x$x; done",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(137),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let e = tokio::time::timeout(Duration::from_secs(10), events.message())
+        .await
+        .expect("oom event in time")
+        .expect("stream")
+        .expect("event");
+    let oom = <hull_proto::containerd::events::TaskOom as prost::Message>::decode(
+        e.event.expect("payload").value.as_slice(),
+    )
+    .expect("TaskOOM");
+    assert_eq!(oom.container_id, "hungry");
+}
