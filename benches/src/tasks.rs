@@ -49,6 +49,17 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// Proportional set size: shared pages (the shim binary, libc) divided
+/// among the processes mapping them.
+fn pss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("Pss:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
 /// Pids of the shims serving containers of this daemon, found by the
 /// `-address` they were started with.
 fn shim_pids(address: &Path) -> Vec<u32> {
@@ -77,6 +88,8 @@ pub struct TaskResults {
     pub daemon_rss: f64,
     /// Median shim RSS with 20 containers running, MiB.
     pub shim_rss: f64,
+    /// Median shim PSS with 20 containers running, MiB.
+    pub shim_pss: f64,
     /// 100 containers started by 10 concurrent clients, seconds.
     pub start_100: f64,
 }
@@ -161,6 +174,7 @@ pub fn measure(address: &Path, daemon_pid: u32, image: &Path, runs: usize) -> Re
         run_rm,
         daemon_rss,
         shim_rss,
+        shim_pss,
         start_100,
     })
 }
