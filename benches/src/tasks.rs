@@ -136,14 +136,15 @@ pub fn measure(address: &Path, daemon_pid: u32, image: &Path, runs: usize) -> Re
     }
     std::thread::sleep(std::time::Duration::from_millis(500));
     let daemon_rss = rss_kib(daemon_pid) as f64 / 1024.0;
-    let mut shims: Vec<f64> = shim_pids(address)
-        .into_iter()
-        .map(|p| rss_kib(p) as f64 / 1024.0)
-        .collect();
+    let pids = shim_pids(address);
+    let mut shims: Vec<f64> = pids.iter().map(|p| rss_kib(*p) as f64 / 1024.0).collect();
+    let mut pss: Vec<f64> = pids.iter().map(|p| pss_kib(*p) as f64 / 1024.0).collect();
     if shims.is_empty() {
         shims.push(f64::NAN);
+        pss.push(f64::NAN);
     }
     let shim_rss = median(shims);
+    let shim_pss = median(pss);
     remove_all(address, &ids)?;
 
     let t = Instant::now();
