@@ -587,6 +587,11 @@ async fn main_tasks(quick: bool) -> Result<()> {
         c.as_ref().map(|c| c.shim_rss),
     );
     row(
+        "shim PSS, median of 20 (MiB)",
+        h.shim_pss,
+        c.as_ref().map(|c| c.shim_pss),
+    );
+    row(
         "100 containers, 10 clients (s)",
         h.start_100,
         c.as_ref().map(|c| c.start_100),
