@@ -843,3 +843,69 @@ async fn an_oom_kill_is_published() {
     .expect("TaskOOM");
     assert_eq!(oom.container_id, "hungry");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn output_goes_to_file_and_binary_log_uris() {
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let d = Daemon::start("tasks-loguri").await;
+    import_busybox(&d);
+    let log = d.dir().join("logs/out.log");
+    let uri = format!("file://{}", log.display());
+    d.ctr_ok(&[
+        "run",
+        "--rm",
+        "--log-uri",
+        &uri,
+        IMAGE,
+        "tofile",
+        "sh",
+        "-c",
+        "echo to-file; echo err-to-file >&2",
+    ]);
+    let text = std::fs::read_to_string(&log).expect("log file");
+    assert!(
+        text.contains("to-file\n") && text.contains("err-to-file\n"),
+        "{text}"
+    );
+    // A logger binary gets stdout on fd 3 and stderr on fd 4, and closes
+    // fd 5 once it is ready.
+    let logger = d.dir().join("logger.sh");
+    let captured = d.dir().join("captured");
+    std::fs::write(
+        &logger,
+        format!(
+            "#!/bin/sh\nexec 5>&-\ncat <&3 > {0}.out &\ncat <&4 > {0}.err\nwait\n",
+            captured.display()
+        ),
+    )
+    .expect("logger");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&logger, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let uri = format!("binary://{}", logger.display());
+    d.ctr_ok(&[
+        "run",
+        "--rm",
+        "--log-uri",
+        &uri,
+        IMAGE,
+        "tobinary",
+        "sh",
+        "-c",
+        "echo to-binary; echo err-to-binary >&2",
+    ]);
+    let out = captured.with_extension("out");
+    let err = captured.with_extension("err");
+    assert!(
+        eventually(Duration::from_secs(5), || {
+            std::fs::read_to_string(&out).unwrap_or_default() == "to-binary\n"
+                && std::fs::read_to_string(&err).unwrap_or_default() == "err-to-binary\n"
+        })
+        .await,
+        "logger got {:?} / {:?}",
+        std::fs::read_to_string(&out),
+        std::fs::read_to_string(&err)
+    );
+}
