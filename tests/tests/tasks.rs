@@ -564,7 +564,8 @@ async fn a_killed_shim_is_reported_exited_and_cleaned_up() {
     let d = Daemon::start("tasks-shimkill").await;
     import_busybox(&d);
     let c = d.client().await;
-    d.ctr_ok(&["run", "-d", IMAGE, "victim", "sleep", "1000"]);
+    // An argument no other test uses, to find the process by.
+    d.ctr_ok(&["run", "-d", IMAGE, "victim", "sleep", "7341"]);
     let bundle = d.dir().join("state/shims").join(&d.ns).join("victim");
     let shim_pid: i32 = std::fs::read_to_string(bundle.join("shim.pid"))
         .expect("shim.pid")
@@ -611,7 +612,7 @@ async fn a_killed_shim_is_reported_exited_and_cleaned_up() {
     );
     // The container's process went with it (runc delete --force).
     assert!(
-        eventually(Duration::from_secs(5), || processes_with("sleep 1000")
+        eventually(Duration::from_secs(5), || processes_with("sleep 7341")
             .is_empty())
         .await
     );
