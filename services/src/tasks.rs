@@ -611,6 +611,36 @@ impl TaskManager {
                 self.cleanup_dead(&shim).await;
                 continue;
             }
+            // A shim whose task was deleted just before hulld went down has
+            // nothing left to serve: finish the delete.
+            let state = shim
+                .call::<_, api::StateResponse>(
+                    "State",
+                    &api::StateRequest {
+                        id: id.clone(),
+                        exec_id: String::new(),
+                    },
+                )
+                .await;
+            if matches!(&state, Err(e) if e.kind() == Kind::NotFound) {
+                tracing::info!(namespace = %ns, %id, "shim without a task; shutting it down");
+                shim.deleting.store(true, Ordering::SeqCst);
+                let _ = shim
+                    .call::<_, ()>(
+                        "Shutdown",
+                        &api::ShutdownRequest {
+                            id: id.clone(),
+                            now: true,
+                        },
+                    )
+                    .await;
+                shim.log_stop.cancel();
+                let b = bundle.clone();
+                if let Err(e) = crate::blocking(move || remove_bundle(&b)).await {
+                    tracing::warn!(cause = %hull_proto::errdefs::message(&e), "remove bundle");
+                }
+                continue;
+            }
             tracing::info!(namespace = %ns, %id, "reconnected to shim");
             self.lock().insert((ns, id), shim.clone());
             self.watch(shim);
