@@ -1095,36 +1095,18 @@ impl Service for TaskService {
     ) -> BoxFuture<Result<Vec<u8>, hull_ttrpc::Status>> {
         Box::pin(async move {
             let s = &self;
+            // Decode, run the async method of the same name, encode.
+            macro_rules! call {
+                ($m:ident) => {
+                    unary(payload, |r| async move { s.$m(r).await.map_err(to_status) }).await
+                };
+            }
             match method.as_str() {
                 "State" => unary(payload, |r| async move { s.state(r).map_err(to_status) }).await,
-                "Create" => {
-                    unary(
-                        payload,
-                        |r| async move { s.create(r).await.map_err(to_status) },
-                    )
-                    .await
-                }
-                "Start" => {
-                    unary(
-                        payload,
-                        |r| async move { s.start(r).await.map_err(to_status) },
-                    )
-                    .await
-                }
-                "Delete" => {
-                    unary(
-                        payload,
-                        |r| async move { s.delete(r).await.map_err(to_status) },
-                    )
-                    .await
-                }
-                "Pids" => {
-                    unary(
-                        payload,
-                        |r| async move { s.pids(r).await.map_err(to_status) },
-                    )
-                    .await
-                }
+                "Create" => call!(create),
+                "Start" => call!(start),
+                "Delete" => call!(delete),
+                "Pids" => call!(pids),
                 "Pause" => {
                     unary(payload, |r: api::PauseRequest| async move {
                         s.pause(&r.id, true).await.map_err(to_status)
@@ -1143,13 +1125,7 @@ impl Service for TaskService {
                     })
                     .await
                 }
-                "Kill" => {
-                    unary(
-                        payload,
-                        |r| async move { s.kill(r).await.map_err(to_status) },
-                    )
-                    .await
-                }
+                "Kill" => call!(kill),
                 "Exec" => unary(payload, |r| async move { s.exec(r).map_err(to_status) }).await,
                 "ResizePty" => {
                     unary(payload, |r: api::ResizePtyRequest| async move {
@@ -1175,27 +1151,9 @@ impl Service for TaskService {
                     })
                     .await
                 }
-                "Update" => {
-                    unary(
-                        payload,
-                        |r| async move { s.update(r).await.map_err(to_status) },
-                    )
-                    .await
-                }
-                "Wait" => {
-                    unary(
-                        payload,
-                        |r| async move { s.wait(r).await.map_err(to_status) },
-                    )
-                    .await
-                }
-                "Stats" => {
-                    unary(
-                        payload,
-                        |r| async move { s.stats(r).await.map_err(to_status) },
-                    )
-                    .await
-                }
+                "Update" => call!(update),
+                "Wait" => call!(wait),
+                "Stats" => call!(stats),
                 "Connect" => unary(payload, |r| async move { Ok(s.connect(r)) }).await,
                 "Shutdown" => {
                     unary(payload, |r| async move {

@@ -105,16 +105,7 @@ impl MetaDb {
                         .or_default()
                         .insert(format!("{n}/{}", c.snapshot_key));
                 }
-                for (k, v) in &c.labels {
-                    if k.starts_with(GC_REF_CONTENT) {
-                        stack.push((v.clone(), true));
-                    } else if let Some(sn) = k.strip_prefix(GC_REF_SNAPSHOT) {
-                        snapshot_roots
-                            .entry(sn.to_owned())
-                            .or_default()
-                            .insert(format!("{n}/{v}"));
-                    }
-                }
+                follow_labels(&c.labels, n, &mut stack, &mut snapshot_roots);
             }
             for (id, lease) in self.scan::<LeaseRecord>(&prefix(&["o", n, kinds::LEASE]))? {
                 let expired = lease
@@ -162,16 +153,7 @@ impl MetaDb {
                 let Some(rec) = self.get::<BlobRecord>(&key(&["o", n, kinds::BLOB, &d]))? else {
                     continue;
                 };
-                for (k, v) in &rec.labels {
-                    if k.starts_with(GC_REF_CONTENT) {
-                        stack.push((v.clone(), true));
-                    } else if let Some(sn) = k.strip_prefix(GC_REF_SNAPSHOT) {
-                        snapshot_roots
-                            .entry(sn.to_owned())
-                            .or_default()
-                            .insert(format!("{n}/{v}"));
-                    }
-                }
+                follow_labels(&rec.labels, n, &mut stack, &mut snapshot_roots);
             }
             for (d, _) in blobs {
                 if marked.contains(&d) {
@@ -197,6 +179,26 @@ impl MetaDb {
         // The writer lock is held until the files are gone.
         drop(state);
         Ok((stats, snapshot_roots))
+    }
+}
+
+/// Follows an object's GC reference labels: content to mark (with its own
+/// references) and snapshots to keep, in namespace `ns`.
+fn follow_labels(
+    labels: &std::collections::BTreeMap<String, String>,
+    ns: &str,
+    stack: &mut Vec<(String, bool)>,
+    snapshot_roots: &mut SnapshotRoots,
+) {
+    for (k, v) in labels {
+        if k.starts_with(GC_REF_CONTENT) {
+            stack.push((v.clone(), true));
+        } else if let Some(sn) = k.strip_prefix(GC_REF_SNAPSHOT) {
+            snapshot_roots
+                .entry(sn.to_owned())
+                .or_default()
+                .insert(format!("{ns}/{v}"));
+        }
     }
 }
 

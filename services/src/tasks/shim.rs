@@ -108,6 +108,31 @@ impl Shim {
     }
 }
 
+/// A shim binary invoked as containerd invokes shims: flags, the bundle as
+/// working directory, and the daemon's ttrpc socket in `TTRPC_ADDRESS`.
+fn command(
+    inv: &Invocation,
+    binary: &Path,
+    namespace: &str,
+    id: &str,
+    bundle: &Path,
+    action: &str,
+) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(binary);
+    cmd.arg("-namespace")
+        .arg(namespace)
+        .arg("-address")
+        .arg(&inv.address)
+        .arg("-publish-binary")
+        .arg(&inv.publish_binary)
+        .arg("-id")
+        .arg(id)
+        .arg(action)
+        .current_dir(bundle)
+        .env("TTRPC_ADDRESS", &inv.ttrpc_address);
+    cmd
+}
+
 /// Runs `<binary> ... start` in `bundle` and returns the address it prints.
 ///
 /// # Errors
@@ -120,19 +145,8 @@ pub async fn start(
     bundle: &Path,
     options: Option<&prost_types::Any>,
 ) -> Result<String, TaskError> {
-    let mut cmd = tokio::process::Command::new(binary);
-    cmd.arg("-namespace")
-        .arg(namespace)
-        .arg("-address")
-        .arg(&inv.address)
-        .arg("-publish-binary")
-        .arg(&inv.publish_binary)
-        .arg("-id")
-        .arg(id)
-        .arg("start")
-        .current_dir(bundle)
-        .env("TTRPC_ADDRESS", &inv.ttrpc_address)
-        .stdin(Stdio::piped())
+    let mut cmd = command(inv, binary, namespace, id, bundle, "start");
+    cmd.stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
@@ -170,21 +184,8 @@ pub async fn delete_dead(
     id: &str,
     bundle: &Path,
 ) -> api::DeleteResponse {
-    let mut cmd = tokio::process::Command::new(binary);
-    cmd.arg("-namespace")
-        .arg(namespace)
-        .arg("-address")
-        .arg(&inv.address)
-        .arg("-publish-binary")
-        .arg(&inv.publish_binary)
-        .arg("-id")
-        .arg(id)
-        .arg("-bundle")
-        .arg(bundle)
-        .arg("delete")
-        .current_dir(bundle)
-        .env("TTRPC_ADDRESS", &inv.ttrpc_address)
-        .stdin(Stdio::null())
+    let mut cmd = command(inv, binary, namespace, id, bundle, "delete");
+    cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
