@@ -126,8 +126,12 @@ fn command(
         .arg("-publish-binary")
         .arg(&inv.publish_binary)
         .arg("-id")
-        .arg(id)
-        .arg(action)
+        .arg(id);
+    if action == "delete" {
+        // As containerd does: the bundle named as well as entered.
+        cmd.arg("-bundle").arg(bundle);
+    }
+    cmd.arg(action)
         .current_dir(bundle)
         .env("TTRPC_ADDRESS", &inv.ttrpc_address);
     cmd
