@@ -8,11 +8,16 @@ cd "$(dirname "$0")/.."
 
 if [[ "${1:-}" == "--deps" ]]; then
     apt-get update -q
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q protobuf-compiler libprotobuf-dev gcc
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q protobuf-compiler libprotobuf-dev gcc libc6-dev
 fi
 
 cargo build --release --bins
+# One shim runs per container: link it statically, so that glibc's pages do
+# not count in every shim's resident set (measured 4.0 -> 3.0 MiB RSS).
+cargo rustc --release -p hull-shim --bin hull-shim -- -C target-feature=+crt-static
 install -m 0755 target/release/hulld target/release/hullctl target/release/hull-shim /usr/local/bin/
+# containerd finds it as the shim of runtime io.containerd.hull.v1.
+ln -sf hull-shim /usr/local/bin/containerd-shim-hull-v1
 install -d -m 0755 /etc/hull
 # Never overwrite an operator's config.
 [[ -e /etc/hull/config.toml ]] || install -m 0644 deploy/config.toml /etc/hull/config.toml
