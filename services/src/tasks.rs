@@ -315,6 +315,13 @@ impl TaskManager {
         }
         let binary = self.shim_binary(&container.runtime_name, &req.runtime_path)?;
         let bundle = self.dir.join(ns.as_str()).join(&req.id);
+        if let Some(shim) = self.live_shim_in(ns, &req.id, &bundle).await {
+            // A shim hulld had lost track of still serves this task: take
+            // it back rather than wipe its bundle.
+            self.lock().insert(key, shim.clone());
+            self.watch(shim);
+            return Err(TaskError::AlreadyExists(req.id));
+        }
         {
             let (bundle, spec, binary) = (bundle.clone(), container.spec.clone(), binary.clone());
             crate::blocking(move || -> Result<(), TaskError> {
@@ -341,6 +348,10 @@ impl TaskManager {
                 self.lock().insert(key, shim.clone());
                 self.watch(shim);
                 Ok(pid)
+            }
+            Err(e @ TaskError::AlreadyExists(_)) => {
+                log_stop.cancel();
+                Err(e)
             }
             Err(e) => {
                 log_stop.cancel();
@@ -373,7 +384,15 @@ impl TaskManager {
         let a = bundle.join("address");
         let addr = address.clone();
         crate::blocking(move || std::fs::write(&a, addr).map_err(bundle_err(&a))).await?;
-        let client = shim::connect(&address, &req.id).await?;
+        let client = match shim::connect(&address, &req.id).await {
+            Ok(c) => c,
+            Err(e) => {
+                // A shim that started but cannot be reached would serve
+                // nobody: end it.
+                self.kill_started_shim(bundle);
+                return Err(e);
+            }
+        };
         let shim = Shim::new(
             ns.to_string(),
             req.id.clone(),
@@ -398,6 +417,12 @@ impl TaskManager {
             .await
         {
             Ok(resp) => Ok((shim, resp.pid)),
+            Err(e) if e.kind() == Kind::AlreadyExists => {
+                // A shim already serving this id (one hulld lost track of):
+                // leave it and its container alone.
+                tracing::warn!(namespace = %ns, id = %req.id, "a shim already serves this task");
+                Err(TaskError::AlreadyExists(req.id.clone()))
+            }
             Err(e) => {
                 shim.deleting.store(true, Ordering::SeqCst);
                 let shutdown = api::ShutdownRequest {
@@ -452,6 +477,40 @@ impl TaskManager {
         let bundle = shim.bundle.clone();
         crate::blocking(move || remove_bundle(&bundle)).await?;
         Ok(resp)
+    }
+
+    /// The shim serving the bundle at `bundle`, if one answers there.
+    async fn live_shim_in(&self, ns: &Namespace, id: &str, bundle: &Path) -> Option<Arc<Shim>> {
+        let address = std::fs::read_to_string(bundle.join("address")).ok()?;
+        let client = shim::connect(address.trim(), id).await.ok()?;
+        let binary = std::fs::read(bundle.join("shim-binary"))
+            .map(|b| PathBuf::from(String::from_utf8_lossy(&b).into_owned()))
+            .unwrap_or_else(|_| PathBuf::from("hull-shim"));
+        let shim = Shim::new(
+            ns.to_string(),
+            id.to_owned(),
+            bundle.to_owned(),
+            binary,
+            client,
+        );
+        shim.call::<_, api::ConnectResponse>("Connect", &api::ConnectRequest { id: id.to_owned() })
+            .await
+            .ok()?;
+        Some(Arc::new(shim))
+    }
+
+    /// Kills the shim whose pid file is in `bundle` and reaps it.
+    fn kill_started_shim(&self, bundle: &Path) {
+        if let Some(pid) = std::fs::read_to_string(bundle.join("shim.pid"))
+            .ok()
+            .and_then(|s| s.trim().parse::<i32>().ok())
+            .filter(|p| *p > 1)
+        {
+            // SAFETY: kill(2) on the shim this call started (its pid file
+            // was written by its own `start`).
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            self.reap_shim(bundle);
+        }
     }
 
     /// Reaps a shim that exits (or exited) after being reparented to hulld,
