@@ -102,7 +102,7 @@ pub fn busybox_layer(extra: &BTreeMap<String, Vec<u8>>) -> Vec<u8> {
     .expect("tar busybox");
     for applet in [
         "sh", "echo", "ls", "cat", "true", "false", "sleep", "id", "pwd", "hostname", "env", "ps",
-        "mount",
+        "mount", "stty",
     ] {
         let mut h = header(&format!("bin/{applet}"), 0, 0o777, tar::EntryType::Symlink);
         h.set_link_name("busybox").expect("link name");

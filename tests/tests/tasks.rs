@@ -910,3 +910,61 @@ async fn output_goes_to_file_and_binary_log_uris() {
         std::fs::read_to_string(&err)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resize_reaches_the_containers_terminal() {
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let d = Daemon::start("tasks-resize").await;
+    import_busybox(&d);
+    let c = d.client().await;
+    // ctr -t needs a terminal of its own: script(1) gives it one.
+    let cmd = format!(
+        "ctr --address {} --namespace {} run -d -t {IMAGE} sized sleep 1000",
+        d.address().display(),
+        d.ns
+    );
+    let out = Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("script");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    c.tasks()
+        .resize_pty(
+            hull_proto::containerd::services::tasks::v1::ResizePtyRequest {
+                container_id: "sized".into(),
+                exec_id: String::new(),
+                width: 77,
+                height: 33,
+            },
+        )
+        .await
+        .expect("resize");
+    let size = d.ctr_ok(&[
+        "tasks",
+        "exec",
+        "--exec-id",
+        "stty",
+        "sized",
+        "sh",
+        "-c",
+        "stty size < /proc/1/fd/0",
+    ]);
+    assert_eq!(size.trim(), "33 77");
+    d.ctr_ok(&["tasks", "kill", "-s", "SIGKILL", "sized"]);
+    assert!(
+        eventually(Duration::from_secs(10), || task_status_blocking(
+            &d, "sized"
+        ))
+        .await
+    );
+    d.ctr_ok(&["tasks", "rm", "sized"]);
+    d.ctr_ok(&["containers", "rm", "sized"]);
+}

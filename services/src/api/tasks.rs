@@ -239,28 +239,35 @@ impl Tasks for TasksService {
         } else {
             Filter::parse(&[filter]).map_err(status)?
         };
-        let mut tasks = Vec::new();
+        // Ask every shim at once: a list of many tasks costs one round trip.
+        let mut asks = tokio::task::JoinSet::new();
         for shim in self.manager.list(&ns) {
             if !filter.matches(&TaskView(&shim.id)) {
                 continue;
             }
-            let state = shim
-                .call::<_, shim::StateResponse>(
-                    "State",
-                    &shim::StateRequest {
-                        id: shim.id.clone(),
-                        exec_id: String::new(),
-                    },
-                )
-                .await;
+            asks.spawn(async move {
+                let state = shim
+                    .call::<_, shim::StateResponse>(
+                        "State",
+                        &shim::StateRequest {
+                            id: shim.id.clone(),
+                            exec_id: String::new(),
+                        },
+                    )
+                    .await;
+                (shim.id.clone(), state)
+            });
+        }
+        let mut tasks = Vec::new();
+        while let Some(done) = asks.join_next().await {
+            let Ok((id, state)) = done else { continue };
             match state {
-                Ok(s) => tasks.push(process_from_state(&shim.id, s)),
+                Ok(s) => tasks.push(process_from_state(&id, s)),
                 // A shim that just died is being cleaned up; skip it.
-                Err(e) => {
-                    tracing::debug!(id = %shim.id, cause = %errdefs::message(&e), "task state")
-                }
+                Err(e) => tracing::debug!(%id, cause = %errdefs::message(&e), "task state"),
             }
         }
+        tasks.sort_by(|a, b| a.container_id.cmp(&b.container_id));
         Ok(Response::new(ListTasksResponse { tasks }))
     }
 
