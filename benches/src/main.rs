@@ -557,6 +557,8 @@ async fn main_tasks(quick: bool) -> Result<()> {
         Some((ctd, _cc)) => Some(tasks::measure(&ctd.address, ctd.child.id(), &image, runs)?),
         None => None,
     };
+    // runc leaves the namespace level of the cgroup tree behind.
+    hull_tests::daemon::remove_ns_cgroups("bench");
     println!("container lifecycle, median of {runs} where repeated");
     println!(
         "{:<44} {:>10} {:>12} {:>11}",

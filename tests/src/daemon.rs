@@ -266,6 +266,7 @@ impl Drop for Daemon {
             );
         }
         self.remove_leftover_tasks();
+        remove_ns_cgroups(&self.ns);
     }
 }
 
@@ -312,6 +313,7 @@ impl Daemon {
                     unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
                 }
             }
+            remove_ns_cgroups(&ns.file_name().to_string_lossy());
         }
     }
 }
@@ -328,4 +330,18 @@ pub async fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool 
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Removes the empty per-namespace cgroup directories runc leaves behind:
+/// ctr puts containers under `/<ns>/<id>`, and runc removes only the `<id>`
+/// level (every controller of cgroup v1, and the unified hierarchy).
+pub fn remove_ns_cgroups(ns: &str) {
+    let Ok(controllers) = std::fs::read_dir("/sys/fs/cgroup") else {
+        return;
+    };
+    for c in controllers.flatten() {
+        // rmdir only succeeds on an empty cgroup, which is the point.
+        let _ = std::fs::remove_dir(c.path().join(ns));
+    }
+    let _ = std::fs::remove_dir(Path::new("/sys/fs/cgroup").join(ns));
 }

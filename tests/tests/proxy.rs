@@ -195,6 +195,7 @@ fn containerd_runs_containers_on_hulls_snapshotter_and_shim() {
     ctr(&["containers", "rm", "hull-shim-sleep"]);
     ctr(&["images", "rm", "--sync", "docker.io/hull/proxy:1"]);
     drop(_ctd);
+    hull_tests::daemon::remove_ns_cgroups(&ns);
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
     assert!(
         !mountinfo.contains(d.to_str().expect("p")),
