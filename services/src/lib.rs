@@ -2,13 +2,16 @@
 //!
 //! Layout:
 //! - [`metadata`]: the sled metadata DB. It exposes typed, namespaced stores
-//!   (namespaces, content, images, leases) and garbage collection; sled trees
-//!   never leave it.
+//!   (namespaces, content, images, leases, containers) and garbage
+//!   collection; sled trees never leave it.
 //! - [`content`]: the local content store (blobs and resumable ingests),
 //!   which knows nothing of namespaces, leases or GC.
 //! - [`api`]: one module per gRPC service; handlers call only the metadata
 //!   stores and the event exchange.
-//! - [`events`]: the in-process event exchange.
+//! - [`tasks`]: the shim manager: one shim process per task, reached over
+//!   ttrpc, found again after a restart, cleaned up after when it dies.
+//! - [`events`]: the in-process event exchange; shims forward theirs over
+//!   hulld's ttrpc socket ([`api::ttrpc_events`]).
 //! - [`filters`]: containerd's list filter syntax.
 //! - [`config`] and [`wiring`]: the TOML config and the plain code that
 //!   builds and serves everything.
