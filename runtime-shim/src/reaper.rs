@@ -8,6 +8,9 @@
 
 use std::time::SystemTime;
 
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::broadcast;
 
@@ -26,6 +29,10 @@ pub struct Exit {
 #[derive(Clone, Debug)]
 pub struct Monitor {
     tx: broadcast::Sender<Exit>,
+    /// Held for writing while code that waits for its own child runs (std's
+    /// `Command::output`, e.g. `mount` for long overlay options), so that
+    /// the reaper does not take that child's exit status away from it.
+    hold: Arc<RwLock<()>>,
 }
 
 /// How many exits a slow subscriber may fall behind by.
@@ -39,11 +46,18 @@ impl Monitor {
     pub fn start() -> std::io::Result<Monitor> {
         let mut sigchld = signal(SignalKind::child())?;
         let (tx, _) = broadcast::channel(BACKLOG);
-        let monitor = Monitor { tx };
+        let monitor = Monitor {
+            tx,
+            hold: Arc::new(RwLock::new(())),
+        };
         let reaper = monitor.clone();
         tokio::spawn(async move {
             loop {
-                reaper.reap();
+                // While reaping is held off, keep retrying: the SIGCHLD
+                // that woke us will not come again.
+                while !reaper.reap() {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
                 if sigchld.recv().await.is_none() {
                     return;
                 }
@@ -57,15 +71,25 @@ impl Monitor {
         self.tx.subscribe()
     }
 
-    /// Collects every child that has exited.
-    fn reap(&self) {
+    /// Runs `f`, which waits for children of its own, with reaping held
+    /// off. Blocking: call it from a blocking thread.
+    pub fn without_reaping<T>(&self, f: impl FnOnce() -> T) -> T {
+        let _held = self.hold.write().unwrap_or_else(|p| p.into_inner());
+        f()
+    }
+
+    /// Collects every child that has exited; false when reaping is held off.
+    fn reap(&self) -> bool {
+        let Ok(_reaping) = self.hold.try_read() else {
+            return false;
+        };
         loop {
             let mut status = 0;
             // SAFETY: waitpid with WNOHANG only writes the status integer we
             // pass it.
             let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
             if pid <= 0 {
-                return;
+                return true;
             }
             let code = if libc::WIFEXITED(status) {
                 libc::WEXITSTATUS(status) as u32

@@ -341,10 +341,14 @@ impl TaskService {
         let mounted = !mounts.is_empty();
         {
             let (rootfs, id, bundle) = (rootfs.clone(), id.clone(), bundle.clone());
+            let monitor = self.monitor.clone();
             blocking(move || -> Result<()> {
                 std::fs::create_dir_all(&rootfs).map_err(io_err("create", &rootfs))?;
                 if !mounts.is_empty() {
-                    mount::mount_all(&mounts, &rootfs)
+                    // Long overlay options are mounted by a `mount` child
+                    // that std waits for itself.
+                    monitor
+                        .without_reaping(|| mount::mount_all(&mounts, &rootfs))
                         .map_err(|source| ShimError::Mount { id, source })?;
                 }
                 clamp_oom_score(&bundle.join("config.json"), "process")

@@ -968,3 +968,43 @@ async fn resize_reaches_the_containers_terminal() {
     d.ctr_ok(&["tasks", "rm", "sized"]);
     d.ctr_ok(&["containers", "rm", "sized"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_container_on_140_layers_runs() {
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    // Overlay options for this many layers exceed a page: the shim mounts
+    // them through a `mount` child, which must keep its exit status.
+    let d = Daemon::start("tasks-layers").await;
+    // Entry names are &'static str; leaking a few bytes in a test is fine.
+    let names: Vec<&'static str> = (0..139)
+        .map(|i| &*Box::leak(format!("l{i:03}").into_boxed_str()))
+        .collect();
+    let mut layers = vec![busybox_layer(&BTreeMap::new())];
+    for n in &names {
+        layers.push(hull_tests::image::layer(&[hull_tests::image::Entry::File(
+            n,
+            n.as_bytes(),
+        )]));
+    }
+    let tar = d.dir().join("layers.tar");
+    write_oci_layers(&tar, &layers, "docker.io/hull/layers:1");
+    d.ctr_ok(&["images", "import", tar.to_str().expect("path")]);
+    let out = d.ctr_ok(&[
+        "run",
+        "--rm",
+        "docker.io/hull/layers:1",
+        "deep",
+        "cat",
+        "/l000",
+        "/l138",
+    ]);
+    assert_eq!(out, "l000l138");
+    assert!(
+        mounts_under(d.dir()).is_empty(),
+        "{:?}",
+        mounts_under(d.dir())
+    );
+}
