@@ -6,7 +6,6 @@
 
 use std::ffi::OsString;
 use std::io::Read;
-use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -358,9 +357,4 @@ pub fn read_pid(path: &Path) -> std::io::Result<u32> {
     text.trim()
         .parse()
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "pid file holds no pid"))
-}
-
-/// Keeps an fd alive until the call that uses it returns.
-pub fn stdio(fd: OwnedFd) -> Stdio {
-    Stdio::from(fd)
 }

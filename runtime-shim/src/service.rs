@@ -207,36 +207,21 @@ impl TaskService {
     /// Marks the process with this pid exited and publishes its exit.
     fn on_exit(&self, exit: Exit) {
         let mut state = self.lock();
-        let mut event = None;
-        for c in state.containers.values_mut() {
+        let owner = state.containers.values_mut().find_map(|c| {
             let id = c.id.clone();
-            let procs = std::iter::once(&mut c.init).chain(c.execs.values_mut());
-            for p in procs {
-                if p.pid == exit.pid && p.exit().is_none() {
+            std::iter::once(&mut c.init)
+                .chain(c.execs.values_mut())
+                .find(|p| p.pid == exit.pid && p.exit().is_none())
+                .map(|p| {
                     p.set_exited(exit);
-                    event = Some(TaskExit {
-                        container_id: id.clone(),
-                        id: if p.exec_id.is_empty() {
-                            id.clone()
-                        } else {
-                            p.exec_id.clone()
-                        },
-                        pid: exit.pid,
-                        exit_status: exit.status,
-                        exited_at: Some(timestamp(exit.at)),
-                    });
-                    break;
-                }
-            }
-            if event.is_some() {
-                break;
-            }
-        }
-        match event {
-            Some(ev) => {
+                    (id, p.exec_id.clone())
+                })
+        });
+        match owner {
+            Some((id, exec_id)) => {
                 drop(state);
-                tracing::info!(container_id = %ev.container_id, pid = ev.pid, status = ev.exit_status, "process exited");
-                self.publish("/tasks/exit", &ev);
+                tracing::info!(container_id = %id, pid = exit.pid, status = exit.status, "process exited");
+                self.publish_exit(&id, &exec_id, exit);
             }
             None => {
                 if state.unclaimed.len() >= UNCLAIMED {

@@ -182,6 +182,21 @@ fn bundle_err(path: &Path) -> impl FnOnce(std::io::Error) -> TaskError {
     move |source| TaskError::Bundle { path, source }
 }
 
+/// The pid hull-shim (or containerd's shims) recorded in the bundle.
+fn read_shim_pid(bundle: &Path) -> Option<i32> {
+    std::fs::read_to_string(bundle.join("shim.pid"))
+        .ok()
+        .and_then(|s| s.trim().parse::<i32>().ok())
+        .filter(|p| *p > 1)
+}
+
+/// The shim binary hulld recorded in the bundle when it started the shim.
+fn read_shim_binary(bundle: &Path) -> Option<PathBuf> {
+    std::fs::read(bundle.join("shim-binary"))
+        .ok()
+        .map(|b| PathBuf::from(String::from_utf8_lossy(&b).into_owned()))
+}
+
 /// Removes a bundle after unmounting its rootfs if still mounted.
 fn remove_bundle(bundle: &Path) -> Result<(), TaskError> {
     let rootfs = bundle.join("rootfs");
@@ -424,14 +439,7 @@ impl TaskManager {
                 Err(TaskError::AlreadyExists(req.id.clone()))
             }
             Err(e) => {
-                shim.deleting.store(true, Ordering::SeqCst);
-                let shutdown = api::ShutdownRequest {
-                    id: req.id.clone(),
-                    now: true,
-                };
-                // The shim exits on Shutdown; its connection closing is the
-                // expected answer.
-                let _ = shim.call::<_, ()>("Shutdown", &shutdown).await;
+                shim.shutdown(true).await;
                 Err(e)
             }
         }
@@ -461,16 +469,7 @@ impl TaskManager {
                 },
             )
             .await?;
-        shim.deleting.store(true, Ordering::SeqCst);
-        let _ = shim
-            .call::<_, ()>(
-                "Shutdown",
-                &api::ShutdownRequest {
-                    id: id.to_owned(),
-                    now: false,
-                },
-            )
-            .await;
+        shim.shutdown(false).await;
         self.lock().remove(&(ns.to_string(), id.to_owned()));
         shim.log_stop.cancel();
         self.reap_shim(&shim.bundle);
@@ -483,10 +482,8 @@ impl TaskManager {
     async fn live_shim_in(&self, ns: &Namespace, id: &str, bundle: &Path) -> Option<Arc<Shim>> {
         let address = std::fs::read_to_string(bundle.join("address")).ok()?;
         let client = shim::connect(address.trim(), id).await.ok()?;
-        let binary = std::fs::read(bundle.join("shim-binary"))
-            .map(|b| PathBuf::from(String::from_utf8_lossy(&b).into_owned()))
-            .unwrap_or_else(|_| PathBuf::from("hull-shim"));
-        let shim = Shim::new(
+        let binary = read_shim_binary(bundle).unwrap_or_else(|| PathBuf::from("hull-shim"));
+        let mut shim = Shim::new(
             ns.to_string(),
             id.to_owned(),
             bundle.to_owned(),
@@ -496,16 +493,18 @@ impl TaskManager {
         shim.call::<_, api::ConnectResponse>("Connect", &api::ConnectRequest { id: id.to_owned() })
             .await
             .ok()?;
+        shim.log_stop = self.shutdown.child_token();
+        if bundle.join("log").exists() {
+            if let Err(e) = shim::forward_log(bundle, id, &self.tasks, shim.log_stop.clone()) {
+                tracing::warn!(%id, cause = %e, "reopen shim log");
+            }
+        }
         Some(Arc::new(shim))
     }
 
     /// Kills the shim whose pid file is in `bundle` and reaps it.
     fn kill_started_shim(&self, bundle: &Path) {
-        if let Some(pid) = std::fs::read_to_string(bundle.join("shim.pid"))
-            .ok()
-            .and_then(|s| s.trim().parse::<i32>().ok())
-            .filter(|p| *p > 1)
-        {
+        if let Some(pid) = read_shim_pid(bundle) {
             // SAFETY: kill(2) on the shim this call started (its pid file
             // was written by its own `start`).
             unsafe { libc::kill(pid, libc::SIGKILL) };
@@ -517,11 +516,7 @@ impl TaskManager {
     /// the subreaper of the shims it starts. Only that pid is waited for:
     /// tokio reaps the children it spawned itself.
     fn reap_shim(&self, bundle: &Path) {
-        let Some(pid) = std::fs::read_to_string(bundle.join("shim.pid"))
-            .ok()
-            .and_then(|s| s.trim().parse::<i32>().ok())
-            .filter(|p| *p > 1)
-        else {
+        let Some(pid) = read_shim_pid(bundle) else {
             return;
         };
         self.tasks.spawn(async move {
@@ -577,34 +572,42 @@ impl TaskManager {
         }
         self.lock()
             .remove(&(shim.namespace.clone(), shim.id.clone()));
-        let exited_at = Some(shim::now());
+        let exited_at = Some(crate::timestamp(crate::now_nanos()));
         shim.dead.send_replace(Some(api::WaitResponse {
             exit_status: shim::DEAD_SHIM_STATUS,
             exited_at,
         }));
-        if let Ok(ns) = Namespace::new(&shim.namespace) {
-            self.events.publish(
-                &ns,
-                "/tasks/exit",
-                &TaskExit {
-                    container_id: shim.id.clone(),
-                    id: shim.id.clone(),
-                    pid: resp.pid,
-                    exit_status: shim::DEAD_SHIM_STATUS,
-                    exited_at,
-                },
-            );
-            self.events.publish(
-                &ns,
-                "/tasks/delete",
-                &TaskDelete {
-                    container_id: shim.id.clone(),
-                    pid: resp.pid,
-                    exit_status: shim::DEAD_SHIM_STATUS,
-                    exited_at,
-                    id: shim.id.clone(),
-                },
-            );
+        self.publish_dead_exit(&shim.namespace, &shim.id, resp.pid, exited_at, true);
+    }
+
+    /// Reports a task whose shim died as exited with 255 (and, when its
+    /// task record goes too, deleted), as containerd does.
+    fn publish_dead_exit(
+        &self,
+        ns: &str,
+        id: &str,
+        pid: u32,
+        exited_at: Option<prost_types::Timestamp>,
+        deleted: bool,
+    ) {
+        let Ok(ns) = Namespace::new(ns) else { return };
+        let exit = TaskExit {
+            container_id: id.to_owned(),
+            id: id.to_owned(),
+            pid,
+            exit_status: shim::DEAD_SHIM_STATUS,
+            exited_at,
+        };
+        self.events.publish(&ns, "/tasks/exit", &exit);
+        if deleted {
+            let delete = TaskDelete {
+                container_id: id.to_owned(),
+                pid,
+                exit_status: shim::DEAD_SHIM_STATUS,
+                exited_at,
+                id: id.to_owned(),
+            };
+            self.events.publish(&ns, "/tasks/delete", &delete);
         }
     }
 
@@ -637,39 +640,17 @@ impl TaskManager {
         .unwrap_or_default();
         let mut live = 0;
         for (ns, id, bundle) in found {
-            let address = std::fs::read_to_string(bundle.join("address")).unwrap_or_default();
-            let binary = std::fs::read(bundle.join("shim-binary"))
-                .map(|b| PathBuf::from(String::from_utf8_lossy(&b).into_owned()))
-                .unwrap_or_else(|_| PathBuf::from("hull-shim"));
-            let client = if address.trim().is_empty() {
-                None
-            } else {
-                shim::connect(address.trim(), &id).await.ok()
+            // hulld names these directories after valid namespaces only.
+            let Ok(namespace) = Namespace::new(&ns) else {
+                continue;
             };
-            let Some(client) = client else {
+            let Some(shim) = self.live_shim_in(&namespace, &id, &bundle).await else {
                 // Nothing answers: clean up as after a crash, reporting the
                 // exit only if a shim had been started.
-                self.cleanup_unreachable(&ns, &id, &bundle, !address.trim().is_empty())
-                    .await;
+                let had_shim = bundle.join("address").exists();
+                self.cleanup_unreachable(&ns, &id, &bundle, had_shim).await;
                 continue;
             };
-            let mut shim = Shim::new(ns.clone(), id.clone(), bundle.clone(), binary, client);
-            shim.log_stop = self.shutdown.child_token();
-            if bundle.join("log").exists() {
-                if let Err(e) = shim::forward_log(&bundle, &id, &self.tasks, shim.log_stop.clone())
-                {
-                    tracing::warn!(%id, cause = %e, "reopen shim log");
-                }
-            }
-            let shim = Arc::new(shim);
-            let alive = shim
-                .call::<_, api::ConnectResponse>("Connect", &api::ConnectRequest { id: id.clone() })
-                .await
-                .is_ok();
-            if !alive {
-                self.cleanup_dead(&shim).await;
-                continue;
-            }
             // A shim whose task was deleted just before hulld went down has
             // nothing left to serve: finish the delete.
             let state = shim
@@ -683,16 +664,7 @@ impl TaskManager {
                 .await;
             if matches!(&state, Err(e) if e.kind() == Kind::NotFound) {
                 tracing::info!(namespace = %ns, %id, "shim without a task; shutting it down");
-                shim.deleting.store(true, Ordering::SeqCst);
-                let _ = shim
-                    .call::<_, ()>(
-                        "Shutdown",
-                        &api::ShutdownRequest {
-                            id: id.clone(),
-                            now: true,
-                        },
-                    )
-                    .await;
+                shim.shutdown(true).await;
                 shim.log_stop.cancel();
                 let b = bundle.clone();
                 if let Err(e) = crate::blocking(move || remove_bundle(&b)).await {
@@ -709,11 +681,8 @@ impl TaskManager {
     }
 
     async fn cleanup_unreachable(&self, ns: &str, id: &str, bundle: &Path, had_shim: bool) {
-        let binary = std::fs::read(bundle.join("shim-binary"))
-            .map(|b| PathBuf::from(String::from_utf8_lossy(&b).into_owned()))
-            .ok();
         let mut pid = 0;
-        if let Some(binary) = binary.filter(|_| had_shim) {
+        if let Some(binary) = read_shim_binary(bundle).filter(|_| had_shim) {
             pid = shim::delete_dead(&self.inv, &binary, ns, id, bundle)
                 .await
                 .pid;
@@ -724,20 +693,8 @@ impl TaskManager {
         }
         if had_shim {
             tracing::warn!(namespace = %ns, %id, "shim gone while hulld was down; task reported exited");
-            if let Ok(n) = Namespace::new(ns) {
-                let exited_at = Some(shim::now());
-                self.events.publish(
-                    &n,
-                    "/tasks/exit",
-                    &TaskExit {
-                        container_id: id.to_owned(),
-                        id: id.to_owned(),
-                        pid,
-                        exit_status: shim::DEAD_SHIM_STATUS,
-                        exited_at,
-                    },
-                );
-            }
+            let exited_at = Some(crate::timestamp(crate::now_nanos()));
+            self.publish_dead_exit(ns, id, pid, exited_at, false);
         }
     }
 }

@@ -53,12 +53,6 @@ impl TasksService {
     }
 }
 
-/// A shim call failed: a closed connection after the shim died reads as
-/// NotFound, as the task is gone.
-fn shim_status(e: TaskError) -> Status {
-    status(e)
-}
-
 struct TaskView<'a>(&'a str);
 
 impl Adaptor for TaskView<'_> {
@@ -135,11 +129,7 @@ impl Tasks for TasksService {
             options: req.options,
             runtime_path: req.runtime_path,
         };
-        let pid = self
-            .manager
-            .create(&ns, spec, new)
-            .await
-            .map_err(shim_status)?;
+        let pid = self.manager.create(&ns, spec, new).await.map_err(status)?;
         Ok(Response::new(CreateTaskResponse {
             container_id: req.container_id,
             pid,
@@ -159,7 +149,7 @@ impl Tasks for TasksService {
                 },
             )
             .await
-            .map_err(shim_status)?;
+            .map_err(status)?;
         Ok(Response::new(StartResponse { pid: r.pid }))
     }
 
@@ -169,7 +159,7 @@ impl Tasks for TasksService {
     ) -> Result<Response<DeleteResponse>, Status> {
         let ns = namespace(&req)?;
         let id = req.into_inner().container_id;
-        let r = self.manager.delete(&ns, &id).await.map_err(shim_status)?;
+        let r = self.manager.delete(&ns, &id).await.map_err(status)?;
         Ok(Response::new(DeleteResponse {
             id,
             pid: r.pid,
@@ -200,7 +190,7 @@ impl Tasks for TasksService {
                 },
             )
             .await
-            .map_err(shim_status)?;
+            .map_err(status)?;
         Ok(Response::new(DeleteResponse {
             id: req.exec_id,
             pid: r.pid,
@@ -222,7 +212,7 @@ impl Tasks for TasksService {
                 },
             )
             .await
-            .map_err(shim_status)?;
+            .map_err(status)?;
         Ok(Response::new(GetResponse {
             process: Some(process_from_state(&req.container_id, s)),
         }))
@@ -285,7 +275,7 @@ impl Tasks for TasksService {
             },
         )
         .await
-        .map_err(shim_status)?;
+        .map_err(status)?;
         Ok(Response::new(()))
     }
 
@@ -312,7 +302,7 @@ impl Tasks for TasksService {
             },
         )
         .await
-        .map_err(shim_status)?;
+        .map_err(status)?;
         Ok(Response::new(()))
     }
 
@@ -330,7 +320,7 @@ impl Tasks for TasksService {
             },
         )
         .await
-        .map_err(shim_status)?;
+        .map_err(status)?;
         Ok(Response::new(()))
     }
 
@@ -347,7 +337,7 @@ impl Tasks for TasksService {
             },
         )
         .await
-        .map_err(shim_status)?;
+        .map_err(status)?;
         Ok(Response::new(()))
     }
 
@@ -357,7 +347,7 @@ impl Tasks for TasksService {
         let shim = self.shim(&ns, &id)?;
         shim.call::<_, ()>("Pause", &shim::PauseRequest { id })
             .await
-            .map_err(shim_status)?;
+            .map_err(status)?;
         Ok(Response::new(()))
     }
 
@@ -367,7 +357,7 @@ impl Tasks for TasksService {
         let shim = self.shim(&ns, &id)?;
         shim.call::<_, ()>("Resume", &shim::ResumeRequest { id })
             .await
-            .map_err(shim_status)?;
+            .map_err(status)?;
         Ok(Response::new(()))
     }
 
@@ -381,7 +371,7 @@ impl Tasks for TasksService {
         let r: shim::PidsResponse = shim
             .call("Pids", &shim::PidsRequest { id })
             .await
-            .map_err(shim_status)?;
+            .map_err(status)?;
         Ok(Response::new(ListPidsResponse {
             processes: r.processes,
         }))
@@ -410,7 +400,7 @@ impl Tasks for TasksService {
             },
         )
         .await
-        .map_err(shim_status)?;
+        .map_err(status)?;
         Ok(Response::new(()))
     }
 
@@ -476,7 +466,7 @@ impl Tasks for TasksService {
                 .flatten();
                 match cleaned {
                     Some(d) => d,
-                    None => return Err(shim_status(e)),
+                    None => return Err(status(e)),
                 }
             }
         };

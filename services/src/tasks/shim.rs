@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use hull_proto::containerd::task::v2 as api;
 use hull_proto::headers;
@@ -100,6 +100,19 @@ impl Shim {
                 id: self.id.clone(),
                 source,
             })
+    }
+
+    /// Asks the shim to exit (with `now`, even while it has containers),
+    /// marking the coming close of its connection as expected. The shim may
+    /// close the connection before it answers, so the answer is ignored.
+    pub async fn shutdown(&self, now: bool) {
+        self.deleting
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let req = api::ShutdownRequest {
+            id: self.id.clone(),
+            now,
+        };
+        let _ = self.call::<_, ()>("Shutdown", &req).await;
     }
 
     /// Resolves when the connection to the shim closes.
@@ -228,17 +241,6 @@ pub async fn connect(address: &str, id: &str) -> Result<Client, TaskError> {
             id: id.to_owned(),
             source,
         })
-}
-
-/// The time now, for exits reported on a dead shim's behalf.
-pub fn now() -> prost_types::Timestamp {
-    let d = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or_default();
-    prost_types::Timestamp {
-        seconds: d.as_secs() as i64,
-        nanos: d.subsec_nanos() as i32,
-    }
 }
 
 /// Creates the bundle's `log` FIFO, where containerd's shims write their
