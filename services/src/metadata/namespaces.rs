@@ -91,8 +91,13 @@ impl MetaDb {
     /// Updates labels; `paths` as in containerd (`labels`, `labels.<key>`;
     /// none replaces all labels).
     ///
+    /// As in containerd's namespace store, setting a label creates the
+    /// namespace if it does not exist yet: clients label a namespace (e.g.
+    /// `containerd.io/defaults/snapshotter`) before they put anything in it.
+    /// An update that sets nothing on a missing namespace creates nothing.
+    ///
     /// # Errors
-    /// NotFound; InvalidArgument for other paths or bad labels.
+    /// InvalidArgument for other paths or bad labels.
     pub fn update_namespace(
         &self,
         info: &NamespaceInfo,
@@ -100,10 +105,15 @@ impl MetaDb {
     ) -> Result<NamespaceInfo> {
         self.update(|txn| {
             let k = key(&["ns", info.name.as_str()]);
-            let mut rec: NamespaceRecord = txn.get(&k)?.ok_or_else(|| MetadataError::NotFound {
-                what: "namespace",
-                id: info.name.to_string(),
-            })?;
+            let existing: Option<NamespaceRecord> = txn.get(&k)?;
+            let sets_labels = !paths.is_empty() || !info.labels.is_empty();
+            if existing.is_none() && !sets_labels {
+                return Ok(NamespaceInfo {
+                    name: info.name.clone(),
+                    labels: BTreeMap::new(),
+                });
+            }
+            let mut rec = existing.unwrap_or_default();
             if paths.is_empty() {
                 rec.labels = info.labels.clone();
             }
