@@ -194,13 +194,23 @@ pub fn apply_layer(
             }
         });
         let applied = (|| -> Result<(), DiffError> {
+            let data_end = Arc::new(AtomicU64::new(u64::MAX));
             let mut archive = tar::Archive::new(ChannelReader {
                 rx,
                 chunk: Vec::new(),
                 pos: 0,
+                delivered: 0,
+                data_end: data_end.clone(),
+                padding: 0,
             });
             for entry in archive.entries().map_err(limit_error)? {
                 let entry = entry.map_err(limit_error)?;
+                data_end.store(
+                    entry
+                        .raw_file_position()
+                        .saturating_add(entry.header().entry_size().unwrap_or(0)),
+                    Relaxed,
+                );
                 writer
                     .entry(entry)
                     .map_err(|e| match limit_error(std::io::Error::other("")) {
@@ -241,28 +251,62 @@ const PIPELINE_CHUNK: usize = 1 << 20;
 /// Chunks the decompressing thread may run ahead.
 const PIPELINE_DEPTH: usize = 4;
 
+/// Tar's record size: entries and their data are padded to it.
+const TAR_BLOCK: u64 = 512;
+
 /// The tar reader's end of the pipeline.
+///
+/// Some tools (umoci among them) end a layer right after its last entry's
+/// data, with neither the padding to the next block nor the end-of-archive
+/// blocks. Go's tar reader, and so containerd, takes EOF at that point as
+/// the end of the archive; the tar crate wants the padding. So when the
+/// stream ends exactly where the current entry's data ends, this reader
+/// supplies the missing padding (never part of the diff ID, which hashes
+/// the bytes as they came). An end anywhere else, inside an entry's data or
+/// header, still reaches the tar reader as a short stream and fails.
 struct ChannelReader {
     rx: Receiver<std::io::Result<Vec<u8>>>,
     chunk: Vec<u8>,
     pos: usize,
+    /// Bytes of the stream handed to the tar reader so far.
+    delivered: u64,
+    /// Stream offset where the current entry's data ends.
+    data_end: Arc<AtomicU64>,
+    /// Zero bytes of padding still to hand out after the end.
+    padding: u64,
 }
 
 impl Read for ChannelReader {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         while self.pos == self.chunk.len() {
+            if self.padding > 0 {
+                let n = usize::try_from(self.padding)
+                    .unwrap_or(usize::MAX)
+                    .min(buf.len());
+                buf[..n].fill(0);
+                self.padding -= n as u64;
+                return Ok(n);
+            }
             match self.rx.recv() {
                 Ok(Ok(chunk)) => {
                     self.chunk = chunk;
                     self.pos = 0;
                 }
                 Ok(Err(e)) => return Err(e),
-                Err(_) => return Ok(0),
+                Err(_) => {
+                    let end = self.data_end.swap(u64::MAX, Relaxed);
+                    if end == self.delivered && !end.is_multiple_of(TAR_BLOCK) {
+                        self.padding = TAR_BLOCK - end % TAR_BLOCK;
+                        continue;
+                    }
+                    return Ok(0);
+                }
             }
         }
         let n = buf.len().min(self.chunk.len() - self.pos);
         buf[..n].copy_from_slice(&self.chunk[self.pos..self.pos + n]);
         self.pos += n;
+        self.delivered += n as u64;
         Ok(n)
     }
 }
@@ -733,5 +777,72 @@ mod tests {
             ),
             Err(DiffError::SymlinkLoop(_))
         ));
+    }
+
+    /// A tar of two files whose second one ends `cut` bytes before the
+    /// archive's end blocks, with the byte offset where its data ends.
+    fn two_files() -> (Vec<u8>, usize) {
+        let mut b = tar::Builder::new(Vec::new());
+        for (name, data) in [("a", &b"first file"[..]), ("dir/b", &[7u8; 700][..])] {
+            let mut h = tar::Header::new_ustar();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            h.set_entry_type(tar::EntryType::Regular);
+            h.set_cksum();
+            b.append_data(&mut h, name, data).unwrap();
+        }
+        let tar = b.into_inner().unwrap();
+        // a: header 512 + data padded to 512; dir/b: header 512 + 700.
+        (tar, 512 + 512 + 512 + 700)
+    }
+
+    fn apply(bytes: &[u8]) -> (tempfile::TempDir, Result<Applied, DiffError>) {
+        let dir = tempfile::tempdir().unwrap();
+        let blob = dir.path().join("blob");
+        std::fs::write(&blob, bytes).unwrap();
+        let root = dir.path().join("root");
+        std::fs::create_dir(&root).unwrap();
+        let r = apply_layer(
+            File::open(&blob).unwrap(),
+            &root,
+            &[],
+            Whiteouts::Delete,
+            &DiffConfig::default(),
+        );
+        (dir, r)
+    }
+
+    fn sha(data: &[u8]) -> Digest {
+        Digest::sha256(&Sha256::digest(data).into())
+    }
+
+    #[test]
+    fn layer_ending_right_after_its_last_data_applies() {
+        let (tar, end) = two_files();
+        let cut = &tar[..end];
+        let (dir, r) = apply(cut);
+        let applied = r.unwrap();
+        assert_eq!(
+            applied.diff_id,
+            sha(cut),
+            "diff ID is of the bytes as given"
+        );
+        assert_eq!(applied.size, end as u64);
+        let b = std::fs::read(dir.path().join("root/dir/b")).unwrap();
+        assert_eq!(b, vec![7u8; 700]);
+        // Padded but without end-of-archive blocks: also the end.
+        let padded = &tar[..end + (512 - 700 % 512)];
+        assert!(apply(padded).1.is_ok());
+    }
+
+    #[test]
+    fn layer_cut_inside_an_entry_fails() {
+        let (tar, end) = two_files();
+        // Inside the last entry's data, inside its header, inside the
+        // first entry's padding.
+        for cut in [end - 1, end - 700 - 100, 512 + 100] {
+            let (_dir, r) = apply(&tar[..cut]);
+            assert!(matches!(r, Err(DiffError::Tar(_))), "cut at {cut}: {r:?}");
+        }
     }
 }
