@@ -8,6 +8,7 @@
 //! - [`identifiers`], [`labels`], [`digest`]: the validation rules containerd
 //!   applies to names, labels and digests.
 //! - [`headers`]: request metadata keys (namespace, lease).
+//! - [`runtime_options`]: the runc shims' options, old and new forms.
 //!
 //! This crate does no I/O and depends on no other hull crate.
 
@@ -18,6 +19,7 @@ pub mod errdefs;
 pub mod headers;
 pub mod identifiers;
 pub mod labels;
+pub mod runtime_options;
 pub mod typeurl;
 pub mod wire;
 
@@ -108,6 +110,12 @@ pub mod containerd {
     pub mod runc {
         pub mod v1 {
             tonic::include_proto!("containerd.runc.v1");
+        }
+    }
+    /// `containerd.linux.runc`: options of the v1 Linux runtime.
+    pub mod linux {
+        pub mod runc {
+            tonic::include_proto!("containerd.linux.runc");
         }
     }
     /// The shim v2 API.
