@@ -336,16 +336,14 @@ impl ProcessIo {
         }
     }
 
-    /// Sets the terminal size.
+    /// Sets the terminal size; a process without a terminal has none to
+    /// resize, which is not an error (as in containerd).
     ///
     /// # Errors
-    /// When there is no terminal, or the ioctl fails.
+    /// When the ioctl fails.
     pub fn resize(&self, width: u32, height: u32) -> std::io::Result<()> {
         let Some(console) = &self.console else {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                "process has no terminal",
-            ));
+            return Ok(());
         };
         let ws = libc::winsize {
             ws_row: height.min(u16::MAX as u32) as u16,

@@ -2,6 +2,7 @@
 //! task API (`containerd.task.v2.Task`) over ttrpc and runs the OCI runtime.
 //!
 //! - [`start`]: command line, `start` (daemonise) and `delete` (clean up).
+//! - [`cgroup`]: joining the cgroup the runtime options name.
 //! - [`service`]: the task service, one [`service::TaskService`] per shim.
 //! - [`runc`]: the OCI runtime's command lines.
 //! - [`reaper`]: the only `waitpid` caller; broadcasts exits.
@@ -15,6 +16,7 @@
 
 #![warn(missing_docs)]
 
+pub mod cgroup;
 pub mod events;
 pub mod io;
 pub mod oom;

@@ -64,6 +64,9 @@ pub struct Container {
     pub bundle: PathBuf,
     /// Whether the shim mounted `bundle/rootfs` and must unmount it.
     pub mounted: bool,
+    /// Whether the container has no PID namespace of its own, so that its
+    /// remaining processes are killed when init exits.
+    pub kill_all_on_exit: bool,
     /// The runtime driving it.
     pub runc: Runc,
     /// Its init process.

@@ -17,6 +17,13 @@ use crate::reaper::{self, Monitor};
 /// Why a runtime call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum RuncError {
+    /// The binary does not exist (worded as containerd's Go runtime
+    /// reports it, which clients and people search for).
+    #[error("{}", not_found_message(.binary))]
+    BinaryNotFound {
+        /// The runtime binary.
+        binary: String,
+    },
     /// The binary could not be started.
     #[error("start {binary}")]
     Spawn {
@@ -74,6 +81,15 @@ impl Classify for RuncError {
             RuncError::Timeout { .. } => Kind::DeadlineExceeded,
             _ => Kind::Unknown,
         }
+    }
+}
+
+/// Go's wording: a bare name is looked up on PATH, a path is executed.
+fn not_found_message(binary: &str) -> String {
+    if binary.contains('/') {
+        format!("fork/exec {binary}: no such file or directory")
+    } else {
+        format!("exec: {binary:?}: executable file not found in $PATH")
     }
 }
 
@@ -160,9 +176,17 @@ impl Runc {
         }
         tracing::trace!(binary = %self.binary, command, ?args, "runtime call");
         let mut rx = self.monitor.subscribe();
-        let mut child = cmd.spawn().map_err(|source| RuncError::Spawn {
-            binary: self.binary.clone(),
-            source,
+        let mut child = cmd.spawn().map_err(|source| {
+            if source.kind() == std::io::ErrorKind::NotFound {
+                RuncError::BinaryNotFound {
+                    binary: self.binary.clone(),
+                }
+            } else {
+                RuncError::Spawn {
+                    binary: self.binary.clone(),
+                    source,
+                }
+            }
         })?;
         // Our copies of the process's stdio close here, so its pipes see EOF
         // when the process alone holds them.

@@ -9,7 +9,7 @@ use hull_proto::containerd::events::{
     TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskIo, TaskOom, TaskPaused,
     TaskResumed, TaskStart,
 };
-use hull_proto::containerd::runc::v1::{Options as RuncOptions, ProcessDetails};
+use hull_proto::containerd::runc::v1::ProcessDetails;
 use hull_proto::containerd::task::v2 as api;
 use hull_proto::containerd::v1::types::{ProcessInfo, Status};
 use hull_proto::errdefs::{self, Classify, Kind};
@@ -205,7 +205,33 @@ impl TaskService {
     }
 
     /// Marks the process with this pid exited and publishes its exit.
-    fn on_exit(&self, exit: Exit) {
+    ///
+    /// When the init of a container without a PID namespace of its own
+    /// exits, its other processes would live on (no namespace dies with
+    /// it), so they are killed first, as containerd's shim does; the exit
+    /// is recorded once that is done.
+    fn on_exit(self: &Arc<Self>, exit: Exit) {
+        let kill_all = {
+            let state = self.lock();
+            state.containers.values().find_map(|c| {
+                (c.kill_all_on_exit && c.init.pid == exit.pid && c.init.exit().is_none())
+                    .then(|| (c.id.clone(), c.runc.clone()))
+            })
+        };
+        if let Some((id, runc)) = kill_all {
+            let svc = self.clone();
+            tokio::spawn(async move {
+                if let Err(e) = runc.kill(&id, libc::SIGKILL as u32, true).await {
+                    tracing::warn!(container_id = %id, cause = %errdefs::message(&e), "kill the processes left after init exited");
+                }
+                svc.record_exit(exit);
+            });
+            return;
+        }
+        self.record_exit(exit);
+    }
+
+    fn record_exit(&self, exit: Exit) {
         let mut state = self.lock();
         let owner = state.containers.values_mut().find_map(|c| {
             let id = c.id.clone();
@@ -292,9 +318,12 @@ impl TaskService {
             no_pivot: false,
             monitor: self.monitor.clone(),
         };
-        if let Some(any) = options.filter(|a| a.type_url.ends_with(&RuncOptions::full_name())) {
-            let opts = <RuncOptions as prost::Message>::decode(any.value.as_slice())
-                .map_err(|_| ShimError::Invalid { field: "options" })?;
+        let opts = match options {
+            Some(any) => hull_proto::runtime_options::runc_options(any)
+                .map_err(|_| ShimError::Invalid { field: "options" })?,
+            None => None,
+        };
+        if let Some(opts) = opts {
             if !opts.binary_name.is_empty() {
                 runc.binary = opts.binary_name;
             }
@@ -336,10 +365,14 @@ impl TaskService {
                         .without_reaping(|| mount::mount_all(&mounts, &rootfs))
                         .map_err(|source| ShimError::Mount { id, source })?;
                 }
-                clamp_oom_score(&bundle.join("config.json"), "process")
+                adjust_spec(&bundle.join("config.json"), "process", None)
             })
             .await?;
         }
+        let kill_all_on_exit = {
+            let config = bundle.join("config.json");
+            blocking(move || Ok(shares_pid_namespace(&config))).await?
+        };
         // Undo the mount if anything below fails.
         let guard = UnmountGuard(mounted.then(|| rootfs.clone()));
         let stdio = StdioPaths {
@@ -367,6 +400,7 @@ impl TaskService {
             id: id.clone(),
             bundle: bundle.clone(),
             mounted,
+            kill_all_on_exit,
             runc,
             init,
             execs: Default::default(),
@@ -529,13 +563,14 @@ impl TaskService {
             return Ok(api::StartResponse { pid });
         }
         // An exec runs only now, as in containerd: Exec just records it.
+        let terminal = stdio.terminal;
         let spec_path = bundle.join(format!("{}.json", req.exec_id));
         let pid_file = bundle.join(format!("{}.pid", req.exec_id));
         blocking({
             let spec_path = spec_path.clone();
             move || {
                 std::fs::write(&spec_path, &spec).map_err(io_err("write", &spec_path))?;
-                clamp_oom_score(&spec_path, "")
+                adjust_spec(&spec_path, "", Some(terminal))
             }
         })
         .await?;
@@ -1024,13 +1059,19 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
     })
 }
 
-/// Raises an `oomScoreAdj` below the shim's own to the shim's own.
+/// Adjusts a spec file before the runtime reads it, changing only the
+/// fields named here and keeping every other byte's meaning:
+/// - an `oomScoreAdj` below the shim's own is raised to the shim's own:
+///   lowering the score needs CAP_SYS_RESOURCE, which a daemon may not
+///   have; containerd's `restrict_oom_score_adj` clamps the same way;
+/// - with `terminal` given (an exec), the process's `terminal` is set to
+///   whether the client asked for one: runc reads only the spec once it
+///   is given a process file, and refuses a console socket for a process
+///   whose spec says no terminal.
 ///
-/// Lowering the score needs CAP_SYS_RESOURCE, which a daemon may not have;
-/// containerd's `restrict_oom_score_adj` clamps the same way. `at` is the
-/// JSON object holding the key ("process" in a spec, "" for a process
-/// spec).
-fn clamp_oom_score(path: &Path, at: &str) -> Result<()> {
+/// `at` is the JSON object holding the process fields ("process" in a
+/// spec, "" for a process spec).
+fn adjust_spec(path: &Path, at: &str, terminal: Option<bool>) -> Result<()> {
     let Ok(text) = std::fs::read(path) else {
         return Ok(());
     };
@@ -1049,19 +1090,57 @@ fn clamp_oom_score(path: &Path, at: &str) -> Result<()> {
     let Some(obj) = obj.and_then(|o| o.as_object_mut()) else {
         return Ok(());
     };
-    match obj.get("oomScoreAdj").and_then(|v| v.as_i64()) {
-        Some(score) if score < own => {
+    let mut changed = false;
+    if let Some(score) = obj.get("oomScoreAdj").and_then(|v| v.as_i64()) {
+        if score < own {
             tracing::debug!(score, own, "raising oomScoreAdj to the shim's own");
             obj.insert("oomScoreAdj".to_owned(), own.into());
-            let bytes = serde_json::to_vec(&doc).map_err(|e| ShimError::Io {
-                op: "encode",
-                path: path.to_owned(),
-                source: std::io::Error::other(e),
-            })?;
-            std::fs::write(path, bytes).map_err(io_err("write", path))
+            changed = true;
         }
-        _ => Ok(()),
     }
+    if let Some(terminal) = terminal {
+        let current = obj
+            .get("terminal")
+            .and_then(|v| v.as_bool())
+            .unwrap_or(false);
+        if current != terminal {
+            obj.insert("terminal".to_owned(), terminal.into());
+            changed = true;
+        }
+    }
+    if !changed {
+        return Ok(());
+    }
+    let bytes = serde_json::to_vec(&doc).map_err(|e| ShimError::Io {
+        op: "encode",
+        path: path.to_owned(),
+        source: std::io::Error::other(e),
+    })?;
+    std::fs::write(path, bytes).map_err(io_err("write", path))
+}
+
+/// Whether the container at `path` has no PID namespace of its own: none
+/// in `linux.namespaces`, or one joined by path (another container's, the
+/// host's). Its processes then outlive init unless killed. As containerd's
+/// `ShouldKillAllOnExit`, a spec that cannot be read counts as sharing.
+fn shares_pid_namespace(path: &Path) -> bool {
+    let Ok(text) = std::fs::read(path) else {
+        return true;
+    };
+    let Ok(doc) = serde_json::from_slice::<serde_json::Value>(&text) else {
+        return true;
+    };
+    let namespaces = doc
+        .get("linux")
+        .and_then(|l| l.get("namespaces"))
+        .and_then(|n| n.as_array());
+    !namespaces.into_iter().flatten().any(|n| {
+        n.get("type").and_then(|t| t.as_str()) == Some("pid")
+            && n.get("path")
+                .and_then(|p| p.as_str())
+                .unwrap_or("")
+                .is_empty()
+    })
 }
 
 fn to_status(e: ShimError) -> hull_ttrpc::Status {
@@ -1119,6 +1198,8 @@ impl Service for TaskService {
                 "ResizePty" => {
                     unary(payload, |r: api::ResizePtyRequest| async move {
                         let io = s.process_io(&r.id, &r.exec_id).map_err(to_status)?;
+                        // A process without a terminal has nothing to
+                        // resize: a no-op, as in containerd.
                         match io {
                             Some(io) => io
                                 .resize(r.width, r.height)

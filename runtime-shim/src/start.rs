@@ -4,6 +4,7 @@
 
 use std::ffi::OsString;
 use std::fs::OpenOptions;
+use std::io::Read;
 use std::os::fd::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::os::unix::process::CommandExt;
@@ -154,6 +155,10 @@ impl Args {
 /// # Errors
 /// When the socket cannot be bound or the shim cannot be spawned.
 pub fn start(args: &Args) -> std::io::Result<String> {
+    // The daemon writes the runtime options to stdin and closes it.
+    let mut options = Vec::new();
+    std::io::stdin().read_to_end(&mut options)?;
+    let shim_cgroup = shim_cgroup(&options)?;
     let sock = args.socket_path();
     let address = format!("unix://{}", sock.display());
     if UnixStream::connect(&sock).is_ok() {
@@ -204,9 +209,33 @@ pub fn start(args: &Args) -> std::io::Result<String> {
             return Err(e);
         }
     };
+    if let Some(cgroup) = shim_cgroup {
+        if let Err(e) = crate::cgroup::join(child.id(), &cgroup) {
+            // A shim outside the cgroup it was asked into must not serve.
+            let mut child = child;
+            let _ = child.kill();
+            let _ = child.wait();
+            let _ = std::fs::remove_file(&sock);
+            return Err(std::io::Error::other(hull_proto::errdefs::message(&e)));
+        }
+    }
     std::fs::write(bundle.join("address"), &address)?;
     std::fs::write(bundle.join("shim.pid"), child.id().to_string())?;
     Ok(address)
+}
+
+/// The `shim_cgroup` of the runtime options `start` got on stdin.
+fn shim_cgroup(options: &[u8]) -> std::io::Result<Option<String>> {
+    if options.is_empty() {
+        return Ok(None);
+    }
+    let invalid =
+        |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_owned());
+    let any = prost_types::Any::decode(options)
+        .map_err(|_| invalid("runtime options on stdin are not an Any"))?;
+    let opts = hull_proto::runtime_options::runc_options(&any)
+        .map_err(|_| invalid("runtime options on stdin do not decode"))?;
+    Ok(opts.map(|o| o.shim_cgroup).filter(|c| !c.is_empty()))
 }
 
 /// `delete`: cleans up after a shim that died: forces the runtime to delete
