@@ -2,13 +2,16 @@
 # Builds hull and installs it as a systemd service, or runs it in the
 # foreground when systemd is not running (containers, CI machines).
 #   deploy/install.sh          build, install, start
-#   deploy/install.sh --deps   also install build dependencies from Debian
+#   deploy/install.sh --deps   also install, from Debian, what the build
+#                              needs and what hulld runs (runc)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 if [[ "${1:-}" == "--deps" ]]; then
     apt-get update -q
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q protobuf-compiler libprotobuf-dev gcc libc6-dev
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+        protobuf-compiler libprotobuf-dev gcc libc6-dev \
+        runc
 fi
 
 cargo build --release --bins

@@ -44,10 +44,16 @@ pub struct ShimConfig {
 
 impl Default for ShimConfig {
     fn default() -> Self {
-        let runtimes = ["io.containerd.runc.v2", "io.containerd.runc.v1"]
-            .into_iter()
-            .map(|r| (r.to_owned(), "hull-shim".to_owned()))
-            .collect();
+        // hull-shim also serves the v1 Linux runtime's name, whose
+        // options it reads (containerd runs its v1 shim for it).
+        let runtimes = [
+            "io.containerd.runc.v2",
+            "io.containerd.runc.v1",
+            "io.containerd.runtime.v1.linux",
+        ]
+        .into_iter()
+        .map(|r| (r.to_owned(), "hull-shim".to_owned()))
+        .collect();
         ShimConfig { runtimes }
     }
 }
@@ -197,6 +203,14 @@ fn read_shim_binary(bundle: &Path) -> Option<PathBuf> {
         .map(|b| PathBuf::from(String::from_utf8_lossy(&b).into_owned()))
 }
 
+/// The first file called `name` in a PATH directory.
+fn find_on_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
 /// Removes a bundle after unmounting its rootfs if still mounted.
 fn remove_bundle(bundle: &Path) -> Result<(), TaskError> {
     let rootfs = bundle.join("rootfs");
@@ -266,11 +280,26 @@ impl TaskManager {
         if let Some(p) = beside.filter(|p| p.is_file()) {
             return Ok(p);
         }
-        let path = std::env::var_os("PATH").unwrap_or_default();
-        std::env::split_paths(&path)
-            .map(|d| d.join(&name))
-            .find(|p| p.is_file())
-            .ok_or_else(|| TaskError::Runtime(runtime.to_owned()))
+        find_on_path(&name).ok_or_else(|| TaskError::Runtime(runtime.to_owned()))
+    }
+
+    /// What is missing to run containers of `runtime`, in words an
+    /// operator can act on: its shim binary, or the OCI runtime binary
+    /// (`runc`) that hull-shim runs by default. Empty when both are found.
+    pub fn missing_for(&self, runtime: &str) -> Vec<String> {
+        let mut missing = Vec::new();
+        match self.shim_binary(runtime, "") {
+            Err(_) => missing.push(format!("no shim binary for runtime {runtime:?}")),
+            Ok(shim) => {
+                let is_hull_shim = shim.file_name().is_some_and(|n| n == "hull-shim");
+                if is_hull_shim && find_on_path("runc").is_none() {
+                    missing.push(format!(
+                        "runtime {runtime:?} runs \"runc\", which is not on PATH (Debian package runc)"
+                    ));
+                }
+            }
+        }
+        missing
     }
 
     /// The shim of a task.
@@ -349,7 +378,10 @@ impl TaskManager {
             })
             .await?;
         }
-        let options = req.options.clone().or(container.runtime_options.clone());
+        let options = hull_proto::runtime_options::for_task(
+            req.options.as_ref(),
+            container.runtime_options.as_ref(),
+        );
         let log_stop = self.shutdown.child_token();
         shim::forward_log(&bundle, &req.id, &self.tasks, log_stop.clone())
             .map_err(bundle_err(&bundle))?;

@@ -58,6 +58,9 @@ use hull_snapshots::{SnapshotError, Snapshotter};
 /// HTTP/2 flow-control window per stream.
 const STREAM_WINDOW: u32 = 8 << 20;
 
+/// The runtime clients ask for when they name none (ctr's default).
+const DEFAULT_RUNTIME: &str = "io.containerd.runc.v2";
+
 /// How long shutdown waits for connected clients to hang up.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
@@ -302,6 +305,9 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), Wi
         tasks.clone(),
         shutdown.clone(),
     );
+    for problem in manager.missing_for(DEFAULT_RUNTIME) {
+        tracing::warn!(%problem, "containers cannot run until this is installed");
+    }
     crate::tasks::become_subreaper();
     let restored = manager.restore().await;
     if restored > 0 {

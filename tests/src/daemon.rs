@@ -12,6 +12,8 @@ use hull_client::Client;
 pub struct Daemon {
     dir: tempfile::TempDir,
     child: Option<Child>,
+    /// Environment variables set for the daemon on top of the test's own.
+    env: Vec<(String, String)>,
     /// Namespace the test works in.
     pub ns: String,
 }
@@ -42,6 +44,11 @@ impl Daemon {
 
     /// Starts a daemon with `config` as its TOML config file.
     pub async fn start_with_config(ns: &str, config: &str) -> Daemon {
+        Daemon::start_with_env(ns, config, &[]).await
+    }
+
+    /// Starts a daemon with `config` and these environment variables.
+    pub async fn start_with_env(ns: &str, config: &str, env: &[(&str, &str)]) -> Daemon {
         let dir = tempfile::Builder::new()
             .prefix("hull-test-")
             .tempdir()
@@ -50,6 +57,10 @@ impl Daemon {
         let mut d = Daemon {
             dir,
             child: None,
+            env: env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
             ns: ns.to_owned(),
         };
         d.spawn().await;
@@ -98,6 +109,7 @@ impl Daemon {
             .arg(self.address())
             .arg("--log-level")
             .arg("debug")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log fd"))
             .stderr(log)

@@ -1,0 +1,612 @@
+//! Regressions: places where hulld differed from containerd 1.6 for real
+//! clients and real images (namespaces labelled before use, umoci-built
+//! layers, exec with a terminal, containers without a PID namespace,
+//! runtime options old and new, resizing a terminal that is not there, a
+//! missing runtime at start).
+
+use std::collections::BTreeMap;
+use std::io::Read as _;
+use std::os::unix::ffi::OsStrExt as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use hull_client::Client;
+use hull_proto::containerd::linux::runc::RuncOptions;
+use hull_proto::containerd::runc::v1::Options as RuncV2Options;
+use hull_proto::containerd::services::containers::v1::{
+    container::Runtime, Container, CreateContainerRequest, DeleteContainerRequest,
+    GetContainerRequest,
+};
+use hull_proto::containerd::services::namespaces::v1::{
+    GetNamespaceRequest, Namespace as ProtoNamespace, UpdateNamespaceRequest,
+};
+use hull_proto::containerd::services::tasks::v1::{
+    CreateTaskRequest, DeleteProcessRequest, DeleteTaskRequest, ExecProcessRequest, KillRequest,
+    ResizePtyRequest, StartRequest, WaitRequest,
+};
+use hull_tests::daemon::{eventually, is_root, Daemon};
+use hull_tests::image::{busybox_layer, write_oci_layers, BUSYBOX};
+
+const IMAGE: &str = "docker.io/hull/busybox:1";
+
+fn import_busybox(d: &Daemon) {
+    let tar = d.dir().join("busybox.tar");
+    write_oci_layers(&tar, &[busybox_layer(&BTreeMap::new())], IMAGE);
+    d.ctr_ok(&["images", "import", tar.to_str().expect("path")]);
+}
+
+fn mkfifo(path: &Path) {
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).expect("path");
+    // SAFETY: a NUL-terminated path alive for the call.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo");
+}
+
+/// Reads a FIFO to its end on a thread.
+fn read_fifo(path: PathBuf) -> std::thread::JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut out = Vec::new();
+        let mut f = std::fs::File::open(&path).expect("open fifo");
+        f.read_to_end(&mut out).expect("read fifo");
+        out
+    })
+}
+
+/// Pids whose command line contains `needle`.
+fn pids_running(needle: &str) -> Vec<u32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").expect("proc").flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else {
+            continue;
+        };
+        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+        if cmd.contains(needle) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn labelling_a_missing_namespace_creates_it() {
+    let d = Daemon::start("ns-label").await;
+    // ctr labels through Update with a `labels.KEY` mask.
+    d.ctr_ok(&[
+        "namespaces",
+        "label",
+        "testing",
+        "containerd.io/defaults/snapshotter=native",
+    ]);
+    let ls = d.ctr_ok(&["namespaces", "ls"]);
+    assert!(
+        ls.lines()
+            .any(|l| l.starts_with("testing") && l.contains("snapshotter=native")),
+        "{ls}"
+    );
+    // Update without a mask, as containerd's client test setup does.
+    let c = d.client().await;
+    c.namespaces()
+        .update(UpdateNamespaceRequest {
+            namespace: Some(ProtoNamespace {
+                name: "fresh".into(),
+                labels: [("team".to_owned(), "a".to_owned())].into(),
+            }),
+            update_mask: None,
+        })
+        .await
+        .expect("update creates");
+    let got = c
+        .namespaces()
+        .get(GetNamespaceRequest {
+            name: "fresh".into(),
+        })
+        .await
+        .expect("get")
+        .into_inner()
+        .namespace
+        .expect("namespace");
+    assert_eq!(got.labels.get("team").map(String::as_str), Some("a"));
+    // Setting nothing on a missing namespace creates nothing.
+    c.namespaces()
+        .update(UpdateNamespaceRequest {
+            namespace: Some(ProtoNamespace {
+                name: "ghost".into(),
+                labels: Default::default(),
+            }),
+            update_mask: None,
+        })
+        .await
+        .expect("empty update");
+    assert!(!d.ctr_ok(&["namespaces", "ls", "-q"]).contains("ghost"));
+}
+
+/// A three-layer image built by umoci (whose layer tars end right after
+/// their last entry's data), as an archive `ctr images import` reads.
+fn umoci_image(dir: &Path, name: &str) -> PathBuf {
+    let layout = dir.join("layout");
+    let umoci = |args: &[&str]| {
+        let out = Command::new("umoci")
+            .args(args)
+            .output()
+            .expect("run umoci (Debian package umoci)");
+        assert!(
+            out.status.success(),
+            "umoci {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let image = format!("{}:1", layout.display());
+    umoci(&["init", "--layout", layout.to_str().expect("p")]);
+    umoci(&["new", "--image", &image]);
+    let l1 = dir.join("l1");
+    std::fs::create_dir_all(l1.join("bin")).expect("mkdir");
+    std::fs::copy(BUSYBOX, l1.join("bin/busybox")).expect("copy busybox");
+    std::os::unix::fs::symlink("busybox", l1.join("bin/sh")).expect("symlink");
+    let l2 = dir.join("l2");
+    std::fs::create_dir_all(l2.join("etc")).expect("mkdir");
+    std::fs::write(l2.join("etc/first"), "one\n").expect("write");
+    std::fs::write(l2.join("etc/gone"), "soon removed\n").expect("write");
+    let l3 = dir.join("l3");
+    std::fs::create_dir_all(l3.join("etc")).expect("mkdir");
+    std::fs::write(l3.join("etc/second"), "two\n").expect("write");
+    for l in [&l1, &l2, &l3] {
+        umoci(&["insert", "--image", &image, l.to_str().expect("p"), "/"]);
+    }
+    umoci(&["insert", "--image", &image, "--whiteout", "/etc/gone"]);
+    umoci(&["config", "--image", &image, "--config.cmd", "/bin/sh"]);
+    let archive = dir.join(format!("{name}.tar"));
+    let mut b = tar::Builder::new(std::fs::File::create(&archive).expect("create"));
+    b.append_dir_all(".", &layout).expect("tar layout");
+    b.finish().expect("finish tar");
+    archive
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn umoci_layers_unpack_on_both_snapshotters_and_run() {
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let d = Daemon::start("umoci").await;
+    let archive = umoci_image(d.dir(), "umoci");
+    let archive = archive.to_str().expect("p");
+    for snapshotter in ["overlayfs", "native"] {
+        let out = d.ctr_ok(&[
+            "images",
+            "import",
+            "--snapshotter",
+            snapshotter,
+            "--base-name",
+            "docker.io/hull/umoci",
+            archive,
+        ]);
+        assert!(out.contains("done"), "{out}");
+        let id = format!("um-{snapshotter}");
+        let out = d.ctr_ok(&[
+            "run",
+            "--rm",
+            "--snapshotter",
+            snapshotter,
+            "docker.io/hull/umoci:1",
+            &id,
+            "sh",
+            "-c",
+            "cat /etc/first /etc/second; test -e /etc/gone || echo gone",
+        ]);
+        assert_eq!(out, "one\ntwo\ngone\n", "on {snapshotter}");
+    }
+}
+
+/// Creates container `id` from `ctr containers create`'s record, changed
+/// by `change` (ctr has no flags for what these tests set).
+async fn container_from_ctr(
+    d: &Daemon,
+    c: &Client,
+    id: &str,
+    args: &[&str],
+    change: impl FnOnce(&mut Container),
+) {
+    let mut argv = vec!["containers", "create", IMAGE, id];
+    argv.extend_from_slice(args);
+    d.ctr_ok(&argv);
+    let mut container = c
+        .containers()
+        .get(GetContainerRequest { id: id.into() })
+        .await
+        .expect("get")
+        .into_inner()
+        .container
+        .expect("container");
+    c.containers()
+        .delete(DeleteContainerRequest { id: id.into() })
+        .await
+        .expect("delete");
+    change(&mut container);
+    c.containers()
+        .create(CreateContainerRequest {
+            container: Some(container),
+        })
+        .await
+        .expect("create the changed container");
+}
+
+/// [`container_from_ctr`] with another runtime name and options.
+async fn container_with_runtime(
+    d: &Daemon,
+    c: &Client,
+    id: &str,
+    args: &[&str],
+    runtime: &str,
+    options: Option<prost_types::Any>,
+) {
+    container_from_ctr(d, c, id, args, |container| {
+        container.runtime = Some(Runtime {
+            name: runtime.into(),
+            options,
+        });
+    })
+    .await;
+}
+
+async fn run_task(c: &Client, id: &str, stdout: &Path) -> Result<u32, tonic::Status> {
+    c.tasks()
+        .create(CreateTaskRequest {
+            container_id: id.into(),
+            stdout: stdout.display().to_string(),
+            ..Default::default()
+        })
+        .await?;
+    c.tasks()
+        .start(StartRequest {
+            container_id: id.into(),
+            exec_id: String::new(),
+        })
+        .await?;
+    let exit = c
+        .tasks()
+        .wait(WaitRequest {
+            container_id: id.into(),
+            exec_id: String::new(),
+        })
+        .await?
+        .into_inner();
+    c.tasks()
+        .delete(DeleteTaskRequest {
+            container_id: id.into(),
+        })
+        .await?;
+    Ok(exit.exit_status)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v1_runtime_options_are_honoured_and_missing_binaries_named() {
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let d = Daemon::start("runtime-v1").await;
+    import_busybox(&d);
+    let c = d.client().await;
+
+    // The v1 Linux runtime name, with its own options naming the binary.
+    let v1 = |binary: &str| {
+        hull_proto::typeurl::pack(&RuncOptions {
+            runtime: binary.into(),
+            ..Default::default()
+        })
+    };
+    container_with_runtime(
+        &d,
+        &c,
+        "v1-runc",
+        &["echo", "v1", "ok"],
+        "io.containerd.runtime.v1.linux",
+        Some(v1("runc")),
+    )
+    .await;
+    let fifo = d.dir().join("v1.out");
+    mkfifo(&fifo);
+    let reader = read_fifo(fifo.clone());
+    let status = run_task(&c, "v1-runc", &fifo).await.expect("v1 task runs");
+    assert_eq!(status, 0);
+    assert_eq!(reader.join().expect("reader"), b"v1 ok\n");
+
+    container_with_runtime(
+        &d,
+        &c,
+        "v1-missing",
+        &["true"],
+        "io.containerd.runtime.v1.linux",
+        Some(v1("no-runc")),
+    )
+    .await;
+    let err = run_task(&c, "v1-missing", Path::new(""))
+        .await
+        .expect_err("no such runtime");
+    assert!(
+        err.message()
+            .contains(r#"exec: "no-runc": executable file not found in $PATH"#),
+        "{err:?}"
+    );
+
+    // The v2 options through ctr.
+    let out = d.ctr_run(&[
+        "run",
+        "--rm",
+        "--runc-binary",
+        "no-runc",
+        IMAGE,
+        "v2-missing",
+        "true",
+    ]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(r#"exec: "no-runc": executable file not found in $PATH"#),
+        "{stderr}"
+    );
+    // Nothing is left behind by the failed creates.
+    assert!(!d.ctr_ok(&["tasks", "ls"]).contains("missing"));
+}
+
+/// Every mounted cgroup v1 hierarchy (the unified one when there is none).
+fn cgroup_roots() -> Vec<PathBuf> {
+    let table = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    let (mut v1, mut v2) = (Vec::new(), Vec::new());
+    for line in table.lines() {
+        let Some((left, right)) = line.split_once(" - ") else {
+            continue;
+        };
+        let mountpoint = PathBuf::from(left.split(' ').nth(4).expect("mountpoint"));
+        match right.split(' ').next() {
+            Some("cgroup") => v1.push(mountpoint),
+            Some("cgroup2") => v2.push(mountpoint),
+            _ => {}
+        }
+    }
+    if v1.is_empty() {
+        v2
+    } else {
+        v1
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shim_joins_the_cgroup_its_options_name() {
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let d = Daemon::start("shim-cgroup").await;
+    import_busybox(&d);
+    let c = d.client().await;
+    let name = format!("hull-test-shim-{}", std::process::id());
+    let dirs: Vec<PathBuf> = cgroup_roots().iter().map(|r| r.join(&name)).collect();
+    for dir in &dirs {
+        std::fs::create_dir(dir).expect("create cgroup");
+        // A new cpuset cgroup takes no process until it has cpus and mems.
+        for knob in ["cpuset.cpus", "cpuset.mems"] {
+            if let Ok(v) = std::fs::read_to_string(dir.parent().expect("parent").join(knob)) {
+                std::fs::write(dir.join(knob), v.trim()).expect("set cpuset");
+            }
+        }
+    }
+    let options = hull_proto::typeurl::pack(&RuncV2Options {
+        shim_cgroup: format!("/{name}"),
+        ..Default::default()
+    });
+    container_with_runtime(
+        &d,
+        &c,
+        "cg",
+        &["sleep", "1000"],
+        "io.containerd.runc.v2",
+        Some(options),
+    )
+    .await;
+    c.tasks()
+        .create(CreateTaskRequest {
+            container_id: "cg".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("create task");
+    let bundle = d.dir().join(format!("state/shims/{}/cg", d.ns));
+    let shim_pid: u32 = std::fs::read_to_string(bundle.join("shim.pid"))
+        .expect("shim.pid")
+        .trim()
+        .parse()
+        .expect("pid");
+    let cgroups = std::fs::read_to_string(format!("/proc/{shim_pid}/cgroup")).expect("cgroup");
+    let in_it = cgroups
+        .lines()
+        .filter(|l| l.ends_with(&format!(":/{name}")))
+        .count();
+    let procs = std::fs::read_to_string(dirs[0].join("cgroup.procs")).expect("procs");
+    // Clean up before asserting, so that a failure leaves no cgroup.
+    c.tasks()
+        .kill(KillRequest {
+            container_id: "cg".into(),
+            signal: 9,
+            ..Default::default()
+        })
+        .await
+        .expect("kill");
+    c.tasks()
+        .wait(WaitRequest {
+            container_id: "cg".into(),
+            exec_id: String::new(),
+        })
+        .await
+        .expect("wait");
+    c.tasks()
+        .delete(DeleteTaskRequest {
+            container_id: "cg".into(),
+        })
+        .await
+        .expect("delete");
+    let gone = eventually(Duration::from_secs(5), || {
+        dirs.iter()
+            .all(|d| std::fs::remove_dir(d).is_ok() || !d.exists())
+    })
+    .await;
+    assert!(gone, "cgroups {dirs:?} still in use");
+    assert_eq!(in_it, dirs.len(), "shim cgroups:\n{cgroups}");
+    assert!(
+        procs.lines().any(|p| p.trim() == shim_pid.to_string()),
+        "{procs}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn init_exit_kills_the_rest_without_a_pid_namespace() {
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let d = Daemon::start("hostpid").await;
+    import_busybox(&d);
+    // Marks no other test uses, to find the processes by.
+    let (child, init) = (
+        format!("sleep 73{}", std::process::id() % 1000),
+        format!("sleep 74{}", std::process::id() % 1000),
+    );
+    let script = format!("{child} & exec {init}");
+    let c = d.client().await;
+    // ctr's spec without its PID namespace: the container's processes live
+    // in hulld's.
+    container_from_ctr(&d, &c, "hp", &[], |container| {
+        let spec = container.spec.as_mut().expect("spec");
+        let mut doc: serde_json::Value = serde_json::from_slice(&spec.value).expect("json");
+        doc["process"]["args"] = serde_json::json!(["sh", "-c", script]);
+        let namespaces = doc["linux"]["namespaces"]
+            .as_array_mut()
+            .expect("namespaces");
+        namespaces.retain(|n| n["type"] != "pid");
+        spec.value = serde_json::to_vec(&doc).expect("json");
+    })
+    .await;
+    d.ctr_ok(&["tasks", "start", "-d", "hp"]);
+    assert!(
+        eventually(Duration::from_secs(5), || !pids_running(&child).is_empty()).await,
+        "child never started"
+    );
+    d.ctr_ok(&["tasks", "kill", "-s", "SIGKILL", "hp"]);
+    assert!(
+        eventually(Duration::from_secs(10), || d
+            .ctr_ok(&["tasks", "ls"])
+            .contains("STOPPED"))
+        .await
+    );
+    let left = pids_running(&child);
+    for pid in &left {
+        // SAFETY: kill(2) on a process this test started, found by its mark.
+        unsafe { libc::kill(*pid as i32, libc::SIGKILL) };
+    }
+    d.ctr_ok(&["tasks", "rm", "hp"]);
+    assert!(left.is_empty(), "{child:?} outlived init: {left:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_with_a_terminal_and_large_output() {
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let d = Daemon::start("exec-tty").await;
+    import_busybox(&d);
+    d.ctr_ok(&["run", "-d", IMAGE, "tty", "sleep", "1000"]);
+    let c = d.client().await;
+    // The process spec from the container's own, which says no terminal:
+    // the request's terminal flag decides, as in containerd.
+    let spec = serde_json::json!({
+        "args": ["sh", "-c", "seq -s ' ' 1000000"],
+        "cwd": "/",
+        "env": ["PATH=/bin"],
+        "user": {"uid": 0, "gid": 0},
+        "terminal": false,
+    });
+    for round in 0..3 {
+        let exec_id = format!("e{round}");
+        let fifo = d.dir().join(format!("{exec_id}.out"));
+        mkfifo(&fifo);
+        let reader = read_fifo(fifo.clone());
+        c.tasks()
+            .exec(ExecProcessRequest {
+                container_id: "tty".into(),
+                exec_id: exec_id.clone(),
+                terminal: true,
+                stdout: fifo.display().to_string(),
+                spec: Some(prost_types::Any {
+                    type_url: hull_proto::typeurl::PROCESS_SPEC.into(),
+                    value: serde_json::to_vec(&spec).expect("json"),
+                }),
+                ..Default::default()
+            })
+            .await
+            .expect("exec");
+        c.tasks()
+            .start(StartRequest {
+                container_id: "tty".into(),
+                exec_id: exec_id.clone(),
+            })
+            .await
+            .expect("start exec with a terminal");
+        let exit = c
+            .tasks()
+            .wait(WaitRequest {
+                container_id: "tty".into(),
+                exec_id: exec_id.clone(),
+            })
+            .await
+            .expect("wait")
+            .into_inner();
+        assert_eq!(exit.exit_status, 0);
+        c.tasks()
+            .delete_process(DeleteProcessRequest {
+                container_id: "tty".into(),
+                exec_id,
+            })
+            .await
+            .expect("delete exec");
+        let out = reader.join().expect("reader");
+        let text = String::from_utf8_lossy(&out);
+        assert!(
+            text.trim_end().ends_with("999999 1000000"),
+            "round {round}: output ends {:?}",
+            &text[text.len().saturating_sub(40)..]
+        );
+    }
+    // A process without a terminal: resizing is a no-op, as in containerd.
+    c.tasks()
+        .resize_pty(ResizePtyRequest {
+            container_id: "tty".into(),
+            exec_id: String::new(),
+            width: 80,
+            height: 25,
+        })
+        .await
+        .expect("resize without a terminal");
+    d.ctr_ok(&["tasks", "kill", "-s", "SIGKILL", "tty"]);
+    assert!(
+        eventually(Duration::from_secs(10), || d
+            .ctr_ok(&["tasks", "ls"])
+            .contains("STOPPED"))
+        .await
+    );
+    d.ctr_ok(&["tasks", "rm", "tty"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_runc_is_warned_about_at_start() {
+    let d = Daemon::start_with_env("no-runc", "", &[("PATH", "/nonexistent")]).await;
+    let log = d.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("WARN") && l.contains("\"runc\"") && l.contains("not on PATH")),
+        "{log}"
+    );
+}
