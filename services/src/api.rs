@@ -116,7 +116,7 @@ pub(crate) async fn collect_after_delete(
     if sync {
         gc.run().await.map_err(status)?;
     } else {
-        gc.db().schedule_gc();
+        gc.db().note_deletion();
     }
     Ok(())
 }

@@ -16,7 +16,7 @@ use crate::wiring::GrpcConfig;
 pub const DEFAULT_PATH: &str = "/etc/hull/config.toml";
 
 /// The whole config file.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Config format version; 2 as containerd 1.6's.
@@ -156,9 +156,7 @@ impl Config {
                 "root and state must be absolute paths",
             ));
         }
-        if self.gc.interval_s == 0 {
-            return Err(ConfigError::Invalid("gc.interval_s must be at least 1"));
-        }
+        self.gc.validate().map_err(ConfigError::Invalid)?;
         if self.proxy_plugins.values().any(|p| p.kind != "snapshot") {
             return Err(ConfigError::Invalid(
                 "proxy_plugins: only type = \"snapshot\" is supported",
@@ -202,11 +200,12 @@ mod tests {
             p.proxy_plugins["remote"].address,
             std::path::PathBuf::from("/run/x.sock")
         );
-        let c = Config::parse("[gc]\ninterval_s = 5").unwrap();
-        assert_eq!(c.gc.interval_s, 5);
-        assert_eq!(
-            c.gc.schedule_delay_ms,
-            GcConfig::default().schedule_delay_ms
-        );
+        let c = Config::parse("[gc]\nmutation_threshold = 5").unwrap();
+        assert_eq!(c.gc.mutation_threshold, 5);
+        assert_eq!(c.gc.startup_delay, GcConfig::default().startup_delay);
+        assert!(Config::parse("[gc]\npause_threshold = 0.9")
+            .unwrap()
+            .validate()
+            .is_err());
     }
 }

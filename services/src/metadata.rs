@@ -178,7 +178,7 @@ pub struct MetaDb {
     flush_requested: std::sync::atomic::AtomicU64,
     flush_completed: std::sync::atomic::AtomicU64,
     content: Arc<LocalContentStore>,
-    gc_wanted: tokio::sync::Notify,
+    gc_signal: gc::scheduler::GcSignal,
     /// Images by namespace and name, for namespaces listed since start.
     image_cache: std::sync::RwLock<HashMap<String, BTreeMap<String, images::Image>>>,
 }
@@ -215,7 +215,7 @@ impl MetaDb {
             flush_requested: 0.into(),
             flush_completed: 0.into(),
             content,
-            gc_wanted: tokio::sync::Notify::new(),
+            gc_signal: Default::default(),
             image_cache: Default::default(),
         }))
     }
@@ -263,14 +263,22 @@ impl MetaDb {
         Ok(())
     }
 
-    /// Asks the GC loop to run soon.
-    pub fn schedule_gc(&self) {
-        self.gc_wanted.notify_one();
+    /// Records that a change removed something (an image, blob, container,
+    /// lease, namespace or snapshot), so that the GC scheduler collects
+    /// what it may have left unreferenced.
+    pub fn note_deletion(&self) {
+        self.gc_signal.deletion();
     }
 
-    /// Resolves when a GC run was asked for.
-    pub async fn gc_requested(&self) {
-        self.gc_wanted.notified().await;
+    /// Records a change outside this DB's records (a snapshot), which
+    /// counts towards the scheduler's mutation threshold.
+    pub fn note_mutation(&self) {
+        self.gc_signal.mutation();
+    }
+
+    /// The GC scheduler's view of changes.
+    pub fn gc_signal(&self) -> &gc::scheduler::GcSignal {
+        &self.gc_signal
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, WriteState> {
@@ -303,6 +311,7 @@ impl MetaDb {
         let batch = std::mem::take(&mut txn.batch);
         self.tree.apply_batch(batch)?;
         then(&out);
+        self.gc_signal.mutation();
         Ok(out)
     }
 

@@ -221,31 +221,24 @@ fn prepare_socket(path: &Path) -> Result<UnixListener, WiringError> {
 
 async fn gc_loop(gc: Arc<Collector>, cfg: GcConfig, shutdown: CancellationToken) {
     let db = gc.db().clone();
-    let mut interval = tokio::time::interval(Duration::from_secs(cfg.interval_s));
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = db.gc_requested() => {
-                tokio::time::sleep(Duration::from_millis(cfg.schedule_delay_ms)).await;
-            }
-            _ = interval.tick() => {}
-        }
-        let d = db.clone();
-        match crate::blocking(move || d.collect_garbage(crate::now_nanos())).await {
+    crate::metadata::gc::scheduler::run(db.gc_signal(), cfg, shutdown, || async {
+        match gc.run().await {
             Ok(stats) if stats != Default::default() => {
                 tracing::info!(
                     records = stats.records,
                     blobs = stats.blobs,
                     leases = stats.leases,
+                    snapshots = stats.snapshots,
                     "garbage collected"
                 );
             }
-            Ok(_) => {}
+            Ok(_) => tracing::debug!("garbage collected: nothing"),
             Err(e) => {
                 tracing::warn!(cause = %hull_proto::errdefs::message(&e), "garbage collection failed")
             }
         }
-    }
+    })
+    .await;
 }
 
 /// Opens everything under the config's root and serves until `shutdown`.

@@ -185,7 +185,7 @@ impl Containers for ContainersService {
         self.db.flush().await.map_err(status)?;
         self.events
             .publish(&ns, "/containers/delete", &ContainerDelete { id });
-        self.db.schedule_gc();
+        self.db.note_deletion();
         Ok(Response::new(()))
     }
 }

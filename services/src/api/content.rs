@@ -132,7 +132,7 @@ impl Content for ContentService {
                 digest: d.to_string(),
             },
         );
-        self.db.schedule_gc();
+        self.db.note_deletion();
         Ok(Response::new(()))
     }
 

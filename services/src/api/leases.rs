@@ -101,7 +101,7 @@ impl Leases for LeasesService {
         let db = self.db.clone();
         run(move || db.delete_lease_resource(&ns, &req.id, &res)).await?;
         self.db.flush().await.map_err(status)?;
-        self.db.schedule_gc();
+        self.db.note_deletion();
         Ok(Response::new(()))
     }
 

@@ -139,7 +139,7 @@ impl Namespaces for NamespacesService {
                 name: name.to_string(),
             },
         );
-        self.db.schedule_gc();
+        self.db.note_deletion();
         Ok(Response::new(()))
     }
 }

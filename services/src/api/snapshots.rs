@@ -175,6 +175,7 @@ impl Snapshots for SnapshotsService {
                 SnapKind::Active,
             )
             .await?;
+        self.db.note_mutation();
         self.events.publish(
             &ns,
             "/snapshot/prepare",
@@ -203,6 +204,7 @@ impl Snapshots for SnapshotsService {
                 SnapKind::View,
             )
             .await?;
+        self.db.note_mutation();
         Ok(Response::new(ViewSnapshotResponse { mounts }))
     }
 
@@ -228,6 +230,7 @@ impl Snapshots for SnapshotsService {
         sn.commit(&bkey(&ns, &req.name)?, &bkey(&ns, &req.key)?, req.labels)
             .await
             .map_err(status)?;
+        self.db.note_mutation();
         self.events.publish(
             &ns,
             "/snapshot/commit",
@@ -244,6 +247,8 @@ impl Snapshots for SnapshotsService {
         let req = req.into_inner();
         let (_, sn) = self.snapshotters.get(&req.snapshotter)?;
         sn.remove(&bkey(&ns, &req.key)?).await.map_err(status)?;
+        // Its parents may be unreferenced now.
+        self.db.note_deletion();
         self.events
             .publish(&ns, "/snapshot/remove", &SnapshotRemove { key: req.key });
         Ok(Response::new(()))

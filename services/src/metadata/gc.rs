@@ -29,25 +29,9 @@ use super::schema::{
 };
 use super::{MetaDb, Result};
 
-/// `[gc]`: when collections run.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct GcConfig {
-    /// Delay between a delete and the collection it triggers, so that a
-    /// burst of deletes is collected once.
-    pub schedule_delay_ms: u64,
-    /// A collection also runs this often, to end expired leases.
-    pub interval_s: u64,
-}
+pub mod scheduler;
 
-impl Default for GcConfig {
-    fn default() -> Self {
-        GcConfig {
-            schedule_delay_ms: 100,
-            interval_s: 60,
-        }
-    }
-}
+pub use scheduler::GcConfig;
 
 /// What one GC run removed.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
