@@ -18,6 +18,7 @@ use hull_proto::containerd::services::containers::v1::{
     container::Runtime, Container, CreateContainerRequest, DeleteContainerRequest,
     GetContainerRequest,
 };
+use hull_proto::containerd::services::content::v1::{Info, InfoRequest, UpdateRequest};
 use hull_proto::containerd::services::namespaces::v1::{
     GetNamespaceRequest, Namespace as ProtoNamespace, UpdateNamespaceRequest,
 };
@@ -25,6 +26,7 @@ use hull_proto::containerd::services::tasks::v1::{
     CreateTaskRequest, DeleteProcessRequest, DeleteTaskRequest, ExecProcessRequest, KillRequest,
     ResizePtyRequest, StartRequest, WaitRequest,
 };
+use hull_tests::blobs::write_blob;
 use hull_tests::daemon::{eventually, is_root, Daemon};
 use hull_tests::image::{busybox_layer, write_oci_layers, BUSYBOX};
 
@@ -609,4 +611,78 @@ async fn a_missing_runc_is_warned_about_at_start() {
             .any(|l| l.contains("WARN") && l.contains("\"runc\"") && l.contains("not on PATH")),
         "{log}"
     );
+}
+
+/// Whether the namespace's content store has `digest`.
+async fn has_blob(c: &Client, digest: &str) -> bool {
+    c.content()
+        .info(InfoRequest {
+            digest: digest.to_owned(),
+        })
+        .await
+        .is_ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gc_runs_on_deletions_and_mutations_not_on_a_timer() {
+    let d = Daemon::start("gc-schedule").await;
+    let c = d.client().await;
+    // After the startup collection (100 ms in), a blob written without a
+    // lease: nothing references it.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let loose = write_blob(&c, "loose", b"nobody holds me")
+        .await
+        .expect("write");
+    // A minute with no deletion: hulld used to collect on a 60 s timer.
+    tokio::time::sleep(Duration::from_secs(65)).await;
+    assert!(
+        has_blob(&c, &loose).await,
+        "an unreferenced blob went without a deletion or enough mutations"
+    );
+    // containerd's mutation threshold (100): label changes on a rooted blob.
+    let kept = write_blob(&c, "kept", b"rooted").await.expect("write");
+    for i in 0..100 {
+        c.content()
+            .update(UpdateRequest {
+                info: Some(Info {
+                    digest: kept.clone(),
+                    labels: [
+                        ("containerd.io/gc.root".to_owned(), "yes".to_owned()),
+                        ("n".to_owned(), i.to_string()),
+                    ]
+                    .into(),
+                    ..Default::default()
+                }),
+                update_mask: None,
+            })
+            .await
+            .expect("label");
+    }
+    let mut gone = false;
+    for _ in 0..100 {
+        if !has_blob(&c, &loose).await {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(gone, "100 mutations did not lead to a collection");
+    assert!(has_blob(&c, &kept).await, "a gc.root blob was collected");
+    // A deletion leads to one soon.
+    let loose = write_blob(&c, "loose-2", b"nobody holds me either")
+        .await
+        .expect("write");
+    let doomed = write_blob(&c, "doomed", b"deleted by hand")
+        .await
+        .expect("write");
+    d.ctr_ok(&["content", "rm", &doomed]);
+    let mut gone = false;
+    for _ in 0..100 {
+        if !has_blob(&c, &loose).await {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(gone, "a deletion did not lead to a collection");
 }
