@@ -13,6 +13,7 @@
 //! - [`events`]: the in-process event exchange; shims forward theirs over
 //!   hulld's ttrpc socket ([`api::ttrpc_events`]).
 //! - [`filters`]: containerd's list filter syntax.
+//! - [`listener`]: the connections hulld accepts on its socket.
 //! - [`config`] and [`wiring`]: the TOML config and the plain code that
 //!   builds and serves everything.
 //!
@@ -26,6 +27,7 @@ pub mod content;
 pub mod diff;
 pub mod events;
 pub mod filters;
+pub mod listener;
 pub mod metadata;
 pub mod snapshots;
 pub mod tasks;

@@ -376,7 +376,7 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), Wi
             tasks.clone()
         ))));
     let serving = router.serve_with_incoming_shutdown(
-        UnixListenerStream::new(listener),
+        crate::listener::incoming(listener),
         shutdown.clone().cancelled_owned(),
     );
     // Graceful shutdown waits for clients to hang up; one that never does
