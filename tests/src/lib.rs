@@ -1,7 +1,9 @@
 //! Integration test support: a harness that runs the real `hulld` on
-//! temporary directories ([`daemon`]), and builders for the image archives
-//! the tests import ([`image`]).
+//! temporary directories ([`daemon`]), builders for the image archives
+//! the tests import ([`image`]), and a frame-level HTTP/2 client for
+//! requests client libraries will not make ([`h2raw`]).
 
 pub mod blobs;
 pub mod daemon;
+pub mod h2raw;
 pub mod image;

@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use prost::Message as _;
+
 use hull_client::Client;
 use hull_proto::containerd::linux::runc::RuncOptions;
 use hull_proto::containerd::runc::v1::Options as RuncV2Options;
@@ -26,8 +28,10 @@ use hull_proto::containerd::services::tasks::v1::{
     CreateTaskRequest, DeleteProcessRequest, DeleteTaskRequest, ExecProcessRequest, KillRequest,
     ResizePtyRequest, StartRequest, WaitRequest,
 };
+use hull_proto::containerd::services::version::v1::VersionResponse;
 use hull_tests::blobs::write_blob;
 use hull_tests::daemon::{eventually, is_root, Daemon};
+use hull_tests::h2raw::RawH2;
 use hull_tests::image::{busybox_layer, write_oci_layers, BUSYBOX};
 
 const IMAGE: &str = "docker.io/hull/busybox:1";
@@ -685,4 +689,56 @@ async fn gc_runs_on_deletions_and_mutations_not_on_a_timer() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(gone, "a deletion did not lead to a collection");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_sending_the_socket_path_as_authority_are_served() {
+    let d = Daemon::start("authority").await;
+    let sock = d.address();
+    let ns = d.ns.clone();
+    let replies = tokio::task::spawn_blocking(move || {
+        let mut h2 = RawH2::connect(&sock).expect("connect");
+        let path = sock.display().to_string();
+        let headers: &[(&[u8], &[u8])] = &[(b"containerd-namespace", ns.as_bytes())];
+        let version = "/containerd.services.version.v1.Version/Version";
+        // The path as grpc-java and crictl send it, twice (the second time
+        // from the client's HPACK table), its %-encoding as Python's grpcio
+        // sends it, and a CRI service hulld does not serve yet.
+        let encoded = path.trim_start_matches('/').replace('/', "%2F");
+        let calls = [
+            (version, path.clone()),
+            (version, path.clone()),
+            (version, encoded),
+            ("/runtime.v1.RuntimeService/Version", path.clone()),
+            (version, "localhost".to_owned()),
+        ];
+        calls
+            .iter()
+            .map(|(method, authority)| {
+                h2.call(method, authority.as_bytes(), headers, &[])
+                    .expect("call")
+            })
+            .collect::<Vec<_>>()
+    })
+    .await
+    .expect("client thread");
+    for (i, r) in replies.iter().enumerate() {
+        assert_eq!(r.reset, None, "call {i} reset: {r:?}");
+        assert_eq!(r.goaway, None, "call {i}: {r:?}");
+        assert_eq!(r.http_status.as_deref(), Some("200"), "call {i}: {r:?}");
+    }
+    for i in [0, 1, 2, 4] {
+        assert_eq!(
+            replies[i].grpc_status,
+            Some(0),
+            "call {i}: {:?}",
+            replies[i]
+        );
+        let v = VersionResponse::decode(replies[i].body.as_slice()).expect("version reply");
+        assert!(!v.version.is_empty(), "{v:?}");
+    }
+    // As against containerd without CRI: crictl reports the API missing.
+    assert_eq!(replies[3].grpc_status, Some(12), "{:?}", replies[3]);
+    // ctr on the same daemon is unaffected.
+    assert!(d.ctr_ok(&["version"]).contains("Server:"));
 }
