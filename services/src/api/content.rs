@@ -63,7 +63,7 @@ fn status_to_proto(s: IngestStatus) -> ProtoStatus {
         r#ref: s.ref_key,
         offset: i64::try_from(s.offset).unwrap_or(i64::MAX),
         total: s.total,
-        expected: String::new(),
+        expected: s.expected.map(|d| d.to_string()).unwrap_or_default(),
     }
 }
 
@@ -276,37 +276,47 @@ impl WriteSession {
         let r = req.r#ref.clone();
         let mut total = req.total;
         let mut expected: Option<Digest> = None;
-        let (db, ns, lease, rr) = (
+        if !req.expected.is_empty() {
+            let d = digest(&req.expected)?;
+            self.refuse_existing(&d).await?;
+            expected = Some(d);
+        }
+        let (db, ns, lease, rr, exp) = (
             self.db.clone(),
             self.ns.clone(),
             self.lease.clone(),
             r.clone(),
+            expected.clone(),
         );
-        let opened = run(move || db.open_writer(&ns, &rr, total, lease.as_ref())).await?;
+        let opened =
+            run(move || db.open_writer(&ns, &rr, total, exp.as_ref(), lease.as_ref())).await?;
         // Bytes in the ingest once queued writes land.
         let mut written = opened.status().offset;
         let mut writer = Some(opened);
         tracing::debug!(r#ref = %r, total, "write started");
+        let mut first = true;
         loop {
-            if !req.expected.is_empty() {
+            if !first && !req.expected.is_empty() {
                 let d = digest(&req.expected)?;
-                let (db, ns, lease) = (self.db.clone(), self.ns.clone(), self.lease.clone());
-                let dd = d.clone();
-                // As containerd: an existing blob joins the writer's lease,
-                // so that a client skipping it still holds it.
-                if run(move || db.hold_existing_blob(&ns, &dd, lease.as_ref())).await? {
+                if let Err(st) = self.refuse_existing(&d).await {
                     drop(writer.take());
                     let (db, ns, rr) = (self.db.clone(), self.ns.clone(), r.clone());
                     if let Err(e) = run(move || db.abort_ingest(&ns, &rr)).await {
                         tracing::warn!(cause = %e.message(), "abort ingest of existing blob");
                     }
-                    return Err(errdefs::status(
-                        Kind::AlreadyExists,
-                        format!("blob with expected digest {d} exists"),
-                    ));
+                    return Err(st);
+                }
+                if expected.as_ref() != Some(&d) {
+                    let dd = d.clone();
+                    let w = writer.take().ok_or_else(|| {
+                        errdefs::status(Kind::FailedPrecondition, "writer is closed")
+                    })?;
+                    let (w, ()) = in_blocking(w, move |w| Ok(w.set_expected(&dd)?)).await?;
+                    writer = Some(w);
                 }
                 expected = Some(d);
             }
+            first = false;
             let mut w = writer
                 .take()
                 .ok_or_else(|| errdefs::status(Kind::FailedPrecondition, "writer is closed"))?;
@@ -361,14 +371,19 @@ impl WriteSession {
                     let data = std::mem::take(&mut req.data);
                     written = if restart { 0 } else { current } + data.len() as u64;
                     msg.offset = i64::try_from(written).unwrap_or(i64::MAX);
+                    // The write's time is when it is acknowledged; a status
+                    // asked for meanwhile waits for it to land.
+                    let at = crate::now_nanos();
+                    let pending = w.begin_write();
                     if self.tx.send(Ok(msg)).await.is_err() {
                         return Ok(());
                     }
                     let (w2, ()) = in_blocking(w, move |w| {
+                        let _pending = pending;
                         if restart {
                             w.truncate()?;
                         }
-                        w.write(&data)?;
+                        w.write_stamped(&data, at)?;
                         if total > 0 {
                             w.set_total(total)?;
                         }
@@ -429,6 +444,27 @@ impl WriteSession {
                 None => return Ok(()),
             };
         }
+    }
+}
+
+impl WriteSession {
+    /// AlreadyExists when the namespace has blob `d`. As containerd, the
+    /// blob joins the writer's lease first, so that a client skipping it
+    /// still holds it.
+    async fn refuse_existing(&self, d: &Digest) -> Result<(), Status> {
+        let (db, ns, lease, dd) = (
+            self.db.clone(),
+            self.ns.clone(),
+            self.lease.clone(),
+            d.clone(),
+        );
+        if run(move || db.hold_existing_blob(&ns, &dd, lease.as_ref())).await? {
+            return Err(errdefs::status(
+                Kind::AlreadyExists,
+                format!("blob with expected digest {d} exists"),
+            ));
+        }
+        Ok(())
     }
 }
 

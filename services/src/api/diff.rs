@@ -218,7 +218,9 @@ impl Diff for DiffService {
             let unique = crate::now_nanos();
             let lm = Mounted::new(&left, &scratch.join(format!("diff-left-{unique}")))?;
             let rm = Mounted::new(&right, &scratch.join(format!("diff-right-{unique}")))?;
-            let writer = db.open_writer(&ns, &r, 0, lease.as_ref()).map_err(status)?;
+            let writer = db
+                .open_writer(&ns, &r, 0, None, lease.as_ref())
+                .map_err(status)?;
             let written =
                 write_diff(lm.path(), rm.path(), ContentSink(writer), gzip).map_err(status)?;
             let writer = written.sink.0;

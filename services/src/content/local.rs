@@ -1,12 +1,12 @@
 //! [`LocalContentStore`]: blobs and ingests on the local filesystem.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write as _};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
-use std::time::UNIX_EPOCH;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, UNIX_EPOCH};
 
 use sha2::{Digest as _, Sha256};
 
@@ -19,6 +19,13 @@ type Result<T> = std::result::Result<T, ContentError>;
 /// Writes at least this large hash in parallel with the file write.
 const PARALLEL_HASH_MIN: usize = 256 << 10;
 
+/// How long a writer waits for a ref whose writer is about to close: a
+/// client that closes its stream and at once reopens the ref must not be
+/// refused (containerd retries for up to about a second likewise).
+const LOCK_PATIENCE: Duration = Duration::from_secs(1);
+/// How long a status waits for writes already acknowledged to land.
+const LANDING_PATIENCE: Duration = Duration::from_secs(10);
+
 /// Progress of one ingest.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IngestStatus {
@@ -28,18 +35,68 @@ pub struct IngestStatus {
     pub offset: u64,
     /// Expected total, 0 when unknown.
     pub total: i64,
+    /// The digest the client said it writes, if it said.
+    pub expected: Option<Digest>,
     /// Nanoseconds since the epoch.
     pub started_at: i64,
     /// Nanoseconds since the epoch.
     pub updated_at: i64,
 }
 
+/// The status of an ingest with a live writer, which the writer keeps up
+/// to date, so that a status taken while it writes is exact to the
+/// nanosecond rather than a file's coarse mtime.
+#[derive(Debug)]
+struct Live {
+    state: Mutex<LiveState>,
+    landed: Condvar,
+}
+
+#[derive(Debug)]
+struct LiveState {
+    status: IngestStatus,
+    /// Writes acknowledged to the client that have not landed yet.
+    pending: u32,
+}
+
+impl Live {
+    fn lock(&self) -> MutexGuard<'_, LiveState> {
+        // Every critical section leaves the status whole.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The status once every acknowledged write has landed (or the wait
+    /// ran out, when a write is stuck: then what has landed).
+    fn settled(&self) -> IngestStatus {
+        let guard = self.lock();
+        let (guard, _) = self
+            .landed
+            .wait_timeout_while(guard, LANDING_PATIENCE, |s| s.pending > 0)
+            .unwrap_or_else(|p| p.into_inner());
+        guard.status.clone()
+    }
+}
+
+/// A write acknowledged to the client before it lands: a status waits for
+/// it. Dropping it (the write done, failed or abandoned) ends the wait.
+#[derive(Debug)]
+pub struct PendingWrite(Arc<Live>);
+
+impl Drop for PendingWrite {
+    fn drop(&mut self) {
+        let mut s = self.0.lock();
+        s.pending = s.pending.saturating_sub(1);
+        drop(s);
+        self.0.landed.notify_all();
+    }
+}
+
 /// Blobs and ingests under one directory. Shared as `Arc`.
 #[derive(Debug)]
 pub struct LocalContentStore {
     root: PathBuf,
-    /// Refs with a live writer; one writer per ref.
-    locks: Mutex<HashSet<String>>,
+    /// Refs with a live writer (one writer per ref), with its status.
+    locks: Mutex<HashMap<String, Arc<Live>>>,
 }
 
 impl LocalContentStore {
@@ -61,7 +118,7 @@ impl LocalContentStore {
         }
         Ok(Arc::new(LocalContentStore {
             root,
-            locks: Mutex::new(HashSet::new()),
+            locks: Mutex::new(HashMap::new()),
         }))
     }
 
@@ -133,10 +190,19 @@ impl LocalContentStore {
     }
 
     /// Opens a writer for `ref_key`, resuming what was written before.
+    /// `expected`, when given, is recorded as the digest the client says
+    /// it writes.
+    ///
+    /// A ref whose writer is closing is waited for, up to about a second.
     ///
     /// # Errors
     /// Unavailable when another writer holds the ref.
-    pub fn writer(self: &Arc<Self>, ref_key: &str, total: i64) -> Result<Writer> {
+    pub fn writer(
+        self: &Arc<Self>,
+        ref_key: &str,
+        total: i64,
+        expected: Option<&Digest>,
+    ) -> Result<Writer> {
         if ref_key.is_empty() {
             return Err(ContentError::EmptyRef);
         }
@@ -146,6 +212,9 @@ impl LocalContentStore {
             self.create_ingest(&dir, ref_key, total)?;
         } else if total > 0 {
             write_file(&dir.join("total"), total.to_string().as_bytes())?;
+        }
+        if let Some(d) = expected {
+            write_file(&dir.join("expected"), d.to_string().as_bytes())?;
         }
         let data = dir.join("data");
         let mut file = OpenOptions::new()
@@ -165,17 +234,15 @@ impl LocalContentStore {
             hasher.update(&buf[..n]);
             offset += n as u64;
         }
-        let status = read_status(&dir)?;
+        let mut status = read_status(&dir)?;
+        status.offset = offset;
+        lock.live.lock().status = status;
         Ok(Writer {
-            _lock: lock,
             dir,
             file,
             hasher,
-            offset,
-            total: status.total,
-            started_at: status.started_at,
-            updated_at: status.updated_at,
-            ref_key: ref_key.to_owned(),
+            published: false,
+            _lock: lock,
         })
     }
 
@@ -189,12 +256,11 @@ impl LocalContentStore {
         ));
         let _ = fs::remove_dir_all(&tmp);
         fs::create_dir(&tmp).map_err(io_err("create", &tmp))?;
+        let now = crate::now_nanos().to_string();
         write_file(&tmp.join("ref"), ref_key.as_bytes())?;
         write_file(&tmp.join("total"), total.to_string().as_bytes())?;
-        write_file(
-            &tmp.join("startedat"),
-            crate::now_nanos().to_string().as_bytes(),
-        )?;
+        write_file(&tmp.join("startedat"), now.as_bytes())?;
+        write_file(&tmp.join("updatedat"), now.as_bytes())?;
         File::create(tmp.join("data")).map_err(io_err("create", tmp.join("data")))?;
         fs::rename(&tmp, dir).map_err(io_err("rename", dir))?;
         Ok(())
@@ -205,11 +271,26 @@ impl LocalContentStore {
     /// # Errors
     /// NotFound when there is no such ingest.
     pub fn status(&self, ref_key: &str) -> Result<IngestStatus> {
+        // A writer that is still opening has no status yet: its files do.
+        if let Some(st) = self.live(ref_key).map(|l| l.settled()) {
+            if st.started_at != 0 {
+                return Ok(st);
+            }
+        }
         let dir = self.ingest_dir(ref_key);
         if !dir.join("ref").is_file() {
             return Err(ContentError::IngestNotFound(ref_key.to_owned()));
         }
         read_status(&dir)
+    }
+
+    /// The live status of a ref being written, if it is.
+    fn live(&self, ref_key: &str) -> Option<Arc<Live>> {
+        self.locks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(ref_key)
+            .cloned()
     }
 
     /// Every ingest whose ref starts with `prefix`.
@@ -230,9 +311,15 @@ impl LocalContentStore {
             if !ref_key.starts_with(prefix) {
                 continue;
             }
-            // An ingest committed or aborted while we looked is simply gone.
-            if let Ok(st) = read_status(&entry.path()) {
-                out.push(st);
+            match self.live(&ref_key).map(|l| l.settled()) {
+                Some(st) if st.started_at != 0 => out.push(st),
+                // An ingest committed or aborted while we looked is simply
+                // gone.
+                _ => {
+                    if let Ok(st) = read_status(&entry.path()) {
+                        out.push(st);
+                    }
+                }
             }
         }
         out.sort_by(|a, b| a.ref_key.cmp(&b.ref_key));
@@ -256,27 +343,37 @@ fn write_file(path: &Path, data: &[u8]) -> Result<()> {
     fs::write(path, data).map_err(io_err("write", path))
 }
 
+/// Reads an ingest's status from its files. The times are the
+/// nanosecond stamps the writer kept; the data file's mtime (coarse, but
+/// moved by every write) only counts when it is later, after a writer that
+/// died before it could record its last stamp.
 fn read_status(dir: &Path) -> Result<IngestStatus> {
     let read =
         |name: &str| fs::read_to_string(dir.join(name)).map_err(io_err("read", dir.join(name)));
     let ref_key = read("ref")?;
     let total = read("total")?.trim().parse().unwrap_or(0);
     let started_at = read("startedat")?.trim().parse().unwrap_or(0);
+    let stamped: i64 = read("updatedat")
+        .ok()
+        .and_then(|t| t.trim().parse().ok())
+        .unwrap_or(started_at);
+    let expected = fs::read_to_string(dir.join("expected"))
+        .ok()
+        .and_then(|t| t.trim().parse().ok());
     let data = dir.join("data");
     let meta = fs::metadata(&data).map_err(io_err("stat", &data))?;
-    let updated_at = meta
+    let modified = meta
         .modified()
         .ok()
         .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-        .map_or(started_at, |d| {
-            i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
-        });
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
     Ok(IngestStatus {
         ref_key,
         offset: meta.len(),
         total,
+        expected,
         started_at,
-        updated_at,
+        updated_at: stamped.max(modified),
     })
 }
 
@@ -285,18 +382,46 @@ fn read_status(dir: &Path) -> Result<IngestStatus> {
 struct RefLock {
     store: Arc<LocalContentStore>,
     ref_key: String,
+    live: Arc<Live>,
 }
 
 impl RefLock {
     fn acquire(store: &Arc<LocalContentStore>, ref_key: &str) -> Result<RefLock> {
-        let mut locks = store.locks.lock().unwrap_or_else(|p| p.into_inner());
-        if !locks.insert(ref_key.to_owned()) {
-            return Err(ContentError::Locked(ref_key.to_owned()));
+        let deadline = std::time::Instant::now() + LOCK_PATIENCE;
+        let mut wait = Duration::from_millis(1);
+        loop {
+            {
+                let mut locks = store.locks.lock().unwrap_or_else(|p| p.into_inner());
+                if !locks.contains_key(ref_key) {
+                    let live = Arc::new(Live {
+                        state: Mutex::new(LiveState {
+                            status: IngestStatus {
+                                ref_key: ref_key.to_owned(),
+                                offset: 0,
+                                total: 0,
+                                expected: None,
+                                started_at: 0,
+                                updated_at: 0,
+                            },
+                            pending: 0,
+                        }),
+                        landed: Condvar::new(),
+                    });
+                    locks.insert(ref_key.to_owned(), live.clone());
+                    return Ok(RefLock {
+                        store: Arc::clone(store),
+                        ref_key: ref_key.to_owned(),
+                        live,
+                    });
+                }
+            }
+            let now = std::time::Instant::now();
+            if now >= deadline {
+                return Err(ContentError::Locked(ref_key.to_owned()));
+            }
+            std::thread::sleep(wait.min(deadline - now));
+            wait = (wait * 2).min(Duration::from_millis(100));
         }
-        Ok(RefLock {
-            store: Arc::clone(store),
-            ref_key: ref_key.to_owned(),
-        })
     }
 }
 
@@ -307,30 +432,41 @@ impl Drop for RefLock {
     }
 }
 
-/// One open ingest. Dropping it keeps what was written, for a later resume.
+/// One open ingest. Dropping it keeps what was written, for a later resume,
+/// with its last update time recorded.
 #[derive(Debug)]
 pub struct Writer {
-    _lock: RefLock,
     dir: PathBuf,
     file: File,
     hasher: Sha256,
-    offset: u64,
-    total: i64,
-    started_at: i64,
-    updated_at: i64,
-    ref_key: String,
+    /// Moved into place: nothing of the ingest is left to record.
+    published: bool,
+    // Last: the ref is released only after the drop recorded the times.
+    _lock: RefLock,
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        if self.published {
+            return;
+        }
+        let at = self._lock.live.lock().status.updated_at;
+        // Best effort: without it a resumed status falls back to the data
+        // file's mtime, which is only coarser.
+        if let Err(e) = fs::write(self.dir.join("updatedat"), at.to_string()) {
+            tracing::debug!(dir = %self.dir.display(), cause = %e, "record ingest update time");
+        }
+    }
 }
 
 impl Writer {
+    fn live(&self) -> MutexGuard<'_, LiveState> {
+        self._lock.live.lock()
+    }
+
     /// Progress so far.
     pub fn status(&self) -> IngestStatus {
-        IngestStatus {
-            ref_key: self.ref_key.clone(),
-            offset: self.offset,
-            total: self.total,
-            started_at: self.started_at,
-            updated_at: self.updated_at,
-        }
+        self.live().status.clone()
     }
 
     /// Digest of what was written so far.
@@ -338,23 +474,52 @@ impl Writer {
         Digest::sha256(&self.hasher.clone().finalize().into())
     }
 
+    /// Marks a write acknowledged before it lands: statuses taken meanwhile
+    /// wait for it. Hand the guard to the code that does the write.
+    pub fn begin_write(&self) -> PendingWrite {
+        self.live().pending += 1;
+        PendingWrite(self._lock.live.clone())
+    }
+
     /// Records the expected total size.
     ///
     /// # Errors
     /// Unknown when the ingest cannot be written.
     pub fn set_total(&mut self, total: i64) -> Result<()> {
-        if total != self.total {
+        if total != self.live().status.total {
             write_file(&self.dir.join("total"), total.to_string().as_bytes())?;
-            self.total = total;
+            self.live().status.total = total;
         }
         Ok(())
     }
 
-    /// Appends `data` at the current offset.
+    /// Records the digest the client says it writes.
+    ///
+    /// # Errors
+    /// Unknown when the ingest cannot be written.
+    pub fn set_expected(&mut self, expected: &Digest) -> Result<()> {
+        if self.live().status.expected.as_ref() != Some(expected) {
+            write_file(&self.dir.join("expected"), expected.to_string().as_bytes())?;
+            self.live().status.expected = Some(expected.clone());
+        }
+        Ok(())
+    }
+
+    /// Appends `data` at the current offset, now.
     ///
     /// # Errors
     /// Unknown when the data cannot be written.
     pub fn write(&mut self, data: &[u8]) -> Result<()> {
+        self.write_stamped(data, crate::now_nanos())
+    }
+
+    /// Appends `data`, recording `at` (nanoseconds since the epoch) as the
+    /// update time: the moment the write was acknowledged to the client,
+    /// when that came before the write landed.
+    ///
+    /// # Errors
+    /// Unknown when the data cannot be written.
+    pub fn write_stamped(&mut self, data: &[u8], at: i64) -> Result<()> {
         let (file, hasher) = (&mut self.file, &mut self.hasher);
         let written = if data.len() >= PARALLEL_HASH_MIN {
             // Hash on a second thread while this one waits on the disk:
@@ -368,8 +533,9 @@ impl Writer {
             file.write_all(data)
         };
         written.map_err(io_err("write", self.dir.join("data")))?;
-        self.offset += data.len() as u64;
-        self.updated_at = crate::now_nanos();
+        let mut live = self.live();
+        live.status.offset += data.len() as u64;
+        live.status.updated_at = at;
         Ok(())
     }
 
@@ -382,8 +548,9 @@ impl Writer {
             .set_len(0)
             .map_err(io_err("truncate", self.dir.join("data")))?;
         self.hasher = Sha256::new();
-        self.offset = 0;
-        self.updated_at = crate::now_nanos();
+        let mut live = self.live();
+        live.status.offset = 0;
+        live.status.updated_at = crate::now_nanos();
         Ok(())
     }
 
@@ -394,9 +561,10 @@ impl Writer {
     /// FailedPrecondition on a size or digest mismatch; the ingest is kept so
     /// that the client can inspect or abort it.
     pub fn verify(&mut self, size: i64, expected: Option<&Digest>) -> Result<Digest> {
-        if size > 0 && u64::try_from(size).ok() != Some(self.offset) {
+        let offset = self.live().status.offset;
+        if size > 0 && u64::try_from(size).ok() != Some(offset) {
             return Err(ContentError::SizeMismatch {
-                size: self.offset,
+                size: offset,
                 expected: size,
             });
         }
@@ -424,7 +592,7 @@ impl Writer {
     /// # Errors
     /// AlreadyExists when the blob was there already (the ingest is removed
     /// all the same); Unknown on I/O failure.
-    pub fn publish(self, store: &LocalContentStore, digest: &Digest) -> Result<()> {
+    pub fn publish(mut self, store: &LocalContentStore, digest: &Digest) -> Result<()> {
         let target = store.blob_path(digest);
         let result = if target.exists() {
             Err(ContentError::AlreadyExists(digest.clone()))
@@ -439,6 +607,7 @@ impl Writer {
                 .map_err(io_err("fsync", &parent))?;
             Ok(())
         };
+        self.published = true;
         // Past the point of no return: the blob is in place (or was already),
         // so a leftover ingest directory is only clutter.
         if let Err(e) = fs::remove_dir_all(&self.dir) {
@@ -461,16 +630,16 @@ mod tests {
     fn write_resume_commit() {
         let tmp = tempfile::tempdir().unwrap();
         let store = LocalContentStore::open(tmp.path()).unwrap();
-        let mut w = store.writer("ns/a", 6).unwrap();
+        let mut w = store.writer("ns/a", 6, None).unwrap();
         w.write(b"abc").unwrap();
         assert_eq!(
-            store.writer("ns/a", 0).unwrap_err().kind(),
+            store.writer("ns/a", 0, None).unwrap_err().kind(),
             Kind::Unavailable
         );
         drop(w);
         let st = store.status("ns/a").unwrap();
         assert_eq!((st.offset, st.total), (3, 6));
-        let mut w = store.writer("ns/a", 0).unwrap();
+        let mut w = store.writer("ns/a", 0, None).unwrap();
         assert_eq!(w.status().offset, 3);
         w.write(b"def").unwrap();
         assert_eq!(
@@ -498,8 +667,8 @@ mod tests {
     fn list_and_abort() {
         let tmp = tempfile::tempdir().unwrap();
         let store = LocalContentStore::open(tmp.path()).unwrap();
-        drop(store.writer("x/1", 0).unwrap());
-        drop(store.writer("y/1", 0).unwrap());
+        drop(store.writer("x/1", 0, None).unwrap());
+        drop(store.writer("y/1", 0, None).unwrap());
         let refs: Vec<_> = store
             .list_statuses("x/")
             .unwrap()

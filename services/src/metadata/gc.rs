@@ -323,7 +323,7 @@ mod tests {
 
     impl Fixture {
         fn blob(&self, data: &str, labels: &[(&str, &str)], lease: Option<&LeaseId>) -> Digest {
-            let mut w = self.db.open_writer(&self.ns, data, 0, lease).unwrap();
+            let mut w = self.db.open_writer(&self.ns, data, 0, None, lease).unwrap();
             w.write(data.as_bytes()).unwrap();
             let labels = labels
                 .iter()
@@ -447,7 +447,7 @@ mod tests {
         let f = fixture();
         let other = Namespace::new("other").unwrap();
         let d = f.blob("shared", &[(GC_ROOT, "1")], None);
-        let mut w = f.db.open_writer(&other, "r", 0, None).unwrap();
+        let mut w = f.db.open_writer(&other, "r", 0, None, None).unwrap();
         w.write(b"shared").unwrap();
         f.db.commit(
             &other,
