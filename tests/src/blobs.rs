@@ -21,28 +21,35 @@ pub struct Ingest {
 impl Ingest {
     /// Opens the stream and sends STAT for `r`; returns the status reply.
     pub async fn open(client: &Client, r: &str) -> Result<(Ingest, WriteContentResponse), Status> {
+        Ingest::open_with(
+            client,
+            WriteContentRequest {
+                action: WriteAction::Stat as i32,
+                r#ref: r.to_owned(),
+                ..Default::default()
+            },
+        )
+        .await
+    }
+
+    /// Opens the stream with `first` (which names the ref, and may carry
+    /// the total and expected digest); returns its reply.
+    pub async fn open_with(
+        client: &Client,
+        first: WriteContentRequest,
+    ) -> Result<(Ingest, WriteContentResponse), Status> {
         let (tx, rx) = mpsc::channel(4);
         let mut content = client.content();
-        tx.send(WriteContentRequest {
-            action: WriteAction::Stat as i32,
-            r#ref: r.to_owned(),
-            ..Default::default()
-        })
-        .await
-        .map_err(|_| Status::unavailable("stream closed"))?;
+        let r = first.r#ref.clone();
+        tx.send(first)
+            .await
+            .map_err(|_| Status::unavailable("stream closed"))?;
         let mut rx = content.write(ReceiverStream::new(rx)).await?.into_inner();
         let stat = rx
             .message()
             .await?
             .ok_or_else(|| Status::unknown("no stat reply"))?;
-        Ok((
-            Ingest {
-                tx,
-                rx,
-                r#ref: r.to_owned(),
-            },
-            stat,
-        ))
+        Ok((Ingest { tx, rx, r#ref: r }, stat))
     }
 
     /// Sends one request and waits for its reply.

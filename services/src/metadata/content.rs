@@ -11,23 +11,11 @@ use hull_proto::labels;
 use super::leases::{Resource, CONTENT, INGESTS};
 use super::schema::{key, kinds, prefix, BlobRecord};
 use super::{update_labels, MetaDb, MetadataError, Result};
-use crate::content::{ContentError, IngestStatus, Writer};
+use crate::content::{ContentError, ContentStore, ContentWriter, IngestStatus, Writer};
 use crate::filters::{label_field, Adaptor, Filter};
 
 /// A blob as one namespace sees it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BlobInfo {
-    /// Digest.
-    pub digest: Digest,
-    /// Size in bytes.
-    pub size: i64,
-    /// Nanoseconds since the epoch.
-    pub created_at: i64,
-    /// Nanoseconds since the epoch.
-    pub updated_at: i64,
-    /// Labels.
-    pub labels: BTreeMap<String, String>,
-}
+pub use crate::content::Info as BlobInfo;
 
 impl Adaptor for BlobInfo {
     fn field(&self, path: &[String]) -> Option<String> {
@@ -191,7 +179,8 @@ impl MetaDb {
         })
     }
 
-    /// Opens (or resumes) the writer for `r`, adding the ingest to `lease`.
+    /// Opens (or resumes) the writer for `r`, adding the ingest to `lease`;
+    /// `expected` is recorded as the digest the client says it writes.
     ///
     /// # Errors
     /// Unavailable when another writer holds the ref; NotFound for an
@@ -201,6 +190,7 @@ impl MetaDb {
         ns: &Namespace,
         r: &str,
         total: i64,
+        expected: Option<&Digest>,
         lease: Option<&LeaseId>,
     ) -> Result<Writer> {
         if r.is_empty() {
@@ -213,7 +203,7 @@ impl MetaDb {
             };
             self.update(|txn| txn.add_to_lease(ns, lease, &res))?;
         }
-        Ok(self.content.writer(&backend_ref(ns, r), total)?)
+        Ok(self.content.writer(&backend_ref(ns, r), total, expected)?)
     }
 
     /// Verifies and commits what `writer` holds as a blob of `ns`.
@@ -326,5 +316,224 @@ impl MetaDb {
     /// NotFound.
     pub fn abort_ingest(&self, ns: &Namespace, r: &str) -> Result<()> {
         Ok(self.content.abort(&backend_ref(ns, r))?)
+    }
+}
+
+/// One namespace's content over the metadata DB: the [`ContentStore`]
+/// contract as the content service serves it, for callers inside hulld.
+/// Every change is flushed before it returns, and deletions tell the GC
+/// scheduler.
+#[derive(Debug, Clone)]
+pub struct NamespacedContent {
+    db: std::sync::Arc<MetaDb>,
+    ns: Namespace,
+    lease: Option<LeaseId>,
+}
+
+impl NamespacedContent {
+    /// Namespace `ns` of `db`, adding what it writes to `lease`.
+    pub fn new(db: std::sync::Arc<MetaDb>, ns: Namespace, lease: Option<LeaseId>) -> Self {
+        NamespacedContent { db, ns, lease }
+    }
+
+    async fn run<T, F>(&self, f: F) -> std::result::Result<T, ContentError>
+    where
+        F: FnOnce(&MetaDb, &Namespace) -> Result<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        let (db, ns) = (self.db.clone(), self.ns.clone());
+        crate::blocking(move || f(&db, &ns).map_err(ContentError::from)).await
+    }
+
+    async fn flush(&self) -> std::result::Result<(), ContentError> {
+        self.db.flush().await.map_err(ContentError::from)
+    }
+}
+
+fn filter(filters: &[String]) -> std::result::Result<Filter, ContentError> {
+    Filter::parse(filters).map_err(|e| ContentError::from(MetadataError::from(e)))
+}
+
+#[tonic::async_trait]
+impl ContentStore for NamespacedContent {
+    async fn info(&self, digest: &Digest) -> std::result::Result<BlobInfo, ContentError> {
+        let d = digest.clone();
+        self.run(move |db, ns| db.blob_info(ns, &d)).await
+    }
+
+    async fn update(
+        &self,
+        info: BlobInfo,
+        paths: Vec<String>,
+    ) -> std::result::Result<BlobInfo, ContentError> {
+        let updated = self
+            .run(move |db, ns| db.update_blob(ns, &info.digest, &info.labels, &paths))
+            .await?;
+        self.flush().await?;
+        Ok(updated)
+    }
+
+    async fn list(&self, filters: Vec<String>) -> std::result::Result<Vec<BlobInfo>, ContentError> {
+        let f = filter(&filters)?;
+        self.run(move |db, ns| db.list_blobs(ns, &f)).await
+    }
+
+    async fn delete(&self, digest: &Digest) -> std::result::Result<(), ContentError> {
+        let d = digest.clone();
+        self.run(move |db, ns| db.delete_blob(ns, &d)).await?;
+        self.flush().await?;
+        self.db.note_deletion();
+        Ok(())
+    }
+
+    async fn read_at(
+        &self,
+        digest: &Digest,
+        offset: u64,
+        len: usize,
+    ) -> std::result::Result<Vec<u8>, ContentError> {
+        use std::io::{Read, Seek, SeekFrom};
+        let d = digest.clone();
+        self.run(move |db, ns| {
+            let (mut file, _) = db.open_blob(ns, &d)?;
+            let path = db.content_store().blob_path(&d);
+            file.seek(SeekFrom::Start(offset))
+                .map_err(|source| ContentError::Io {
+                    op: "seek",
+                    path: path.clone(),
+                    source,
+                })?;
+            let mut out = Vec::new();
+            file.take(len as u64)
+                .read_to_end(&mut out)
+                .map_err(|source| ContentError::Io {
+                    op: "read",
+                    path,
+                    source,
+                })?;
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn status(&self, r: &str) -> std::result::Result<IngestStatus, ContentError> {
+        let r = r.to_owned();
+        self.run(move |db, ns| db.ingest_status(ns, &r)).await
+    }
+
+    async fn list_statuses(
+        &self,
+        filters: Vec<String>,
+    ) -> std::result::Result<Vec<IngestStatus>, ContentError> {
+        let f = filter(&filters)?;
+        self.run(move |db, ns| db.list_ingests(ns, &f)).await
+    }
+
+    async fn abort(&self, r: &str) -> std::result::Result<(), ContentError> {
+        let r = r.to_owned();
+        self.run(move |db, ns| db.abort_ingest(ns, &r)).await
+    }
+
+    async fn writer(
+        &self,
+        r: &str,
+        total: i64,
+        expected: Option<Digest>,
+    ) -> std::result::Result<Box<dyn ContentWriter>, ContentError> {
+        let (r, lease) = (r.to_owned(), self.lease.clone());
+        let writer = self
+            .run(move |db, ns| {
+                if let Some(d) = &expected {
+                    if db.hold_existing_blob(ns, d, lease.as_ref())? {
+                        return Err(MetadataError::AlreadyExists {
+                            what: "content",
+                            id: d.to_string(),
+                        });
+                    }
+                }
+                db.open_writer(ns, &r, total, expected.as_ref(), lease.as_ref())
+            })
+            .await?;
+        // Adding the ingest to the lease changed the DB.
+        if self.lease.is_some() {
+            self.flush().await?;
+        }
+        Ok(Box::new(NamespacedWriter {
+            store: self.clone(),
+            writer: Some(writer),
+        }))
+    }
+}
+
+/// A writer of [`NamespacedContent`].
+struct NamespacedWriter {
+    store: NamespacedContent,
+    writer: Option<Writer>,
+}
+
+impl NamespacedWriter {
+    /// Runs `f` on the writer off the async threads.
+    async fn with<T, F>(&mut self, f: F) -> std::result::Result<T, ContentError>
+    where
+        F: FnOnce(&mut Writer) -> std::result::Result<T, ContentError> + Send + 'static,
+        T: Send + 'static,
+    {
+        let mut w = self.writer.take().ok_or(ContentError::Closed)?;
+        let (w, out) = crate::blocking(move || {
+            let out = f(&mut w);
+            Ok::<_, ContentError>((w, out))
+        })
+        .await?;
+        self.writer = Some(w);
+        out
+    }
+}
+
+#[tonic::async_trait]
+impl ContentWriter for NamespacedWriter {
+    async fn write(&mut self, data: Vec<u8>) -> std::result::Result<(), ContentError> {
+        self.with(move |w| w.write(&data)).await
+    }
+
+    async fn digest(&mut self) -> std::result::Result<Digest, ContentError> {
+        self.with(|w| Ok(w.digest())).await
+    }
+
+    async fn status(&mut self) -> std::result::Result<IngestStatus, ContentError> {
+        let ns = self.store.ns.clone();
+        self.with(move |w| Ok(strip_ref(&ns, w.status()))).await
+    }
+
+    async fn truncate(&mut self) -> std::result::Result<(), ContentError> {
+        self.with(|w| w.truncate()).await
+    }
+
+    async fn commit(
+        &mut self,
+        size: i64,
+        expected: Option<Digest>,
+        labels: BTreeMap<String, String>,
+    ) -> std::result::Result<Digest, ContentError> {
+        let w = self.writer.take().ok_or(ContentError::Closed)?;
+        let lease = self.store.lease.clone();
+        let digest = self
+            .store
+            .run(move |db, ns| db.commit(ns, w, size, expected.as_ref(), labels, lease.as_ref()))
+            .await?;
+        self.store.flush().await?;
+        Ok(digest)
+    }
+
+    async fn close(mut self: Box<Self>) -> std::result::Result<(), ContentError> {
+        if let Some(w) = self.writer.take() {
+            // Dropping records the ingest's times; do it off the async
+            // threads.
+            crate::blocking(move || {
+                drop(w);
+                Ok::<_, ContentError>(())
+            })
+            .await?;
+        }
+        Ok(())
     }
 }
