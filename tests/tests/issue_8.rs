@@ -20,7 +20,9 @@ use hull_proto::containerd::services::containers::v1::{
     container::Runtime, Container, CreateContainerRequest, DeleteContainerRequest,
     GetContainerRequest,
 };
-use hull_proto::containerd::services::content::v1::{Info, InfoRequest, UpdateRequest};
+use hull_proto::containerd::services::content::v1::{
+    Info, InfoRequest, StatusRequest, UpdateRequest, WriteAction, WriteContentRequest,
+};
 use hull_proto::containerd::services::namespaces::v1::{
     GetNamespaceRequest, Namespace as ProtoNamespace, UpdateNamespaceRequest,
 };
@@ -29,7 +31,7 @@ use hull_proto::containerd::services::tasks::v1::{
     ResizePtyRequest, StartRequest, WaitRequest,
 };
 use hull_proto::containerd::services::version::v1::VersionResponse;
-use hull_tests::blobs::write_blob;
+use hull_tests::blobs::{write_blob, Ingest};
 use hull_tests::daemon::{eventually, is_root, Daemon};
 use hull_tests::h2raw::RawH2;
 use hull_tests::image::{busybox_layer, write_oci_layers, BUSYBOX};
@@ -741,4 +743,103 @@ async fn clients_sending_the_socket_path_as_authority_are_served() {
     assert_eq!(replies[3].grpc_status, Some(12), "{:?}", replies[3]);
     // ctr on the same daemon is unaffected.
     assert!(d.ctr_ok(&["version"]).contains("Server:"));
+}
+
+fn wall_nanos() -> i64 {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock");
+    i64::try_from(d.as_nanos()).expect("nanos")
+}
+
+fn ts_nanos(t: Option<prost_types::Timestamp>) -> i64 {
+    let t = t.expect("timestamp");
+    t.seconds * 1_000_000_000 + i64::from(t.nanos)
+}
+
+async fn ingest_status(
+    c: &Client,
+    r: &str,
+) -> hull_proto::containerd::services::content::v1::Status {
+    c.content()
+        .status(StatusRequest { r#ref: r.into() })
+        .await
+        .expect("status")
+        .into_inner()
+        .status
+        .expect("status")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingest_times_are_exact_and_expected_is_kept() {
+    let mut d = Daemon::start("ingest-times").await;
+    let c = d.client().await;
+    let data = vec![7u8; 4096];
+    let digest = hull_tests::image::sha256(&data);
+    for round in 0..20 {
+        let r = format!("times-{round}");
+        let before_open = wall_nanos();
+        let (mut ingest, stat) = Ingest::open_with(
+            &c,
+            WriteContentRequest {
+                action: WriteAction::Stat as i32,
+                r#ref: r.clone(),
+                total: data.len() as i64,
+                expected: digest.clone(),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("open");
+        let after_open = wall_nanos();
+        let started = ts_nanos(stat.started_at);
+        assert!(
+            (before_open..=after_open).contains(&started),
+            "round {round}: started_at {started} outside [{before_open}, {after_open}]"
+        );
+        let before_write = wall_nanos();
+        ingest.write(0, data[..1000].to_vec()).await.expect("write");
+        let st = ingest_status(&c, &r).await;
+        let updated = ts_nanos(st.updated_at);
+        assert!(
+            updated >= before_write,
+            "round {round}: updated_at {} ns before the write was sent",
+            before_write - updated
+        );
+        assert_eq!(st.offset, 1000);
+        assert_eq!(st.total, data.len() as i64);
+        assert_eq!(st.expected, digest, "round {round}: expected digest");
+        assert_eq!(ts_nanos(st.started_at), started);
+    }
+    // The times survive a restart to the nanosecond.
+    let before = ingest_status(&c, "times-0").await;
+    drop(c);
+    d.restart().await;
+    let c = d.client().await;
+    let after = ingest_status(&c, "times-0").await;
+    assert_eq!(after.updated_at, before.updated_at);
+    assert_eq!(after.started_at, before.started_at);
+    assert_eq!(after.expected, digest);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ref_reopened_right_after_its_writer_closed_is_not_locked() {
+    let d = Daemon::start("ref-reopen").await;
+    let c = d.client().await;
+    for i in 0..200 {
+        let (mut ingest, stat) = Ingest::open(&c, "again")
+            .await
+            .unwrap_or_else(|e| panic!("reopen {i}: {e:?}"));
+        ingest.write(stat.offset, vec![1u8]).await.expect("write");
+        // Closing the stream is all a client does.
+        drop(ingest);
+    }
+    assert_eq!(ingest_status(&c, "again").await.offset, 200);
+    // Two live writers still exclude each other.
+    let (_first, _) = Ingest::open(&c, "again").await.expect("first");
+    let second = Ingest::open(&c, "again")
+        .await
+        .err()
+        .expect("second writer");
+    assert_eq!(second.code(), tonic::Code::Unavailable, "{second:?}");
 }
