@@ -219,26 +219,33 @@ fn prepare_socket(path: &Path) -> Result<UnixListener, WiringError> {
     Ok(listener)
 }
 
-async fn gc_loop(gc: Arc<Collector>, cfg: GcConfig, shutdown: CancellationToken) {
-    let db = gc.db().clone();
-    crate::metadata::gc::scheduler::run(db.gc_signal(), cfg, shutdown, || async {
-        match gc.run().await {
-            Ok(stats) if stats != Default::default() => {
-                tracing::info!(
-                    records = stats.records,
-                    blobs = stats.blobs,
-                    leases = stats.leases,
-                    snapshots = stats.snapshots,
-                    "garbage collected"
-                );
-            }
-            Ok(_) => tracing::debug!("garbage collected: nothing"),
-            Err(e) => {
-                tracing::warn!(cause = %hull_proto::errdefs::message(&e), "garbage collection failed")
-            }
+/// One collection, logged.
+async fn collect(gc: &Collector) {
+    match gc.run().await {
+        Ok(stats) if stats != Default::default() => {
+            tracing::info!(
+                records = stats.records,
+                blobs = stats.blobs,
+                leases = stats.leases,
+                snapshots = stats.snapshots,
+                "garbage collected"
+            );
         }
-    })
-    .await;
+        Ok(_) => tracing::debug!("garbage collected: nothing"),
+        Err(e) => {
+            tracing::warn!(cause = %hull_proto::errdefs::message(&e), "garbage collection failed")
+        }
+    }
+}
+
+async fn gc_loop(
+    gc: Arc<Collector>,
+    cfg: GcConfig,
+    last: Option<tokio::time::Instant>,
+    shutdown: CancellationToken,
+) {
+    let db = gc.db().clone();
+    crate::metadata::gc::scheduler::run(db.gc_signal(), cfg, last, shutdown, || collect(&gc)).await;
 }
 
 /// Opens everything under the config's root and serves until `shutdown`.
@@ -278,7 +285,15 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), Wi
     let events = Exchange::new();
     let tasks = TaskTracker::new();
     let gc = Arc::new(Collector::new(db.clone(), snapshotters.clone()));
-    tasks.spawn(gc_loop(gc.clone(), config.gc.clone(), shutdown.clone()));
+    // Before the socket serves: it cannot race a client's first writes.
+    let last_gc =
+        crate::metadata::gc::scheduler::startup(db.gc_signal(), &config.gc, || collect(&gc)).await;
+    tasks.spawn(gc_loop(
+        gc.clone(),
+        config.gc.clone(),
+        last_gc,
+        shutdown.clone(),
+    ));
 
     // Shims forward their events to `<address>.ttrpc`, as to containerd's.
     let ttrpc_address = PathBuf::from(format!("{}.ttrpc", config.grpc.address.display()));

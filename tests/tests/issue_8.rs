@@ -633,8 +633,9 @@ async fn has_blob(c: &Client, digest: &str) -> bool {
 async fn gc_runs_on_deletions_and_mutations_not_on_a_timer() {
     let d = Daemon::start("gc-schedule").await;
     let c = d.client().await;
-    // After the startup collection (100 ms in), a blob written without a
-    // lease: nothing references it.
+    // A blob written without a lease: nothing references it. (The
+    // startup collection ran before hulld served; a second later, a timer
+    // started with the daemon would be due too.)
     tokio::time::sleep(Duration::from_secs(1)).await;
     let loose = write_blob(&c, "loose", b"nobody holds me")
         .await

@@ -5,7 +5,12 @@
 //! is also a *deletion*. Nothing is collected on a bare timer: an
 //! unreferenced blob written without a lease stays until something else
 //! calls for a collection, as in containerd. A collection runs:
-//! - once at startup, after `startup_delay` (none when it is zero);
+//! - once at startup, unless `startup_delay` is zero. containerd runs it
+//!   that long after its GC plugin starts, which is before its socket
+//!   serves (its plugins take longer than that to load); hulld is ready in
+//!   a few milliseconds, so it runs the startup collection before it
+//!   accepts connections instead, where it cannot race a client's first
+//!   writes (see [`startup`]);
 //! - after a deletion, no sooner than `schedule_delay` and no sooner than
 //!   the pause interval after the last collection (see below);
 //! - right away (after `schedule_delay`) once `deletion_threshold`
@@ -41,7 +46,9 @@ pub struct GcConfig {
     /// that a burst is collected once ("0s", "100ms", "1m30s").
     #[serde(with = "go_duration")]
     pub schedule_delay: Duration,
-    /// Delay of the collection at startup; "0s" for none.
+    /// "0s": no collection at startup. Otherwise the startup collection
+    /// runs before hulld accepts connections (containerd's delay, after
+    /// which it collects, also ends before it serves).
     #[serde(with = "go_duration")]
     pub startup_delay: Duration,
 }
@@ -159,16 +166,16 @@ pub struct Policy {
 }
 
 impl Policy {
-    /// The policy of a scheduler started at `now`.
-    pub fn new(config: GcConfig, now: Instant) -> Policy {
-        let next = (!config.startup_delay.is_zero()).then(|| now + config.startup_delay);
+    /// The policy of a scheduler started after the startup collection
+    /// (if any) ended at `last`.
+    pub fn new(config: GcConfig, last: Option<Instant>) -> Policy {
         Policy {
             config,
             interval: Duration::from_secs(1),
             gc_time: Duration::ZERO,
             collections: 0,
-            last_end: None,
-            next,
+            last_end: last,
+            next: None,
         }
     }
 
@@ -211,17 +218,34 @@ impl Policy {
     }
 }
 
-/// Runs collections as the policy decides until `shutdown`.
+/// The startup collection, before hulld serves: runs `collect` unless
+/// `startup_delay` is zero. Returns when it ended, for [`run`].
+pub async fn startup<F, Fut>(signal: &GcSignal, config: &GcConfig, collect: F) -> Option<Instant>
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    if config.startup_delay.is_zero() {
+        return None;
+    }
+    signal.take();
+    collect().await;
+    Some(Instant::now())
+}
+
+/// Runs collections as the policy decides until `shutdown`; `last` is when
+/// the startup collection ended.
 pub async fn run<F, Fut>(
     signal: &GcSignal,
     config: GcConfig,
+    last: Option<Instant>,
     shutdown: tokio_util::sync::CancellationToken,
     mut collect: F,
 ) where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
-    let mut policy = Policy::new(config, Instant::now());
+    let mut policy = Policy::new(config, last);
     loop {
         let due = policy.next();
         tokio::select! {
@@ -284,8 +308,8 @@ mod tests {
     #[test]
     fn no_collection_without_deletions_or_enough_mutations() {
         let t0 = Instant::now();
-        let mut p = Policy::new(GcConfig::default(), t0);
-        assert_eq!(p.next(), Some(at(t0, 100)), "startup collection");
+        let mut p = Policy::new(GcConfig::default(), Some(t0));
+        assert_eq!(p.next(), None);
         p.collected(Duration::from_millis(2), at(t0, 102));
         assert_eq!(p.next(), None);
         p.on_activity(
@@ -309,7 +333,7 @@ mod tests {
     #[test]
     fn deletions_wait_for_the_pause_interval() {
         let t0 = Instant::now();
-        let mut p = Policy::new(GcConfig::default(), t0);
+        let mut p = Policy::new(GcConfig::default(), None);
         // A 10 ms collection: at most 2% of the time, so 490 ms apart.
         p.collected(Duration::from_millis(10), at(t0, 110));
         let one = Activity {
@@ -328,9 +352,9 @@ mod tests {
                 startup_delay: Duration::ZERO,
                 ..Default::default()
             },
-            t0,
+            None,
         );
-        assert_eq!(p.next(), None, "no startup collection");
+        assert_eq!(p.next(), None);
         p.collected(Duration::from_millis(10), at(t0, 0));
         p.on_activity(
             Activity {
@@ -347,19 +371,29 @@ mod tests {
         let signal = std::sync::Arc::new(GcSignal::default());
         let runs = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
         let stop = tokio_util::sync::CancellationToken::new();
+        let count = || runs.load(std::sync::atomic::Ordering::SeqCst);
+        let bump = || {
+            runs.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            async {}
+        };
+        let last = startup(&signal, &GcConfig::default(), bump).await;
+        assert_eq!(count(), 1, "startup collection");
+        let none = GcConfig {
+            startup_delay: Duration::ZERO,
+            ..Default::default()
+        };
+        assert_eq!(startup(&signal, &none, bump).await, None);
+        assert_eq!(count(), 1, "no startup collection when the delay is 0");
         let task = {
             let (signal, runs, stop) = (signal.clone(), runs.clone(), stop.clone());
             tokio::spawn(async move {
-                run(&signal, GcConfig::default(), stop, || {
+                run(&signal, GcConfig::default(), last, stop, || {
                     runs.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                     async {}
                 })
                 .await;
             })
         };
-        let count = || runs.load(std::sync::atomic::Ordering::SeqCst);
-        tokio::time::sleep(Duration::from_millis(150)).await;
-        assert_eq!(count(), 1, "startup collection");
         for _ in 0..10 {
             signal.mutation();
         }
