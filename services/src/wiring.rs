@@ -241,11 +241,12 @@ async fn collect(gc: &Collector) {
 async fn gc_loop(
     gc: Arc<Collector>,
     cfg: GcConfig,
-    last: Option<tokio::time::Instant>,
+    startup: Option<crate::metadata::gc::scheduler::Collected>,
     shutdown: CancellationToken,
 ) {
     let db = gc.db().clone();
-    crate::metadata::gc::scheduler::run(db.gc_signal(), cfg, last, shutdown, || collect(&gc)).await;
+    crate::metadata::gc::scheduler::run(db.gc_signal(), cfg, startup, shutdown, || collect(&gc))
+        .await;
 }
 
 /// Opens everything under the config's root and serves until `shutdown`.

@@ -166,17 +166,21 @@ pub struct Policy {
 }
 
 impl Policy {
-    /// The policy of a scheduler started after the startup collection
-    /// (if any) ended at `last`.
-    pub fn new(config: GcConfig, last: Option<Instant>) -> Policy {
-        Policy {
+    /// The policy of a scheduler started after the startup collection,
+    /// if there was one.
+    pub fn new(config: GcConfig, startup: Option<Collected>) -> Policy {
+        let mut p = Policy {
             config,
             interval: Duration::from_secs(1),
             gc_time: Duration::ZERO,
             collections: 0,
-            last_end: last,
+            last_end: None,
             next: None,
+        };
+        if let Some(c) = startup {
+            p.collected(c.took, c.end);
         }
+        p
     }
 
     /// When the next collection is due.
@@ -218,9 +222,18 @@ impl Policy {
     }
 }
 
+/// One collection that ran.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Collected {
+    /// How long it took.
+    pub took: Duration,
+    /// When it ended.
+    pub end: Instant,
+}
+
 /// The startup collection, before hulld serves: runs `collect` unless
-/// `startup_delay` is zero. Returns when it ended, for [`run`].
-pub async fn startup<F, Fut>(signal: &GcSignal, config: &GcConfig, collect: F) -> Option<Instant>
+/// `startup_delay` is zero. What it returns goes to [`run`].
+pub async fn startup<F, Fut>(signal: &GcSignal, config: &GcConfig, collect: F) -> Option<Collected>
 where
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = ()>,
@@ -229,23 +242,28 @@ where
         return None;
     }
     signal.take();
+    let start = Instant::now();
     collect().await;
-    Some(Instant::now())
+    let end = Instant::now();
+    Some(Collected {
+        took: end - start,
+        end,
+    })
 }
 
-/// Runs collections as the policy decides until `shutdown`; `last` is when
-/// the startup collection ended.
+/// Runs collections as the policy decides until `shutdown`, after the
+/// startup collection (if one ran).
 pub async fn run<F, Fut>(
     signal: &GcSignal,
     config: GcConfig,
-    last: Option<Instant>,
+    startup: Option<Collected>,
     shutdown: tokio_util::sync::CancellationToken,
     mut collect: F,
 ) where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
-    let mut policy = Policy::new(config, last);
+    let mut policy = Policy::new(config, startup);
     loop {
         let due = policy.next();
         tokio::select! {
@@ -308,9 +326,13 @@ mod tests {
     #[test]
     fn no_collection_without_deletions_or_enough_mutations() {
         let t0 = Instant::now();
-        let mut p = Policy::new(GcConfig::default(), Some(t0));
-        assert_eq!(p.next(), None);
-        p.collected(Duration::from_millis(2), at(t0, 102));
+        let mut p = Policy::new(
+            GcConfig::default(),
+            Some(Collected {
+                took: Duration::from_millis(2),
+                end: at(t0, 102),
+            }),
+        );
         assert_eq!(p.next(), None);
         p.on_activity(
             Activity {
@@ -382,7 +404,7 @@ mod tests {
             startup_delay: Duration::ZERO,
             ..Default::default()
         };
-        assert_eq!(startup(&signal, &none, bump).await, None);
+        assert!(startup(&signal, &none, bump).await.is_none());
         assert_eq!(count(), 1, "no startup collection when the delay is 0");
         let task = {
             let (signal, runs, stop) = (signal.clone(), runs.clone(), stop.clone());
