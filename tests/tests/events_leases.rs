@@ -45,7 +45,16 @@ async fn subscribers_get_image_content_and_namespace_events() {
         .into_inner();
 
     d.ctr_ok(&["namespaces", "create", "other"]);
-    let digest = write_blob(&c, "ev-blob", b"event payload")
+    // Held by a lease, so that the collection the image delete calls for
+    // leaves it to the explicit delete below.
+    c.leases()
+        .create(CreateRequest {
+            id: "ev-hold".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("lease");
+    let digest = write_blob(&c.with_lease("ev-hold"), "ev-blob", b"event payload")
         .await
         .expect("blob");
     c.images()
