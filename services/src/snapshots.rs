@@ -12,6 +12,10 @@ use hull_snapshots::Snapshotter;
 pub struct Snapshotters {
     by_name: BTreeMap<String, Arc<dyn Snapshotter>>,
     default: String,
+    /// Creating a snapshot (recording what holds it, then creating it)
+    /// shares this; a collection takes it alone while it decides what to
+    /// remove, so that it never sees a snapshot whose holder it missed.
+    gate: tokio::sync::RwLock<()>,
 }
 
 impl std::fmt::Debug for Snapshotters {
@@ -29,7 +33,20 @@ impl Snapshotters {
         Snapshotters {
             by_name,
             default: default.to_owned(),
+            gate: tokio::sync::RwLock::new(()),
         }
+    }
+
+    /// Held while a snapshot is created, from recording its lease to the
+    /// snapshotter's create or commit. Cancel-safe.
+    pub async fn creating(&self) -> tokio::sync::RwLockReadGuard<'_, ()> {
+        self.gate.read().await
+    }
+
+    /// Held by a collection from marking to deciding what to remove; no
+    /// snapshot is created meanwhile. Cancel-safe.
+    pub async fn collecting(&self) -> tokio::sync::RwLockWriteGuard<'_, ()> {
+        self.gate.write().await
     }
 
     /// Every snapshotter with its name.

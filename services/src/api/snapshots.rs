@@ -62,8 +62,9 @@ impl SnapshotsService {
         kind: SnapKind,
     ) -> Result<Vec<ProtoMount>, Status> {
         let (name, sn) = self.snapshotters.get(snapshotter)?;
-        // Lease first, so that a collection between the two never sees the
-        // new snapshot unheld.
+        // Lease first, and both under the gate, so that no collection sees
+        // the new snapshot without its lease.
+        let _gate = self.snapshotters.creating().await;
         self.add_to_lease(ns, lease, &name, key).await?;
         let (key, parent) = (bkey(ns, key)?, bparent(ns, parent));
         let mounts = match kind {
@@ -226,10 +227,12 @@ impl Snapshots for SnapshotsService {
         let lease = lease(&req)?;
         let req = req.into_inner();
         let (name, sn) = self.snapshotters.get(&req.snapshotter)?;
+        let gate = self.snapshotters.creating().await;
         self.add_to_lease(&ns, &lease, &name, &req.name).await?;
         sn.commit(&bkey(&ns, &req.name)?, &bkey(&ns, &req.key)?, req.labels)
             .await
             .map_err(status)?;
+        drop(gate);
         self.db.note_mutation();
         self.events.publish(
             &ns,

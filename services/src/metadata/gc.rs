@@ -217,15 +217,32 @@ impl Collector {
     /// As [`MetaDb::collect_garbage`]; a snapshot that cannot be removed is
     /// logged and left for the next run.
     pub async fn run(&self) -> Result<GcStats> {
+        // No snapshot is created from the mark until the removals are
+        // decided: one created meanwhile would look unheld.
+        let gate = self.snapshotters.collecting().await;
         let db = self.db.clone();
         let (mut stats, roots) =
             crate::blocking(move || db.collect_garbage_with_roots(crate::now_nanos())).await?;
+        let mut plans = Vec::new();
         for (name, sn) in self.snapshotters.all() {
             let held = roots.get(name).cloned().unwrap_or_default();
-            match sweep_snapshots(sn.as_ref(), held).await {
-                Ok(n) => stats.snapshots += n,
+            match plan_sweep(sn.as_ref(), held).await {
+                Ok(doomed) => plans.push((name, sn, doomed)),
                 Err(e) => {
                     tracing::warn!(snapshotter = %name, cause = %hull_proto::errdefs::message(&e), "snapshot sweep")
+                }
+            }
+        }
+        drop(gate);
+        for (name, sn, doomed) in plans {
+            for k in doomed {
+                match sn.remove(&k).await {
+                    Ok(()) => stats.snapshots += 1,
+                    // Gone or given a child meanwhile: not ours to worry
+                    // about.
+                    Err(e) => {
+                        tracing::debug!(snapshotter = %name, key = %k, cause = %e, "snapshot not collected")
+                    }
                 }
             }
         }
@@ -233,10 +250,11 @@ impl Collector {
     }
 }
 
-async fn sweep_snapshots(
+/// The snapshots of `sn` that nothing holds, children before parents.
+async fn plan_sweep(
     sn: &dyn Snapshotter,
     held: HashSet<String>,
-) -> std::result::Result<usize, SnapshotError> {
+) -> std::result::Result<Vec<String>, SnapshotError> {
     let all = sn.walk().await?;
     let parents: BTreeMap<String, String> = all
         .iter()
@@ -262,9 +280,9 @@ async fn sweep_snapshots(
         .filter(|k| !marked.contains(*k))
         .cloned()
         .collect();
-    let mut removed = 0;
-    // Children before parents: remove what no remaining snapshot names as
-    // its parent, until nothing more can go.
+    let mut order = Vec::new();
+    // Children before parents: what no remaining snapshot names as its
+    // parent, round after round, until nothing more can go.
     loop {
         let busy: HashSet<&String> = parents
             .iter()
@@ -281,14 +299,10 @@ async fn sweep_snapshots(
         }
         for k in leaves {
             doomed.remove(&k);
-            match sn.remove(&k).await {
-                Ok(()) => removed += 1,
-                // Gone or re-used meanwhile: not ours to worry about.
-                Err(e) => tracing::debug!(key = %k, cause = %e, "snapshot not collected"),
-            }
+            order.push(k);
         }
     }
-    Ok(removed)
+    Ok(order)
 }
 
 #[cfg(test)]
