@@ -114,7 +114,11 @@ pub(crate) async fn collect_after_delete(
     sync: bool,
 ) -> Result<(), Status> {
     if sync {
-        gc.run().await.map_err(status)?;
+        gc.db()
+            .gc_signal()
+            .schedule_and_wait()
+            .await
+            .map_err(status)?;
     } else {
         gc.db().note_deletion();
     }

@@ -219,8 +219,8 @@ fn prepare_socket(path: &Path) -> Result<UnixListener, WiringError> {
     Ok(listener)
 }
 
-/// One collection, logged.
-async fn collect(gc: &Collector) {
+/// One collection, logged; whether it succeeded.
+async fn collect(gc: &Collector) -> bool {
     match gc.run().await {
         Ok(stats) if stats != Default::default() => {
             tracing::info!(
@@ -230,10 +230,15 @@ async fn collect(gc: &Collector) {
                 snapshots = stats.snapshots,
                 "garbage collected"
             );
+            true
         }
-        Ok(_) => tracing::debug!("garbage collected: nothing"),
+        Ok(_) => {
+            tracing::debug!("garbage collected: nothing");
+            true
+        }
         Err(e) => {
-            tracing::warn!(cause = %hull_proto::errdefs::message(&e), "garbage collection failed")
+            tracing::warn!(cause = %hull_proto::errdefs::message(&e), "garbage collection failed");
+            false
         }
     }
 }

@@ -108,17 +108,98 @@ pub struct Activity {
     pub mutations: u64,
     /// Changes that removed something.
     pub deletions: u64,
+    /// A caller waits for a collection (a delete with `sync`).
+    pub triggered: bool,
+}
+
+/// Collections started and finished, for callers that wait for one.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Progress {
+    started: u64,
+    finished: u64,
+    /// Whether the last one finished without error.
+    last_ok: bool,
+}
+
+/// The scheduler asked to collect and wait stopped first.
+#[derive(Debug, thiserror::Error)]
+#[error("garbage collection is not running")]
+pub struct GcStopped;
+
+impl hull_proto::errdefs::Classify for GcStopped {
+    fn kind(&self) -> hull_proto::errdefs::Kind {
+        hull_proto::errdefs::Kind::Unavailable
+    }
+}
+
+/// A collection that was waited for failed.
+#[derive(Debug, thiserror::Error)]
+#[error("garbage collection failed; see the daemon's log")]
+pub struct GcFailed;
+
+impl hull_proto::errdefs::Classify for GcFailed {
+    fn kind(&self) -> hull_proto::errdefs::Kind {
+        hull_proto::errdefs::Kind::Unknown
+    }
 }
 
 /// The metadata DB's side of the scheduler: it counts changes and wakes
 /// the loop. Cheap enough to call on every change.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct GcSignal {
     activity: Mutex<Activity>,
     wake: tokio::sync::Notify,
+    progress: tokio::sync::watch::Sender<Progress>,
+}
+
+impl Default for GcSignal {
+    fn default() -> Self {
+        GcSignal {
+            activity: Mutex::default(),
+            wake: tokio::sync::Notify::new(),
+            progress: tokio::sync::watch::Sender::new(Progress::default()),
+        }
+    }
 }
 
 impl GcSignal {
+    /// Asks for a collection that starts after now, and waits for it
+    /// (containerd's `ScheduleAndWait`, behind deletes with `sync`).
+    /// Cancel-safe: dropping the future only gives up waiting.
+    ///
+    /// # Errors
+    /// [`GcFailed`] when that collection failed; [`GcStopped`] when the
+    /// scheduler stopped first.
+    pub async fn schedule_and_wait(&self) -> Result<(), SyncError> {
+        let mut rx = self.progress.subscribe();
+        let target = rx.borrow().started + 1;
+        self.activity
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .triggered = true;
+        self.wake.notify_one();
+        let p = *rx
+            .wait_for(|p| p.finished >= target)
+            .await
+            .map_err(|_| SyncError::Stopped(GcStopped))?;
+        if p.last_ok {
+            Ok(())
+        } else {
+            Err(SyncError::Failed(GcFailed))
+        }
+    }
+
+    fn started(&self) {
+        self.progress.send_modify(|p| p.started += 1);
+    }
+
+    fn finished(&self, ok: bool) {
+        self.progress.send_modify(|p| {
+            p.finished = p.started;
+            p.last_ok = ok;
+        });
+    }
+
     /// Records one metadata change.
     pub fn mutation(&self) {
         self.activity
@@ -141,6 +222,7 @@ impl GcSignal {
         *self.activity.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Resets the activity as a collection starts.
     fn take(&self) -> Activity {
         std::mem::take(&mut *self.activity.lock().unwrap_or_else(|p| p.into_inner()))
     }
@@ -193,18 +275,19 @@ impl Policy {
     pub fn on_activity(&mut self, a: Activity, now: Instant) {
         let c = &self.config;
         let soon = now + c.schedule_delay;
-        let when = if c.deletion_threshold > 0 && a.deletions >= c.deletion_threshold {
-            soon
-        } else if a.deletions > 0
-            || (c.mutation_threshold > 0 && a.mutations >= c.mutation_threshold)
-        {
-            match self.last_end {
-                Some(end) => soon.max(end + self.interval),
-                None => soon,
-            }
-        } else {
-            return;
-        };
+        let when =
+            if a.triggered || (c.deletion_threshold > 0 && a.deletions >= c.deletion_threshold) {
+                soon
+            } else if a.deletions > 0
+                || (c.mutation_threshold > 0 && a.mutations >= c.mutation_threshold)
+            {
+                match self.last_end {
+                    Some(end) => soon.max(end + self.interval),
+                    None => soon,
+                }
+            } else {
+                return;
+            };
         self.next = Some(self.next.map_or(when, |n| n.min(when)));
     }
 
@@ -222,6 +305,26 @@ impl Policy {
     }
 }
 
+/// Why a collection that was waited for did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    /// The scheduler stopped.
+    #[error(transparent)]
+    Stopped(GcStopped),
+    /// The collection failed.
+    #[error(transparent)]
+    Failed(GcFailed),
+}
+
+impl hull_proto::errdefs::Classify for SyncError {
+    fn kind(&self) -> hull_proto::errdefs::Kind {
+        match self {
+            SyncError::Stopped(e) => e.kind(),
+            SyncError::Failed(e) => e.kind(),
+        }
+    }
+}
+
 /// One collection that ran.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Collected {
@@ -236,15 +339,17 @@ pub struct Collected {
 pub async fn startup<F, Fut>(signal: &GcSignal, config: &GcConfig, collect: F) -> Option<Collected>
 where
     F: FnOnce() -> Fut,
-    Fut: std::future::Future<Output = ()>,
+    Fut: std::future::Future<Output = bool>,
 {
     if config.startup_delay.is_zero() {
         return None;
     }
     signal.take();
+    signal.started();
     let start = Instant::now();
-    collect().await;
+    let ok = collect().await;
     let end = Instant::now();
+    signal.finished(ok);
     Some(Collected {
         took: end - start,
         end,
@@ -261,7 +366,7 @@ pub async fn run<F, Fut>(
     mut collect: F,
 ) where
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = ()>,
+    Fut: std::future::Future<Output = bool>,
 {
     let mut policy = Policy::new(config, startup);
     loop {
@@ -281,9 +386,11 @@ pub async fn run<F, Fut>(
         }
         // Changes from now on count towards the next collection.
         signal.take();
+        signal.started();
         let started = Instant::now();
-        collect().await;
+        let ok = collect().await;
         let end = Instant::now();
+        signal.finished(ok);
         policy.collected(end - started, end);
         // What came in while collecting may call for another.
         policy.on_activity(signal.peek(), end);
@@ -338,6 +445,7 @@ mod tests {
             Activity {
                 mutations: 99,
                 deletions: 0,
+                ..Default::default()
             },
             at(t0, 5_000),
         );
@@ -346,6 +454,7 @@ mod tests {
             Activity {
                 mutations: 100,
                 deletions: 0,
+                ..Default::default()
             },
             at(t0, 6_000),
         );
@@ -361,6 +470,7 @@ mod tests {
         let one = Activity {
             mutations: 1,
             deletions: 1,
+            ..Default::default()
         };
         p.on_activity(one, at(t0, 200));
         assert_eq!(p.next(), Some(at(t0, 600)));
@@ -382,6 +492,7 @@ mod tests {
             Activity {
                 mutations: 5,
                 deletions: 5,
+                ..Default::default()
             },
             at(t0, 10),
         );
@@ -396,7 +507,7 @@ mod tests {
         let count = || runs.load(std::sync::atomic::Ordering::SeqCst);
         let bump = || {
             runs.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            async {}
+            async { true }
         };
         let last = startup(&signal, &GcConfig::default(), bump).await;
         assert_eq!(count(), 1, "startup collection");
@@ -411,7 +522,7 @@ mod tests {
             tokio::spawn(async move {
                 run(&signal, GcConfig::default(), last, stop, || {
                     runs.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                    async {}
+                    async { true }
                 })
                 .await;
             })
@@ -424,6 +535,9 @@ mod tests {
         signal.deletion();
         tokio::time::sleep(Duration::from_millis(10)).await;
         assert_eq!(count(), 2, "a deletion does");
+        // A caller waiting gets a collection of its own at once.
+        signal.schedule_and_wait().await.unwrap();
+        assert_eq!(count(), 3);
         stop.cancel();
         task.await.unwrap();
     }
