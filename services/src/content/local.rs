@@ -271,15 +271,16 @@ impl LocalContentStore {
     /// # Errors
     /// NotFound when there is no such ingest.
     pub fn status(&self, ref_key: &str) -> Result<IngestStatus> {
+        let dir = self.ingest_dir(ref_key);
+        // An aborted ingest is gone even while its writer lives on.
+        if !dir.join("ref").is_file() {
+            return Err(ContentError::IngestNotFound(ref_key.to_owned()));
+        }
         // A writer that is still opening has no status yet: its files do.
         if let Some(st) = self.live(ref_key).map(|l| l.settled()) {
             if st.started_at != 0 {
                 return Ok(st);
             }
-        }
-        let dir = self.ingest_dir(ref_key);
-        if !dir.join("ref").is_file() {
-            return Err(ContentError::IngestNotFound(ref_key.to_owned()));
         }
         read_status(&dir)
     }
@@ -679,5 +680,18 @@ mod tests {
         store.abort("x/1").unwrap();
         assert_eq!(store.abort("x/1").unwrap_err().kind(), Kind::NotFound);
         assert!(store.list_statuses("x/").unwrap().is_empty());
+    }
+
+    #[test]
+    fn abort_under_a_live_writer_ends_the_ingest() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = LocalContentStore::open(tmp.path()).unwrap();
+        let mut w = store.writer("ns/live", 0, None).unwrap();
+        w.write(b"abc").unwrap();
+        store.abort("ns/live").unwrap();
+        assert_eq!(store.status("ns/live").unwrap_err().kind(), Kind::NotFound);
+        drop(w);
+        assert_eq!(store.status("ns/live").unwrap_err().kind(), Kind::NotFound);
+        assert!(store.list_statuses("ns/").unwrap().is_empty());
     }
 }
