@@ -8,15 +8,21 @@
 //! ```text
 //! blobs/sha256/<hex>        committed blob, read-only, never rewritten
 //! ingest/<sha256(ref)>/     one in-progress write
-//!     ref                   the full ref (namespace-qualified by the caller)
 //!     data                  bytes written so far; its length is the offset
-//!     total                 expected total size, decimal, 0 if unknown
-//!     startedat             start time, nanoseconds since the epoch
+//!     status                JSON: the full ref (namespace-qualified by the
+//!                           caller), expected total (0 if unknown),
+//!                           expected digest (if named), start and last
+//!                           update times in nanoseconds since the epoch
+//!     status.new            a status being replaced (renamed over status)
 //! ingest/.tmp-*             an ingest being created; removed at startup
 //! ```
 //!
 //! An ingest directory appears whole (built under `.tmp-*`, then renamed),
-//! and a blob appears only by renaming a fully fsynced `data` file.
+//! and a blob appears only by renaming a fully fsynced `data` file. The
+//! status is written at creation and again when its writer closes; a
+//! writer that died without closing leaves the data file's mtime (coarser)
+//! as the update time. Ingests of earlier versions (separate `ref`,
+//! `total`, `startedat` files) are still read.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -198,6 +204,15 @@ pub enum ContentError {
         #[source]
         source: std::io::Error,
     },
+    /// An ingest's status file does not parse.
+    #[error("ingest status {path}")]
+    CorruptIngest {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: serde_json::Error,
+    },
     /// No blob with this digest.
     #[error("content digest {0}: not found")]
     BlobNotFound(Digest),
@@ -277,7 +292,9 @@ impl Classify for ContentError {
             ContentError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
                 Kind::NotFound
             }
-            ContentError::Io { .. } | ContentError::Join(_) => Kind::Unknown,
+            ContentError::Io { .. }
+            | ContentError::Join(_)
+            | ContentError::CorruptIngest { .. } => Kind::Unknown,
             ContentError::BlobNotFound(_) | ContentError::IngestNotFound(_) => Kind::NotFound,
             ContentError::Locked(_) => Kind::Unavailable,
             ContentError::AlreadyExists(_) => Kind::AlreadyExists,

@@ -393,7 +393,7 @@ impl WriteSession {
                     writer = Some(w2);
                     req = match stream.message().await? {
                         Some(r) => r,
-                        None => return Ok(()),
+                        None => return close(writer).await,
                     };
                     continue;
                 }
@@ -441,10 +441,23 @@ impl WriteSession {
             }
             req = match stream.message().await? {
                 Some(r) => r,
-                None => return Ok(()),
+                None => return close(writer).await,
             };
         }
     }
+}
+
+/// Closes a writer whose client ended the stream: closing records the
+/// ingest's status, which is file work for the blocking pool.
+async fn close(writer: Option<Writer>) -> Result<(), Status> {
+    if let Some(w) = writer {
+        run(move || {
+            drop(w);
+            Ok(())
+        })
+        .await?;
+    }
+    Ok(())
 }
 
 impl WriteSession {

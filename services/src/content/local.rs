@@ -11,6 +11,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use sha2::{Digest as _, Sha256};
 
 use hull_proto::digest::{Algorithm, Digest};
+use hull_proto::errdefs;
 
 use super::{io_err, ContentError};
 
@@ -208,21 +209,37 @@ impl LocalContentStore {
         }
         let lock = RefLock::acquire(self, ref_key)?;
         let dir = self.ingest_dir(ref_key);
-        if !dir.join("ref").is_file() {
-            self.create_ingest(&dir, ref_key, total)?;
-        } else if total > 0 {
-            write_file(&dir.join("total"), total.to_string().as_bytes())?;
-        }
-        if let Some(d) = expected {
-            write_file(&dir.join("expected"), d.to_string().as_bytes())?;
-        }
         let data = dir.join("data");
-        let mut file = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .open(&data)
-            .map_err(io_err("open", &data))?;
+        // A resumed ingest takes the total and digest given now; they are
+        // recorded when the writer closes.
+        let (file, mut status) = if has_ingest(&dir) {
+            let mut status = read_status(&dir)?;
+            if total > 0 {
+                status.total = total;
+            }
+            if expected.is_some() {
+                status.expected = expected.cloned();
+            }
+            let file = OpenOptions::new()
+                .read(true)
+                .append(true)
+                .open(&data)
+                .map_err(io_err("open", &data))?;
+            (file, status)
+        } else {
+            let now = crate::now_nanos();
+            let status = IngestStatus {
+                ref_key: ref_key.to_owned(),
+                offset: 0,
+                total,
+                expected: expected.cloned(),
+                started_at: now,
+                updated_at: now,
+            };
+            (self.create_ingest(&dir, &status)?, status)
+        };
         // Resuming: the hash state died with the last writer, so rebuild it.
+        let mut file = file;
         let mut hasher = Sha256::new();
         let mut buf = vec![0u8; 1 << 20];
         let mut offset = 0u64;
@@ -234,7 +251,6 @@ impl LocalContentStore {
             hasher.update(&buf[..n]);
             offset += n as u64;
         }
-        let mut status = read_status(&dir)?;
         status.offset = offset;
         lock.live.lock().status = status;
         Ok(Writer {
@@ -246,7 +262,9 @@ impl LocalContentStore {
         })
     }
 
-    fn create_ingest(&self, dir: &Path, ref_key: &str, total: i64) -> Result<()> {
+    /// Builds a new ingest under `.tmp-*` and renames it into place;
+    /// returns its data file, open for reading and appending.
+    fn create_ingest(&self, dir: &Path, status: &IngestStatus) -> Result<File> {
         let parent = self.root.join("ingest");
         let tmp = parent.join(format!(
             ".tmp-{}",
@@ -256,14 +274,16 @@ impl LocalContentStore {
         ));
         let _ = fs::remove_dir_all(&tmp);
         fs::create_dir(&tmp).map_err(io_err("create", &tmp))?;
-        let now = crate::now_nanos().to_string();
-        write_file(&tmp.join("ref"), ref_key.as_bytes())?;
-        write_file(&tmp.join("total"), total.to_string().as_bytes())?;
-        write_file(&tmp.join("startedat"), now.as_bytes())?;
-        write_file(&tmp.join("updatedat"), now.as_bytes())?;
-        File::create(tmp.join("data")).map_err(io_err("create", tmp.join("data")))?;
+        write_file(&tmp.join("status"), &encode_status(status))?;
+        let data = tmp.join("data");
+        let file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create_new(true)
+            .open(&data)
+            .map_err(io_err("create", &data))?;
         fs::rename(&tmp, dir).map_err(io_err("rename", dir))?;
-        Ok(())
+        Ok(file)
     }
 
     /// Status of one ingest.
@@ -273,7 +293,7 @@ impl LocalContentStore {
     pub fn status(&self, ref_key: &str) -> Result<IngestStatus> {
         let dir = self.ingest_dir(ref_key);
         // An aborted ingest is gone even while its writer lives on.
-        if !dir.join("ref").is_file() {
+        if !has_ingest(&dir) {
             return Err(ContentError::IngestNotFound(ref_key.to_owned()));
         }
         // A writer that is still opening has no status yet: its files do.
@@ -306,21 +326,16 @@ impl LocalContentStore {
             if entry.file_name().to_string_lossy().starts_with('.') {
                 continue;
             }
-            let Ok(ref_key) = fs::read_to_string(entry.path().join("ref")) else {
+            // An ingest committed or aborted while we looked is simply gone.
+            let Ok(st) = read_status(&entry.path()) else {
                 continue;
             };
-            if !ref_key.starts_with(prefix) {
+            if !st.ref_key.starts_with(prefix) {
                 continue;
             }
-            match self.live(&ref_key).map(|l| l.settled()) {
-                Some(st) if st.started_at != 0 => out.push(st),
-                // An ingest committed or aborted while we looked is simply
-                // gone.
-                _ => {
-                    if let Ok(st) = read_status(&entry.path()) {
-                        out.push(st);
-                    }
-                }
+            match self.live(&st.ref_key).map(|l| l.settled()) {
+                Some(live) if live.started_at != 0 => out.push(live),
+                _ => out.push(st),
             }
         }
         out.sort_by(|a, b| a.ref_key.cmp(&b.ref_key));
@@ -333,7 +348,7 @@ impl LocalContentStore {
     /// NotFound when there is no such ingest.
     pub fn abort(&self, ref_key: &str) -> Result<()> {
         let dir = self.ingest_dir(ref_key);
-        if !dir.join("ref").is_file() {
+        if !has_ingest(&dir) {
             return Err(ContentError::IngestNotFound(ref_key.to_owned()));
         }
         fs::remove_dir_all(&dir).map_err(io_err("remove", &dir))
@@ -344,6 +359,38 @@ fn write_file(path: &Path, data: &[u8]) -> Result<()> {
     fs::write(path, data).map_err(io_err("write", path))
 }
 
+/// An ingest's `status` file.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct StatusFile {
+    #[serde(rename = "ref")]
+    ref_key: String,
+    #[serde(default)]
+    total: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    expected: Option<String>,
+    #[serde(default)]
+    started_at: i64,
+    #[serde(default)]
+    updated_at: i64,
+}
+
+fn encode_status(st: &IngestStatus) -> Vec<u8> {
+    // A struct of strings and integers always serializes.
+    serde_json::to_vec(&StatusFile {
+        ref_key: st.ref_key.clone(),
+        total: st.total,
+        expected: st.expected.as_ref().map(|d| d.to_string()),
+        started_at: st.started_at,
+        updated_at: st.updated_at,
+    })
+    .unwrap_or_default()
+}
+
+/// Whether `dir` holds an ingest (this version's or an earlier one's).
+fn has_ingest(dir: &Path) -> bool {
+    dir.join("status").is_file() || dir.join("ref").is_file()
+}
+
 /// Reads an ingest's status from its files. The times are the
 /// nanosecond stamps the writer kept; the data file's mtime (coarse, but
 /// moved by every write) only counts when it is later, after a writer that
@@ -351,16 +398,26 @@ fn write_file(path: &Path, data: &[u8]) -> Result<()> {
 fn read_status(dir: &Path) -> Result<IngestStatus> {
     let read =
         |name: &str| fs::read_to_string(dir.join(name)).map_err(io_err("read", dir.join(name)));
-    let ref_key = read("ref")?;
-    let total = read("total")?.trim().parse().unwrap_or(0);
-    let started_at = read("startedat")?.trim().parse().unwrap_or(0);
-    let stamped: i64 = read("updatedat")
-        .ok()
-        .and_then(|t| t.trim().parse().ok())
-        .unwrap_or(started_at);
-    let expected = fs::read_to_string(dir.join("expected"))
-        .ok()
-        .and_then(|t| t.trim().parse().ok());
+    let file = match fs::read(dir.join("status")) {
+        Ok(bytes) => serde_json::from_slice::<StatusFile>(&bytes).map_err(|source| {
+            ContentError::CorruptIngest {
+                path: dir.join("status"),
+                source,
+            }
+        })?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            // An ingest of an earlier version: one file per field.
+            let started_at = read("startedat")?.trim().parse().unwrap_or(0);
+            StatusFile {
+                ref_key: read("ref")?,
+                total: read("total")?.trim().parse().unwrap_or(0),
+                expected: None,
+                started_at,
+                updated_at: started_at,
+            }
+        }
+        Err(e) => return Err(io_err("read", dir.join("status"))(e)),
+    };
     let data = dir.join("data");
     let meta = fs::metadata(&data).map_err(io_err("stat", &data))?;
     let modified = meta
@@ -369,13 +426,21 @@ fn read_status(dir: &Path) -> Result<IngestStatus> {
         .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
         .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
     Ok(IngestStatus {
-        ref_key,
+        ref_key: file.ref_key,
         offset: meta.len(),
-        total,
-        expected,
-        started_at,
-        updated_at: stamped.max(modified),
+        total: file.total,
+        expected: file.expected.and_then(|d| d.parse().ok()),
+        started_at: file.started_at,
+        updated_at: file.updated_at.max(modified),
     })
+}
+
+/// Replaces an ingest's status file whole (written aside, then renamed).
+fn rewrite_status(dir: &Path, st: &IngestStatus) -> Result<()> {
+    let new = dir.join("status.new");
+    write_file(&new, &encode_status(st))?;
+    let target = dir.join("status");
+    fs::rename(&new, &target).map_err(io_err("rename", &target))
 }
 
 /// Holds a ref for one writer; released on drop.
@@ -448,14 +513,16 @@ pub struct Writer {
 
 impl Drop for Writer {
     fn drop(&mut self) {
-        if self.published {
+        // Nothing to record once published, or when aborted meanwhile.
+        if self.published || !has_ingest(&self.dir) {
             return;
         }
-        let at = self._lock.live.lock().status.updated_at;
+        let st = self._lock.live.lock().status.clone();
         // Best effort: without it a resumed status falls back to the data
-        // file's mtime, which is only coarser.
-        if let Err(e) = fs::write(self.dir.join("updatedat"), at.to_string()) {
-            tracing::debug!(dir = %self.dir.display(), cause = %e, "record ingest update time");
+        // file's mtime, which is only coarser, and to the total and digest
+        // the ingest was created with.
+        if let Err(e) = rewrite_status(&self.dir, &st) {
+            tracing::debug!(dir = %self.dir.display(), cause = %errdefs::message(&e), "record ingest status");
         }
     }
 }
@@ -482,27 +549,23 @@ impl Writer {
         PendingWrite(self._lock.live.clone())
     }
 
-    /// Records the expected total size.
+    /// Records the expected total size (written to the ingest when the
+    /// writer closes).
     ///
     /// # Errors
-    /// Unknown when the ingest cannot be written.
+    /// Never today; kept for stores that write at once.
     pub fn set_total(&mut self, total: i64) -> Result<()> {
-        if total != self.live().status.total {
-            write_file(&self.dir.join("total"), total.to_string().as_bytes())?;
-            self.live().status.total = total;
-        }
+        self.live().status.total = total;
         Ok(())
     }
 
-    /// Records the digest the client says it writes.
+    /// Records the digest the client says it writes (written to the
+    /// ingest when the writer closes).
     ///
     /// # Errors
-    /// Unknown when the ingest cannot be written.
+    /// Never today; kept for stores that write at once.
     pub fn set_expected(&mut self, expected: &Digest) -> Result<()> {
-        if self.live().status.expected.as_ref() != Some(expected) {
-            write_file(&self.dir.join("expected"), expected.to_string().as_bytes())?;
-            self.live().status.expected = Some(expected.clone());
-        }
+        self.live().status.expected = Some(expected.clone());
         Ok(())
     }
 
@@ -693,5 +756,32 @@ mod tests {
         drop(w);
         assert_eq!(store.status("ns/live").unwrap_err().kind(), Kind::NotFound);
         assert!(store.list_statuses("ns/").unwrap().is_empty());
+    }
+
+    #[test]
+    fn ingests_of_the_earlier_layout_resume() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = LocalContentStore::open(tmp.path()).unwrap();
+        let dir = store.ingest_dir("ns/old");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("ref"), "ns/old").unwrap();
+        std::fs::write(dir.join("total"), "6").unwrap();
+        std::fs::write(dir.join("startedat"), "1700000000000000000").unwrap();
+        std::fs::write(dir.join("data"), "abc").unwrap();
+        let st = store.status("ns/old").unwrap();
+        assert_eq!(
+            (st.offset, st.total, st.started_at),
+            (3, 6, 1_700_000_000_000_000_000)
+        );
+        let mut w = store.writer("ns/old", 0, None).unwrap();
+        w.write(b"def").unwrap();
+        drop(w);
+        // Closing wrote this version's status, with the times kept.
+        let st = store.status("ns/old").unwrap();
+        assert_eq!((st.offset, st.started_at), (6, 1_700_000_000_000_000_000));
+        assert!(dir.join("status").is_file());
+        let mut w = store.writer("ns/old", 0, None).unwrap();
+        let d = w.verify(6, Some(&sha(b"abcdef"))).unwrap();
+        w.publish(&store, &d).unwrap();
     }
 }
