@@ -179,6 +179,9 @@ pub struct MetaDb {
     flush_completed: std::sync::atomic::AtomicU64,
     content: Arc<LocalContentStore>,
     gc_signal: gc::scheduler::GcSignal,
+    /// A blob record went since the last file sweep (set at open: a crash
+    /// may have left files without records).
+    content_dirty: std::sync::atomic::AtomicBool,
     /// Images by namespace and name, for namespaces listed since start.
     image_cache: std::sync::RwLock<HashMap<String, BTreeMap<String, images::Image>>>,
 }
@@ -216,6 +219,7 @@ impl MetaDb {
             flush_completed: 0.into(),
             content,
             gc_signal: Default::default(),
+            content_dirty: true.into(),
             image_cache: Default::default(),
         }))
     }
@@ -268,6 +272,18 @@ impl MetaDb {
     /// what it may have left unreferenced.
     pub fn note_deletion(&self) {
         self.gc_signal.deletion();
+    }
+
+    /// Marks blob files as possibly unreferenced, for the next collection.
+    pub(crate) fn mark_content_dirty(&self) {
+        self.content_dirty
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Whether blob files may be unreferenced; clears the mark.
+    pub(crate) fn take_content_dirty(&self) -> bool {
+        self.content_dirty
+            .swap(false, std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Records a change outside this DB's records (a snapshot), which

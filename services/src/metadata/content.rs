@@ -139,6 +139,7 @@ impl MetaDb {
                 return Err(not_found(digest));
             }
             txn.remove(k);
+            self.mark_content_dirty();
             Ok(())
         })
     }
@@ -278,7 +279,13 @@ impl MetaDb {
                 ]));
             }
             Ok(existed)
-        })?;
+        });
+        // A failed commit may have left the file in place without a
+        // record: the next collection sweeps the blob files.
+        if existed.is_err() {
+            self.mark_content_dirty();
+        }
+        let existed = existed?;
         if existed {
             return Err(MetadataError::AlreadyExists {
                 what: "content",

@@ -66,7 +66,13 @@ impl MetaDb {
         let mut stats = GcStats::default();
         let mut snapshot_roots = SnapshotRoots::new();
         let state = self.lock();
+        // Blob files can only have lost their last record through a
+        // deletion since the last sweep (or a crash before this start):
+        // otherwise the file sweep, which reads the whole blob directory,
+        // has nothing to find.
+        let content_dirty = self.take_content_dirty();
         let mut batch = sled::Batch::default();
+        let mut removals = 0usize;
         let mut live: HashSet<Digest> = HashSet::new();
 
         for (ns, _) in self.scan::<NamespaceRecord>(&prefix(&["ns"]))? {
@@ -100,6 +106,7 @@ impl MetaDb {
                 let res_prefix = prefix(&["o", n, kinds::LEASE_RESOURCE, &id]);
                 if expired {
                     stats.leases += 1;
+                    removals += 1;
                     batch.remove(key(&["o", n, kinds::LEASE, &id]));
                     for k in self.tree.scan_prefix(&res_prefix).keys() {
                         batch.remove(k?);
@@ -146,18 +153,25 @@ impl MetaDb {
                     }
                 } else {
                     stats.records += 1;
+                    removals += 1;
                     batch.remove(key(&["o", n, kinds::BLOB, &d]));
                 }
             }
         }
 
-        self.tree.apply_batch(batch)?;
-        self.db.flush()?;
+        // Records go (durably) before any file does; a run that removes
+        // no record writes nothing.
+        if removals > 0 {
+            self.tree.apply_batch(batch)?;
+            self.db.flush()?;
+        }
 
-        for d in self.content.blobs()? {
-            if !live.contains(&d) && !state.committing.contains_key(&d) {
-                self.content.delete_blob(&d)?;
-                stats.blobs += 1;
+        if content_dirty || stats.records > 0 {
+            for d in self.content.blobs()? {
+                if !live.contains(&d) && !state.committing.contains_key(&d) {
+                    self.content.delete_blob(&d)?;
+                    stats.blobs += 1;
+                }
             }
         }
         // The writer lock is held until the files are gone.

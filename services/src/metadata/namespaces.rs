@@ -168,6 +168,7 @@ impl MetaDb {
                 txn.remove(k);
             }
             txn.remove(k);
+            self.mark_content_dirty();
             Ok(())
         })
     }

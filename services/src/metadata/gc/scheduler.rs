@@ -144,18 +144,24 @@ impl hull_proto::errdefs::Classify for GcFailed {
 }
 
 /// The metadata DB's side of the scheduler: it counts changes and wakes
-/// the loop. Cheap enough to call on every change.
+/// the loop. Cheap enough to call on every change: the loop is woken only
+/// when a count reaches a point where its decision can change (the first
+/// deletion, a threshold), not for every change.
 #[derive(Debug)]
 pub struct GcSignal {
     activity: Mutex<Activity>,
+    /// Mutation and deletion thresholds of the running scheduler.
+    thresholds: Mutex<(u64, u64)>,
     wake: tokio::sync::Notify,
     progress: tokio::sync::watch::Sender<Progress>,
 }
 
 impl Default for GcSignal {
     fn default() -> Self {
+        let d = GcConfig::default();
         GcSignal {
             activity: Mutex::default(),
+            thresholds: Mutex::new((d.mutation_threshold, d.deletion_threshold)),
             wake: tokio::sync::Notify::new(),
             progress: tokio::sync::watch::Sender::new(Progress::default()),
         }
@@ -200,22 +206,34 @@ impl GcSignal {
         });
     }
 
+    fn thresholds(&self) -> (u64, u64) {
+        *self.thresholds.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Records one metadata change.
     pub fn mutation(&self) {
-        self.activity
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .mutations += 1;
-        self.wake.notify_one();
+        let (mutation_threshold, _) = self.thresholds();
+        let n = {
+            let mut a = self.activity.lock().unwrap_or_else(|p| p.into_inner());
+            a.mutations += 1;
+            a.mutations
+        };
+        if mutation_threshold > 0 && n == mutation_threshold {
+            self.wake.notify_one();
+        }
     }
 
     /// Records that a change removed something.
     pub fn deletion(&self) {
-        self.activity
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .deletions += 1;
-        self.wake.notify_one();
+        let (_, deletion_threshold) = self.thresholds();
+        let n = {
+            let mut a = self.activity.lock().unwrap_or_else(|p| p.into_inner());
+            a.deletions += 1;
+            a.deletions
+        };
+        if n == 1 || n == deletion_threshold {
+            self.wake.notify_one();
+        }
     }
 
     fn peek(&self) -> Activity {
@@ -368,6 +386,8 @@ pub async fn run<F, Fut>(
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
+    *signal.thresholds.lock().unwrap_or_else(|p| p.into_inner()) =
+        (config.mutation_threshold, config.deletion_threshold);
     let mut policy = Policy::new(config, startup);
     loop {
         let due = policy.next();
@@ -532,12 +552,17 @@ mod tests {
         }
         tokio::time::sleep(Duration::from_secs(3600)).await;
         assert_eq!(count(), 1, "writes alone do not collect");
-        signal.deletion();
+        for _ in 0..90 {
+            signal.mutation();
+        }
         tokio::time::sleep(Duration::from_millis(10)).await;
-        assert_eq!(count(), 2, "a deletion does");
+        assert_eq!(count(), 2, "the 100th write does");
+        signal.deletion();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!(count(), 3, "a deletion does");
         // A caller waiting gets a collection of its own at once.
         signal.schedule_and_wait().await.unwrap();
-        assert_eq!(count(), 3);
+        assert_eq!(count(), 4);
         stop.cancel();
         task.await.unwrap();
     }
