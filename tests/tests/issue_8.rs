@@ -23,6 +23,10 @@ use hull_proto::containerd::services::containers::v1::{
 use hull_proto::containerd::services::content::v1::{
     Info, InfoRequest, StatusRequest, UpdateRequest, WriteAction, WriteContentRequest,
 };
+use hull_proto::containerd::services::leases::v1::{
+    AddResourceRequest, CreateRequest as LeaseCreateRequest, DeleteRequest as LeaseDeleteRequest,
+    Resource as LeaseResource,
+};
 use hull_proto::containerd::services::namespaces::v1::{
     GetNamespaceRequest, Namespace as ProtoNamespace, UpdateNamespaceRequest,
 };
@@ -228,6 +232,26 @@ async fn container_from_ctr(
         .into_inner()
         .container
         .expect("container");
+    // Between the delete and the create nothing holds the container's
+    // snapshot: a lease does, or a collection could take it.
+    let lease = format!("swap-{id}");
+    c.leases()
+        .create(LeaseCreateRequest {
+            id: lease.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect("lease");
+    c.leases()
+        .add_resource(AddResourceRequest {
+            id: lease.clone(),
+            resource: Some(LeaseResource {
+                id: container.snapshot_key.clone(),
+                r#type: format!("snapshots/{}", container.snapshotter),
+            }),
+        })
+        .await
+        .expect("hold the snapshot");
     c.containers()
         .delete(DeleteContainerRequest { id: id.into() })
         .await
@@ -239,6 +263,13 @@ async fn container_from_ctr(
         })
         .await
         .expect("create the changed container");
+    c.leases()
+        .delete(LeaseDeleteRequest {
+            id: lease,
+            sync: false,
+        })
+        .await
+        .expect("end the lease");
 }
 
 /// [`container_from_ctr`] with another runtime name and options.
