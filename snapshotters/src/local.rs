@@ -442,8 +442,7 @@ mod tests {
     use crate::mount::TempMount;
 
     fn is_root() -> bool {
-        // SAFETY: geteuid has no preconditions.
-        unsafe { libc::geteuid() == 0 }
+        nix::unistd::geteuid().is_root()
     }
 
     async fn semantics(driver: Driver) {

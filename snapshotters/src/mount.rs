@@ -1,9 +1,9 @@
 //! [`Mount`]: a mount(2) call described as data, and the helpers that
 //! perform it.
 
-use std::ffi::CString;
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+
+use nix::mount::{MntFlags, MsFlags};
 
 use hull_proto::containerd::types::Mount as ProtoMount;
 
@@ -49,8 +49,10 @@ fn io(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> SnapshotE
     move |source| SnapshotError::Io { op, path, source }
 }
 
-fn cstr(p: &[u8]) -> Result<CString> {
-    CString::new(p).map_err(|_| SnapshotError::InvalidKey(String::from_utf8_lossy(p).into_owned()))
+/// The OS error of a failed call, kept whole as the error's source.
+fn os(op: &'static str, path: &Path) -> impl FnOnce(nix::Error) -> SnapshotError {
+    let f = io(op, path);
+    move |e| f(std::io::Error::from(e))
 }
 
 impl Mount {
@@ -59,69 +61,56 @@ impl Mount {
     /// # Errors
     /// Unknown with the OS error when mount(2) fails.
     pub fn mount(&self, target: &Path) -> Result<()> {
-        let mut flags: libc::c_ulong = 0;
+        let mut flags = MsFlags::empty();
         let mut data = Vec::new();
         let mut bind = self.kind == "bind";
         for o in &self.options {
             match o.as_str() {
-                "ro" => flags |= libc::MS_RDONLY,
+                "ro" => flags |= MsFlags::MS_RDONLY,
                 "rw" => {}
                 "bind" => bind = true,
                 "rbind" => {
                     bind = true;
-                    flags |= libc::MS_REC;
+                    flags |= MsFlags::MS_REC;
                 }
-                "nosuid" => flags |= libc::MS_NOSUID,
-                "nodev" => flags |= libc::MS_NODEV,
-                "noexec" => flags |= libc::MS_NOEXEC,
+                "nosuid" => flags |= MsFlags::MS_NOSUID,
+                "nodev" => flags |= MsFlags::MS_NODEV,
+                "noexec" => flags |= MsFlags::MS_NOEXEC,
                 other => data.push(other.to_owned()),
             }
         }
         if bind {
-            flags |= libc::MS_BIND;
+            flags |= MsFlags::MS_BIND;
         }
         let data = data.join(",");
         if data.len() >= PAGE && self.kind == "overlay" {
             return self.mount_compact(target, flags, &data);
         }
-        let source = cstr(self.source.as_bytes())?;
-        let fstype = cstr(self.kind.as_bytes())?;
-        let tgt = cstr(target.as_os_str().as_bytes())?;
-        let cdata = cstr(data.as_bytes())?;
-        // SAFETY: every pointer is a NUL-terminated string alive for the call.
-        let rc = unsafe {
-            libc::mount(
-                source.as_ptr(),
-                tgt.as_ptr(),
-                fstype.as_ptr(),
-                // A bind mount is made writable first and remounted below.
-                if bind {
-                    flags & !libc::MS_RDONLY
-                } else {
-                    flags
-                },
-                cdata.as_ptr().cast(),
-            )
+        // A bind mount is made writable first and remounted below.
+        let first = if bind {
+            flags & !MsFlags::MS_RDONLY
+        } else {
+            flags
         };
-        if rc != 0 {
-            return Err(io("mount", target)(std::io::Error::last_os_error()));
-        }
+        nix::mount::mount(
+            Some(self.source.as_str()),
+            target,
+            Some(self.kind.as_str()),
+            first,
+            Some(data.as_str()),
+        )
+        .map_err(os("mount", target))?;
         // A bind mount ignores MS_RDONLY until remounted.
-        if bind && flags & libc::MS_RDONLY != 0 {
-            // SAFETY: as above; remount of the bind we just made.
-            let rc = unsafe {
-                libc::mount(
-                    std::ptr::null(),
-                    tgt.as_ptr(),
-                    std::ptr::null(),
-                    libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | (flags & libc::MS_REC),
-                    std::ptr::null(),
-                )
-            };
-            if rc != 0 {
-                let err = std::io::Error::last_os_error();
+        if bind && flags.contains(MsFlags::MS_RDONLY) {
+            let remount = MsFlags::MS_BIND
+                | MsFlags::MS_REMOUNT
+                | MsFlags::MS_RDONLY
+                | (flags & MsFlags::MS_REC);
+            if let Err(e) =
+                nix::mount::mount(None::<&str>, target, None::<&str>, remount, None::<&str>)
+            {
                 let _ = unmount(target);
-                return Err(io("remount read-only", target)(err));
+                return Err(os("remount read-only", target)(e));
             }
         }
         Ok(())
@@ -131,7 +120,7 @@ impl Mount {
     /// to their common parent and mount from there, in a child process so
     /// that this process's working directory never changes (containerd does
     /// the same).
-    fn mount_compact(&self, target: &Path, flags: libc::c_ulong, data: &str) -> Result<()> {
+    fn mount_compact(&self, target: &Path, flags: MsFlags, data: &str) -> Result<()> {
         let lower: Vec<&str> = data
             .split(',')
             .find_map(|o| o.strip_prefix("lowerdir="))
@@ -155,7 +144,7 @@ impl Mount {
             })
             .collect();
         let mut opts = options.join(",");
-        if flags & libc::MS_RDONLY != 0 {
+        if flags.contains(MsFlags::MS_RDONLY) {
             opts.push_str(",ro");
         }
         let out = std::process::Command::new("mount")
@@ -219,13 +208,15 @@ pub fn mount_all(mounts: &[Mount], target: &Path) -> Result<()> {
 /// # Errors
 /// Unknown with the OS error.
 pub fn unmount(target: &Path) -> Result<()> {
-    let tgt = cstr(target.as_os_str().as_bytes())?;
-    // SAFETY: a NUL-terminated path alive for the call.
-    let rc = unsafe { libc::umount2(tgt.as_ptr(), 0) };
-    if rc != 0 {
-        return Err(io("unmount", target)(std::io::Error::last_os_error()));
-    }
-    Ok(())
+    nix::mount::umount2(target, MntFlags::empty()).map_err(os("unmount", target))
+}
+
+/// Detaches `target` now and unmounts it once it is no longer busy.
+///
+/// # Errors
+/// Unknown with the OS error.
+pub fn unmount_lazy(target: &Path) -> Result<()> {
+    nix::mount::umount2(target, MntFlags::MNT_DETACH).map_err(os("unmount", target))
 }
 
 /// A temporary mount that is unmounted (lazily, if busy) on drop.
@@ -255,12 +246,8 @@ impl TempMount {
 impl Drop for TempMount {
     fn drop(&mut self) {
         if unmount(&self.target).is_err() {
-            if let Ok(t) = cstr(self.target.as_os_str().as_bytes()) {
-                // SAFETY: as in `unmount`; MNT_DETACH for a busy mount.
-                unsafe {
-                    libc::umount2(t.as_ptr(), libc::MNT_DETACH);
-                }
-            }
+            // Busy: detach it, to be unmounted when it no longer is.
+            let _ = unmount_lazy(&self.target);
         }
     }
 }
