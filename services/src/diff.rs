@@ -111,17 +111,7 @@ impl Classify for DiffError {
 
 /// Whether `media_type` names a layer hull can apply.
 pub fn is_layer(media_type: &str) -> bool {
-    const BASES: &[&str] = &[
-        "application/vnd.oci.image.layer.v1.tar",
-        "application/vnd.oci.image.layer.nondistributable.v1.tar",
-        "application/vnd.docker.image.rootfs.diff.tar",
-        "application/vnd.docker.image.rootfs.foreign.diff.tar",
-    ];
-    BASES.iter().any(|b| {
-        media_type
-            .strip_prefix(b)
-            .is_some_and(|rest| matches!(rest, "" | "+gzip" | "+zstd" | ".gzip"))
-    })
+    hull_oci::media::classify(media_type).is_layer()
 }
 
 #[cfg(test)]

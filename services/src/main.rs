@@ -128,7 +128,7 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
 /// in the heap. Measured: idle RSS after load falls by more than half.
 fn tune_allocator() {
     // SAFETY: mallopt only sets allocator parameters; called before any
-    // other thread exists.
+    // other thread exists. It is glibc's, so nix has no wrapper for it.
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 2);
         libc::mallopt(libc::M_MMAP_THRESHOLD, 256 << 10);

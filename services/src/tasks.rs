@@ -25,6 +25,9 @@ use hull_proto::containerd::task::v2 as api;
 use hull_proto::containerd::types::Mount as ProtoMount;
 use hull_proto::errdefs::{Classify, Kind};
 use hull_proto::identifiers::Namespace;
+use nix::sys::signal::{kill, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -537,9 +540,9 @@ impl TaskManager {
     /// Kills the shim whose pid file is in `bundle` and reaps it.
     fn kill_started_shim(&self, bundle: &Path) {
         if let Some(pid) = read_shim_pid(bundle) {
-            // SAFETY: kill(2) on the shim this call started (its pid file
-            // was written by its own `start`).
-            unsafe { libc::kill(pid, libc::SIGKILL) };
+            // The shim this call started (its pid file was written by its
+            // own `start`); gone already is fine.
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
             self.reap_shim(bundle);
         }
     }
@@ -553,11 +556,11 @@ impl TaskManager {
         };
         self.tasks.spawn(async move {
             for _ in 0..200 {
-                // SAFETY: waitpid with WNOHANG on one pid, writing nothing
-                // back (null status).
-                let r = unsafe { libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG) };
                 // Reaped, or not our child (another parent reaps it).
-                if r != 0 {
+                if !matches!(
+                    waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG)),
+                    Ok(WaitStatus::StillAlive)
+                ) {
                     return;
                 }
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
@@ -749,20 +752,22 @@ impl Drop for CreatingGuard<'_> {
 /// Makes hulld the subreaper of the shims it starts, so that a shim that
 /// exits is reaped by hulld even where init does not reap orphans.
 pub fn become_subreaper() {
-    // SAFETY: prctl with PR_SET_CHILD_SUBREAPER takes one integer argument.
-    if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
-        tracing::warn!(cause = %std::io::Error::last_os_error(), "cannot become a subreaper; exited shims may linger as zombies");
+    if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
+        tracing::warn!(cause = %e, "cannot become a subreaper; exited shims may linger as zombies");
     }
 }
 
 /// Whether the spec's root is the bundle's own `rootfs` (relative), which
 /// only exists when something is mounted there.
 fn spec_root_is_bundle(spec: &[u8]) -> bool {
-    let Ok(v) = serde_json::from_slice::<serde_json::Value>(spec) else {
-        return true;
-    };
-    match v.pointer("/root/path").and_then(|p| p.as_str()) {
-        Some(p) => !p.starts_with('/'),
-        None => true,
+    #[derive(serde::Deserialize)]
+    struct Root {
+        #[serde(default)]
+        path: String,
     }
+    // The client's document: read the one field, loosely.
+    let root = hull_oci::document::Object::parse(spec)
+        .ok()
+        .and_then(|doc| doc.get::<Root>("root").ok().flatten());
+    root.is_none_or(|r| !r.path.starts_with('/'))
 }

@@ -2,7 +2,6 @@
 //! Plain code with concrete types: reading it top to bottom is the startup
 //! sequence.
 
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -132,7 +131,7 @@ fn io(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> WiringErr
 /// daemons never share one root.
 #[derive(Debug)]
 pub struct RootLock {
-    _file: std::fs::File,
+    _lock: nix::fcntl::Flock<std::fs::File>,
 }
 
 impl RootLock {
@@ -148,12 +147,9 @@ impl RootLock {
             .write(true)
             .open(&path)
             .map_err(io("open", &path))?;
-        // SAFETY: flock on a descriptor we own; no memory is involved.
-        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-        if rc != 0 {
-            return Err(WiringError::RootLocked(root.to_owned()));
-        }
-        Ok(RootLock { _file: file })
+        let lock = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock)
+            .map_err(|_| WiringError::RootLocked(root.to_owned()))?;
+        Ok(RootLock { _lock: lock })
     }
 }
 

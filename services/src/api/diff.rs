@@ -6,6 +6,7 @@ use std::sync::Arc;
 use tokio::sync::Semaphore;
 use tonic::{Request, Response, Status};
 
+use hull_oci::media;
 use hull_proto::containerd::services::diff::v1::{
     diff_server::Diff, ApplyRequest, ApplyResponse, DiffRequest, DiffResponse,
 };
@@ -21,9 +22,6 @@ use crate::diff::compare::write_diff;
 use crate::diff::{is_layer, DiffConfig, DiffError};
 use crate::metadata::MetaDb;
 use hull_proto::labels::UNCOMPRESSED;
-
-/// Media type `Diff` writes when the request names none.
-const DIFF_MEDIA_TYPE: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
 
 /// Feeds a layer being written into a content writer.
 struct ContentSink(Writer);
@@ -75,9 +73,6 @@ impl Drop for Mounted {
         }
     }
 }
-
-/// Media type of what `Apply` reports: the uncompressed layer.
-const APPLIED_MEDIA_TYPE: &str = "application/vnd.oci.image.layer.v1.tar";
 
 /// Applies layers from the content store.
 #[derive(Debug)]
@@ -181,7 +176,8 @@ impl Diff for DiffService {
         tracing::debug!(layer = %desc.digest, diff_id = %applied.diff_id, "applied layer");
         Ok(Response::new(ApplyResponse {
             applied: Some(Descriptor {
-                media_type: APPLIED_MEDIA_TYPE.to_owned(),
+                // What Apply reports: the uncompressed layer.
+                media_type: media::layer_uncompressed(),
                 digest: applied.diff_id.to_string(),
                 size: i64::try_from(applied.size).unwrap_or(i64::MAX),
                 annotations: Default::default(),
@@ -194,16 +190,22 @@ impl Diff for DiffService {
         let lease = lease(&req)?;
         let req = req.into_inner();
         let media_type = if req.media_type.is_empty() {
-            DIFF_MEDIA_TYPE.to_owned()
+            // What Diff writes when the request names nothing.
+            media::layer_gzip()
         } else {
             req.media_type.clone()
         };
-        let gzip = match media_type.as_str() {
-            "application/vnd.oci.image.layer.v1.tar+gzip"
-            | "application/vnd.docker.image.rootfs.diff.tar.gzip" => true,
-            "application/vnd.oci.image.layer.v1.tar"
-            | "application/vnd.docker.image.rootfs.diff.tar" => false,
-            other => return Err(status(DiffError::MediaType(other.to_owned()))),
+        let gzip = match media::classify(&media_type) {
+            media::Kind::Layer {
+                compression: media::Compression::Gzip,
+                ..
+            } => true,
+            media::Kind::Layer {
+                compression: media::Compression::None,
+                ..
+            } => false,
+            // zstd and anything else: not a layer hull writes.
+            _ => return Err(status(DiffError::MediaType(media_type))),
         };
         let r = if req.r#ref.is_empty() {
             format!("diff-{}", crate::now_nanos())

@@ -11,6 +11,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::mpsc::{sync_channel, Receiver};
 use std::sync::{Arc, Mutex};
 
+use nix::fcntl::{AtFlags, OFlag, AT_FDCWD};
+use nix::sys::stat::{fchmodat, makedev, utimensat, FchmodatFlags, Mode, SFlag, UtimensatFlags};
+use nix::sys::time::TimeSpec;
+use nix::unistd::{fchownat, Gid, Uid};
 use sha2::{Digest as _, Sha256};
 
 use hull_proto::digest::Digest;
@@ -422,11 +426,7 @@ fn make_dir_like(path: &Path, like: Option<(&Path, &std::fs::Metadata)>) -> Resu
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     std::fs::create_dir(path).map_err(io("create directory", path))?;
     if let Some((_, m)) = like {
-        let c = cpath(path)?;
-        // SAFETY: a NUL-terminated path alive for the call.
-        if unsafe { libc::lchown(c.as_ptr(), m.uid(), m.gid()) } != 0 {
-            return Err(io("chown", path)(std::io::Error::last_os_error()));
-        }
+        lchown(path, m.uid(), m.gid())?;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(m.mode() & 0o7777))
             .map_err(io("chmod", path))?;
         set_times(path, u64::try_from(m.mtime()).unwrap_or(0))?;
@@ -444,23 +444,45 @@ fn remove_any(path: &Path) -> Result<(), DiffError> {
     }
 }
 
-fn cpath(p: &Path) -> Result<CString, DiffError> {
-    CString::new(p.as_os_str().as_bytes()).map_err(|_| DiffError::Escape(p.display().to_string()))
+/// The OS error of a failed call, kept whole as the error's source.
+fn os(op: &'static str, path: &Path) -> impl FnOnce(nix::Error) -> DiffError {
+    let f = io(op, path);
+    move |e| f(std::io::Error::from(e))
 }
 
-fn mknod(path: &Path, mode: libc::mode_t, dev: libc::dev_t) -> Result<(), DiffError> {
-    let c = cpath(path)?;
-    // SAFETY: a NUL-terminated path alive for the call.
-    if unsafe { libc::mknod(c.as_ptr(), mode, dev) } != 0 {
-        return Err(io("mknod", path)(std::io::Error::last_os_error()));
-    }
-    Ok(())
+/// Sets the owner of `path` itself, not of what a symlink names.
+fn lchown(path: &Path, uid: u32, gid: u32) -> Result<(), DiffError> {
+    fchownat(
+        AT_FDCWD,
+        path,
+        Some(Uid::from_raw(uid)),
+        Some(Gid::from_raw(gid)),
+        AtFlags::AT_SYMLINK_NOFOLLOW,
+    )
+    .map_err(os("chown", path))
+}
+
+/// Sets the mode (permission and set-id bits) of `path`.
+fn chmod(path: &Path, mode: u32) -> Result<(), DiffError> {
+    fchmodat(
+        AT_FDCWD,
+        path,
+        Mode::from_bits_truncate(mode),
+        FchmodatFlags::FollowSymlink,
+    )
+    .map_err(os("chmod", path))
+}
+
+fn mknod(path: &Path, kind: SFlag, perm: u32, dev: u64) -> Result<(), DiffError> {
+    nix::sys::stat::mknod(path, kind, Mode::from_bits_truncate(perm), dev)
+        .map_err(os("mknod", path))
 }
 
 fn lsetxattr(path: &Path, name: &str, value: &[u8]) -> std::io::Result<()> {
     let c = CString::new(path.as_os_str().as_bytes()).map_err(std::io::Error::other)?;
     let n = CString::new(name).map_err(std::io::Error::other)?;
     // SAFETY: NUL-terminated strings and a value buffer alive for the call.
+    // nix has no extended-attribute calls, so this one stays on libc.
     let rc = unsafe {
         libc::lsetxattr(
             c.as_ptr(),
@@ -477,25 +499,9 @@ fn lsetxattr(path: &Path, name: &str, value: &[u8]) -> std::io::Result<()> {
 }
 
 fn set_times(path: &Path, mtime: u64) -> Result<(), DiffError> {
-    let c = cpath(path)?;
-    let t = libc::timespec {
-        tv_sec: libc::time_t::try_from(mtime).unwrap_or(0),
-        tv_nsec: 0,
-    };
-    let times = [t, t];
-    // SAFETY: a NUL-terminated path and two timespecs alive for the call.
-    if unsafe {
-        libc::utimensat(
-            libc::AT_FDCWD,
-            c.as_ptr(),
-            times.as_ptr(),
-            libc::AT_SYMLINK_NOFOLLOW,
-        )
-    } != 0
-    {
-        return Err(io("set times", path)(std::io::Error::last_os_error()));
-    }
-    Ok(())
+    let t = TimeSpec::new(i64::try_from(mtime).unwrap_or(0), 0);
+    utimensat(AT_FDCWD, path, &t, &t, UtimensatFlags::NoFollowSymlink)
+        .map_err(os("set times", path))
 }
 
 struct LayerWriter {
@@ -537,7 +543,7 @@ impl LayerWriter {
             let target = parent.join(OsStr::from_bytes(hidden));
             remove_any(&target)?;
             if self.mode == Whiteouts::Overlay {
-                mknod(&target, libc::S_IFCHR, 0)?;
+                mknod(&target, SFlag::S_IFCHR, 0, 0)?;
             }
             return Ok(());
         }
@@ -559,7 +565,7 @@ impl LayerWriter {
                     .write(true)
                     .create_new(true)
                     .mode(0o600)
-                    .custom_flags(libc::O_NOFOLLOW)
+                    .custom_flags(OFlag::O_NOFOLLOW.bits())
                     .open(&path)
                     .map_err(io("create", &path))?;
                 std::io::copy(&mut entry, &mut f).map_err(DiffError::Tar)?;
@@ -606,13 +612,13 @@ impl LayerWriter {
             tar::EntryType::Char | tar::EntryType::Block | tar::EntryType::Fifo => {
                 remove_any(&path)?;
                 let ty = match kind {
-                    tar::EntryType::Char => libc::S_IFCHR,
-                    tar::EntryType::Block => libc::S_IFBLK,
-                    _ => libc::S_IFIFO,
+                    tar::EntryType::Char => SFlag::S_IFCHR,
+                    tar::EntryType::Block => SFlag::S_IFBLK,
+                    _ => SFlag::S_IFIFO,
                 };
                 let major = header.device_major().ok().flatten().unwrap_or(0);
                 let minor = header.device_minor().ok().flatten().unwrap_or(0);
-                mknod(&path, ty | perm, libc::makedev(major, minor))?;
+                mknod(&path, ty, perm, makedev(major.into(), minor.into()))?;
             }
             other => {
                 tracing::debug!(kind = ?other, path = %path.display(), "skipping tar entry of unsupported type");
@@ -631,21 +637,13 @@ impl LayerWriter {
         is_dir: bool,
     ) -> Result<(), DiffError> {
         let h = entry.header().clone();
-        let uid = h.uid().unwrap_or(0);
-        let gid = h.gid().unwrap_or(0);
-        let c = cpath(path)?;
-        // SAFETY: a NUL-terminated path alive for the call.
-        if unsafe { libc::lchown(c.as_ptr(), uid as libc::uid_t, gid as libc::gid_t) } != 0 {
-            return Err(io("chown", path)(std::io::Error::last_os_error()));
-        }
+        let uid = u32::try_from(h.uid().unwrap_or(0)).unwrap_or(0);
+        let gid = u32::try_from(h.gid().unwrap_or(0)).unwrap_or(0);
+        lchown(path, uid, gid)?;
         let symlink = h.entry_type() == tar::EntryType::Symlink;
         if !symlink {
             // After chown, which clears set-id bits.
-            let mode = h.mode().unwrap_or(0o644) & 0o7777;
-            // SAFETY: as above.
-            if unsafe { libc::chmod(c.as_ptr(), mode) } != 0 {
-                return Err(io("chmod", path)(std::io::Error::last_os_error()));
-            }
+            chmod(path, h.mode().unwrap_or(0o644) & 0o7777)?;
         }
         if let Ok(Some(exts)) = entry.pax_extensions() {
             for ext in exts.flatten() {
@@ -698,15 +696,8 @@ impl LayerWriter {
         }
         Some((|| {
             std::fs::copy(&src, upper_path).map_err(io("copy up", upper_path))?;
-            let c = cpath(upper_path)?;
-            // SAFETY: a NUL-terminated path alive for the call.
-            if unsafe { libc::lchown(c.as_ptr(), m.uid(), m.gid()) } != 0 {
-                return Err(io("chown", upper_path)(std::io::Error::last_os_error()));
-            }
-            // SAFETY: as above.
-            if unsafe { libc::chmod(c.as_ptr(), m.mode() & 0o7777) } != 0 {
-                return Err(io("chmod", upper_path)(std::io::Error::last_os_error()));
-            }
+            lchown(upper_path, m.uid(), m.gid())?;
+            chmod(upper_path, m.mode() & 0o7777)?;
             set_times(upper_path, u64::try_from(m.mtime()).unwrap_or(0))
         })())
     }

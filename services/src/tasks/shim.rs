@@ -258,14 +258,9 @@ pub fn forward_log(
 ) -> std::io::Result<()> {
     use tokio::io::AsyncBufReadExt;
     let path = bundle.join("log");
-    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "NUL in bundle path"))?;
-    // SAFETY: a NUL-terminated path alive for the call.
-    if unsafe { libc::mkfifo(c.as_ptr(), 0o600) } != 0 {
-        let e = std::io::Error::last_os_error();
-        if e.kind() != std::io::ErrorKind::AlreadyExists {
-            return Err(e);
-        }
+    match nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600)) {
+        Ok(()) | Err(nix::Error::EEXIST) => {}
+        Err(e) => return Err(e.into()),
     }
     let rx = tokio::net::unix::pipe::OpenOptions::new()
         .read_write(true)
