@@ -18,6 +18,10 @@ use std::process::Stdio;
 use std::sync::Mutex;
 use std::thread::JoinHandle;
 
+use nix::fcntl::{fcntl, FcntlArg, OFlag};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+
 /// The stdio a client asked for.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StdioPaths {
@@ -71,13 +75,7 @@ pub struct Owner {
 }
 
 fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0 as RawFd; 2];
-    // SAFETY: pipe2 writes two fds into the array we own.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: both fds were just created and are owned by nobody else.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+    Ok(nix::unistd::pipe2(OFlag::O_CLOEXEC)?)
 }
 
 fn spawn_copy(name: &str, f: impl FnOnce() + Send + 'static) -> std::io::Result<JoinHandle<()>> {
@@ -117,8 +115,9 @@ fn copy_stdin(path: PathBuf, cancel: OwnedFd, mut to: File) {
     // Blocks until the client opens its end, as containerd's shim does; a
     // CloseIO before that wakes it by opening the FIFO itself.
     let Ok(fifo) = File::open(&path) else { return };
-    // SAFETY: fcntl on an fd we own, setting a flag.
-    unsafe { libc::fcntl(fifo.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) };
+    if fcntl(&fifo, FcntlArg::F_SETFL(OFlag::O_NONBLOCK)).is_err() {
+        return;
+    }
     let mut fifo = fifo;
     let mut buf = vec![0u8; BUF];
     // Reads what is there: Some(true) at EOF, Some(false) when drained,
@@ -135,30 +134,23 @@ fn copy_stdin(path: PathBuf, cancel: OwnedFd, mut to: File) {
         }
     };
     loop {
-        let mut fds = [
-            libc::pollfd {
-                fd: fifo.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            },
-            libc::pollfd {
-                fd: cancel.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            },
-        ];
-        // SAFETY: poll reads and writes only the two pollfds we own.
-        let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
-        if n < 0 {
-            if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
-                continue;
+        let (data, cancelled) = {
+            let mut fds = [
+                PollFd::new(fifo.as_fd(), PollFlags::POLLIN),
+                PollFd::new(cancel.as_fd(), PollFlags::POLLIN),
+            ];
+            match poll(&mut fds, PollTimeout::NONE) {
+                Ok(_) => {}
+                Err(nix::Error::EINTR) => continue,
+                Err(_) => return,
             }
+            let ready = |f: &PollFd| f.revents().is_some_and(|r| !r.is_empty());
+            (ready(&fds[0]), ready(&fds[1]))
+        };
+        if data && drain(&mut fifo, &mut to) != Some(false) {
             return;
         }
-        if fds[0].revents != 0 && drain(&mut fifo, &mut to) != Some(false) {
-            return;
-        }
-        if fds[1].revents != 0 {
+        if cancelled {
             drain(&mut fifo, &mut to);
             return;
         }
@@ -213,7 +205,9 @@ fn binary_logger(uri: &str, owner: &Owner) -> std::io::Result<(ChildIo, u32)> {
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     // SAFETY: the closure only calls dup2, which is async-signal-safe, on
-    // fds that stay open in the parent until spawn returns.
+    // fds that stay open in the parent until spawn returns. pre_exec is
+    // std's and unsafe in itself; and nix's dup2 wants the target as an
+    // OwnedFd, which fds 3 to 5 of the child are not.
     unsafe {
         cmd.pre_exec(move || {
             for (i, fd) in fds.iter().enumerate() {
@@ -331,7 +325,7 @@ impl ProcessIo {
             // reader waits there, which is fine.
             let _ = OpenOptions::new()
                 .write(true)
-                .custom_flags(libc::O_NONBLOCK)
+                .custom_flags(OFlag::O_NONBLOCK.bits())
                 .open(&fifo);
         }
     }
@@ -352,6 +346,8 @@ impl ProcessIo {
             ws_ypixel: 0,
         };
         // SAFETY: TIOCSWINSZ reads one winsize from the pointer we pass.
+        // nix offers no safe call for it, only macros that generate unsafe
+        // ioctl wrappers.
         if unsafe { libc::ioctl(console.as_raw_fd(), libc::TIOCSWINSZ, &ws) } != 0 {
             return Err(std::io::Error::last_os_error());
         }
@@ -426,39 +422,27 @@ impl ConsoleSocket {
 /// Receives one fd sent with SCM_RIGHTS.
 fn recv_fd(stream: &UnixStream) -> std::io::Result<OwnedFd> {
     let mut data = [0u8; 256];
-    let mut iov = libc::iovec {
-        iov_base: data.as_mut_ptr().cast(),
-        iov_len: data.len(),
-    };
-    // Room for one control message carrying one fd, aligned for cmsghdr.
-    let mut control = [0u64; 8];
-    // SAFETY: msghdr is plain data; zeroed is a valid empty header.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control.as_mut_ptr().cast();
-    msg.msg_controllen = std::mem::size_of_val(&control);
-    // SAFETY: msg points at buffers that live until recvmsg returns.
-    let n = unsafe { libc::recvmsg(stream.as_fd().as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
-    if n < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: CMSG_FIRSTHDR and CMSG_DATA walk the control buffer recvmsg
-    // filled, bounded by msg_controllen.
-    unsafe {
-        let cmsg = libc::CMSG_FIRSTHDR(&msg);
-        if cmsg.is_null()
-            || (*cmsg).cmsg_level != libc::SOL_SOCKET
-            || (*cmsg).cmsg_type != libc::SCM_RIGHTS
-        {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                "no terminal fd received",
-            ));
-        }
-        let fd = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<RawFd>());
-        Ok(OwnedFd::from_raw_fd(fd))
-    }
+    let mut iov = [std::io::IoSliceMut::new(&mut data)];
+    let mut control = nix::cmsg_space!(RawFd);
+    let msg = recvmsg::<()>(
+        stream.as_raw_fd(),
+        &mut iov,
+        Some(&mut control),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )?;
+    let mut received = msg.cmsgs()?.filter_map(|c| match c {
+        ControlMessageOwned::ScmRights(fds) => Some(fds),
+        _ => None,
+    });
+    let fd = received
+        .next()
+        .and_then(|fds| fds.first().copied())
+        .ok_or_else(|| {
+            std::io::Error::new(std::io::ErrorKind::InvalidData, "no terminal fd received")
+        })?;
+    // SAFETY: the fd was just received with SCM_RIGHTS: this process is its
+    // only owner. nix hands received fds over as raw numbers.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 #[cfg(test)]
@@ -466,9 +450,7 @@ mod tests {
     use super::*;
 
     fn mkfifo(path: &Path) {
-        let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
-        // SAFETY: c is a valid NUL-terminated path.
-        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        nix::unistd::mkfifo(path, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
     }
 
     #[test]
@@ -487,7 +469,7 @@ mod tests {
         // A client that opened its end but reads only after the exit.
         let mut r = OpenOptions::new()
             .read(true)
-            .custom_flags(libc::O_NONBLOCK)
+            .custom_flags(OFlag::O_NONBLOCK.bits())
             .open(&out)
             .unwrap();
         let (io, child) = ProcessIo::open(&paths, &owner).unwrap();

@@ -62,7 +62,7 @@ fn serve(args: &Args) -> ExitCode {
     // one async thread and a few copy threads), and a plain level filter
     // rather than an env filter, whose regex engine would be paged in.
     // SAFETY: mallopt only sets allocator parameters; no other thread
-    // exists yet.
+    // exists yet. It is glibc's, so nix has no wrapper for it.
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 1);
     }
@@ -76,9 +76,8 @@ fn serve(args: &Args) -> ExitCode {
         .with_ansi(false)
         .with_writer(std::io::stderr)
         .init();
-    // SAFETY: prctl with PR_SET_CHILD_SUBREAPER takes one integer argument.
-    if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
-        tracing::error!(cause = %std::io::Error::last_os_error(), "cannot become a subreaper");
+    if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
+        tracing::error!(cause = %e, "cannot become a subreaper");
         return ExitCode::FAILURE;
     }
     // One thread: a shim serves one container and must stay small.
@@ -96,7 +95,8 @@ fn serve(args: &Args) -> ExitCode {
     let socket = args.socket_path();
     let code = rt.block_on(async {
         // SAFETY: `start` put the bound listening socket on this fd, and
-        // nothing else in this process owns it.
+        // nothing else in this process owns it. Taking ownership of an
+        // inherited fd is std's unsafe conversion; nix has none safer.
         let std_listener = unsafe { std::os::unix::net::UnixListener::from_raw_fd(LISTENER_FD) };
         if let Err(e) = std_listener.set_nonblocking(true) {
             tracing::error!(cause = %e, "listener");

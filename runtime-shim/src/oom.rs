@@ -7,8 +7,10 @@
 
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
+
+use nix::sys::eventfd::{EfdFlags, EventFd};
 
 /// Where the memory controller of cgroup v1 is mounted.
 const MEMORY_ROOT: &str = "/sys/fs/cgroup/memory";
@@ -39,13 +41,7 @@ pub fn watch(pid: u32, on_oom: impl Fn() + Send + 'static) -> std::io::Result<bo
         return Ok(false);
     };
     let control = File::open(dir.join("memory.oom_control"))?;
-    // SAFETY: eventfd creates a new fd; we own it on success.
-    let efd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
-    if efd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: efd was just created and is owned by nobody else.
-    let efd = unsafe { OwnedFd::from_raw_fd(efd) };
+    let efd = OwnedFd::from(EventFd::from_flags(EfdFlags::EFD_CLOEXEC)?);
     let mut reg = std::fs::OpenOptions::new()
         .write(true)
         .open(dir.join("cgroup.event_control"))?;

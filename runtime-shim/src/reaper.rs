@@ -86,7 +86,9 @@ impl Monitor {
         loop {
             let mut status = 0;
             // SAFETY: waitpid with WNOHANG only writes the status integer we
-            // pass it.
+            // pass it. Not nix's waitpid: it decodes the status into its
+            // Signal enum and fails on a real-time signal after the child
+            // is reaped, which would lose that exit for good.
             let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
             if pid <= 0 {
                 return true;

@@ -10,6 +10,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
 use hull_proto::errdefs::{Classify, Kind};
 
 use crate::reaper::{self, Monitor};
@@ -201,8 +204,8 @@ impl Runc {
             Ok(Ok(exit)) => exit,
             Ok(Err(_)) => return Err(RuncError::Lost { command }),
             Err(_) => {
-                // SAFETY: kill(2) on a pid we spawned and have not reaped.
-                unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+                // A pid we spawned and have not reaped: it is still ours.
+                let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
                 return Err(RuncError::Timeout {
                     binary: self.binary.clone(),
                     command,
@@ -336,16 +339,16 @@ impl Runc {
     }
 
     /// `events --stats`: one sample of the container's cgroup statistics.
-    pub async fn stats(&self, id: &str) -> Result<serde_json::Value> {
+    pub async fn stats(&self, id: &str) -> Result<crate::stats::Stats> {
         let out = self
             .run("events", vec!["--stats".into(), id.into()], CallIo::Capture)
             .await?;
-        let event: serde_json::Value =
+        let event: crate::stats::Event =
             serde_json::from_slice(&out).map_err(|source| RuncError::Output {
                 command: "events",
                 source,
             })?;
-        Ok(event.get("data").cloned().unwrap_or_default())
+        Ok(event.data)
     }
 }
 
@@ -366,12 +369,21 @@ async fn join(h: Option<tokio::task::JoinHandle<Vec<u8>>>) -> Vec<u8> {
     }
 }
 
+/// One line of the runtime's JSON log (logrus's fields).
+#[derive(serde::Deserialize)]
+struct LogLine {
+    #[serde(default)]
+    level: String,
+    #[serde(default)]
+    msg: String,
+}
+
 /// The message of the last error line in the runtime's JSON log.
 fn last_log_error(log: &Path) -> Option<String> {
     let text = std::fs::read_to_string(log).ok()?;
     text.lines().rev().find_map(|line| {
-        let v: serde_json::Value = serde_json::from_str(line).ok()?;
-        (v.get("level")?.as_str()? == "error").then(|| v.get("msg")?.as_str().map(str::to_owned))?
+        let l: LogLine = serde_json::from_str(line).ok()?;
+        (l.level == "error").then_some(l.msg)
     })
 }
 

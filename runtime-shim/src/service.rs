@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
+use hull_oci::document::Object;
 use hull_proto::containerd::events::{
     TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskIo, TaskOom, TaskPaused,
     TaskResumed, TaskStart,
@@ -815,16 +816,26 @@ impl TaskService {
                 op: "kill",
             });
         }
-        // SAFETY: kill(2) on the exec's pid, which is our unreaped child
-        // (it has no exit recorded), so the pid cannot have been reused.
-        if unsafe { libc::kill(pid as i32, req.signal as i32) } != 0 {
-            return Err(ShimError::Io {
-                op: "kill",
-                path: PathBuf::from(format!("/proc/{pid}")),
-                source: std::io::Error::last_os_error(),
-            });
-        }
-        Ok(())
+        // The exec's pid is our unreaped child (it has no exit recorded),
+        // so the pid cannot have been reused.
+        let target = nix::unistd::Pid::from_raw(pid as i32);
+        let sent = match nix::sys::signal::Signal::try_from(req.signal as i32) {
+            Ok(sig) => nix::sys::signal::kill(target, sig).map_err(std::io::Error::from),
+            Err(_) => {
+                // SAFETY: kill(2) on that same pid. nix's Signal has no
+                // real-time signals, which clients may send (SIGRTMIN+n).
+                if unsafe { libc::kill(pid as i32, req.signal as i32) } == 0 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            }
+        };
+        sent.map_err(|source| ShimError::Io {
+            op: "kill",
+            path: PathBuf::from(format!("/proc/{pid}")),
+            source,
+        })
     }
 
     async fn wait(&self, req: api::WaitRequest) -> Result<api::WaitResponse> {
@@ -1075,48 +1086,61 @@ fn adjust_spec(path: &Path, at: &str, terminal: Option<bool>) -> Result<()> {
     let Ok(text) = std::fs::read(path) else {
         return Ok(());
     };
-    let Ok(mut doc) = serde_json::from_slice::<serde_json::Value>(&text) else {
+    // Not an object: the runtime will say what is wrong with it.
+    let Ok(mut doc) = Object::parse(&text) else {
         return Ok(());
     };
     let own: i64 = std::fs::read_to_string("/proc/self/oom_score_adj")
         .ok()
         .and_then(|s| s.trim().parse().ok())
         .unwrap_or(0);
-    let obj = if at.is_empty() {
-        Some(&mut doc)
+    let mut process = if at.is_empty() {
+        doc.clone()
     } else {
-        doc.get_mut(at)
-    };
-    let Some(obj) = obj.and_then(|o| o.as_object_mut()) else {
-        return Ok(());
+        match doc.object(at) {
+            Ok(Some(p)) => p,
+            _ => return Ok(()),
+        }
     };
     let mut changed = false;
-    if let Some(score) = obj.get("oomScoreAdj").and_then(|v| v.as_i64()) {
+    if let Ok(Some(score)) = process.get::<i64>("oomScoreAdj") {
         if score < own {
             tracing::debug!(score, own, "raising oomScoreAdj to the shim's own");
-            obj.insert("oomScoreAdj".to_owned(), own.into());
+            process.set("oomScoreAdj", &own);
             changed = true;
         }
     }
     if let Some(terminal) = terminal {
-        let current = obj
-            .get("terminal")
-            .and_then(|v| v.as_bool())
-            .unwrap_or(false);
-        if current != terminal {
-            obj.insert("terminal".to_owned(), terminal.into());
+        if process
+            .get::<bool>("terminal")
+            .ok()
+            .flatten()
+            .unwrap_or(false)
+            != terminal
+        {
+            process.set("terminal", &terminal);
             changed = true;
         }
     }
     if !changed {
         return Ok(());
     }
-    let bytes = serde_json::to_vec(&doc).map_err(|e| ShimError::Io {
-        op: "encode",
-        path: path.to_owned(),
-        source: std::io::Error::other(e),
-    })?;
-    std::fs::write(path, bytes).map_err(io_err("write", path))
+    if at.is_empty() {
+        doc = process;
+    } else {
+        doc.set(at, &process);
+    }
+    std::fs::write(path, doc.to_vec()).map_err(io_err("write", path))
+}
+
+/// One entry of `linux.namespaces`, read loosely: a type runc knows and
+/// oci-spec may not is still a namespace.
+#[derive(serde::Deserialize)]
+struct NamespaceEntry {
+    #[serde(rename = "type", default)]
+    kind: String,
+    #[serde(default)]
+    path: Option<String>,
 }
 
 /// Whether the container at `path` has no PID namespace of its own: none
@@ -1127,20 +1151,20 @@ fn shares_pid_namespace(path: &Path) -> bool {
     let Ok(text) = std::fs::read(path) else {
         return true;
     };
-    let Ok(doc) = serde_json::from_slice::<serde_json::Value>(&text) else {
+    let Ok(doc) = Object::parse(&text) else {
         return true;
     };
-    let namespaces = doc
-        .get("linux")
-        .and_then(|l| l.get("namespaces"))
-        .and_then(|n| n.as_array());
-    !namespaces.into_iter().flatten().any(|n| {
-        n.get("type").and_then(|t| t.as_str()) == Some("pid")
-            && n.get("path")
-                .and_then(|p| p.as_str())
-                .unwrap_or("")
-                .is_empty()
-    })
+    let namespaces: Vec<NamespaceEntry> = match doc.object("linux") {
+        Ok(Some(linux)) => match linux.get("namespaces") {
+            Ok(n) => n.unwrap_or_default(),
+            Err(_) => return true,
+        },
+        Ok(None) => Vec::new(),
+        Err(_) => return true,
+    };
+    !namespaces
+        .iter()
+        .any(|n| n.kind == "pid" && n.path.as_deref().unwrap_or("").is_empty())
 }
 
 fn to_status(e: ShimError) -> hull_ttrpc::Status {

@@ -183,12 +183,13 @@ pub fn start(args: &Args) -> std::io::Result<String> {
         .stdout(Stdio::null())
         .stderr(Stdio::from(log));
     // SAFETY: setsid, fcntl and dup2 are async-signal-safe; `fd` stays open in the
-    // parent until spawn returns.
+    // parent until spawn returns. pre_exec is std's and unsafe in itself;
+    // fcntl and dup2 stay on libc because the child's fd 3 is a raw number
+    // there, which nix's fd-owning calls cannot take without another unsafe
+    // conversion.
     unsafe {
         cmd.pre_exec(move || {
-            if libc::setsid() < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
+            nix::unistd::setsid()?;
             if fd == LISTENER_FD {
                 // dup2 onto itself is a no-op that would leave
                 // close-on-exec set; clear it instead.

@@ -1,54 +1,122 @@
 //! Cgroup statistics from `runc events --stats`, in containerd's cgroup v1
 //! metrics message.
+//!
+//! The event's `data` is runc's own document (libcontainer's `types.Stats`),
+//! typed here with the fields hull reports; what runc adds beyond them is
+//! ignored, and what it leaves out reads as zero.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::Deserialize;
 
 use hull_proto::io::containerd::cgroups::v1 as cg;
-use serde_json::Value;
 
-fn u(v: &Value, path: &[&str]) -> u64 {
-    let mut cur = v;
-    for key in path {
-        match cur.get(key) {
-            Some(next) => cur = next,
-            None => return 0,
-        }
-    }
-    cur.as_u64().unwrap_or(0)
+/// One `runc events --stats` line.
+#[derive(Debug, Default, Deserialize)]
+pub struct Event {
+    /// The statistics.
+    #[serde(default)]
+    pub data: Stats,
 }
 
-fn entry(v: &Value, key: &str) -> Option<cg::MemoryEntry> {
-    let e = v.get(key)?;
-    Some(cg::MemoryEntry {
-        limit: u(e, &["limit"]),
-        usage: u(e, &["usage"]),
-        max: u(e, &["max"]),
-        failcnt: u(e, &["failcnt"]),
+/// runc's statistics of one container.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct Stats {
+    cpu: Option<Cpu>,
+    memory: Option<Memory>,
+    pids: Option<Pids>,
+    hugetlb: Option<BTreeMap<String, Hugetlb>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct Cpu {
+    usage: CpuUsage,
+    throttling: Throttling,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct CpuUsage {
+    total: u64,
+    percpu: Vec<u64>,
+    kernel: u64,
+    user: u64,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+struct Throttling {
+    periods: u64,
+    throttled_periods: u64,
+    throttled_time: u64,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct Memory {
+    cache: u64,
+    usage: Option<MemoryEntry>,
+    swap: Option<MemoryEntry>,
+    kernel: Option<MemoryEntry>,
+    #[serde(rename = "kernelTCP")]
+    kernel_tcp: Option<MemoryEntry>,
+    raw: HashMap<String, u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct MemoryEntry {
+    limit: u64,
+    usage: u64,
+    max: u64,
+    failcnt: u64,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct Pids {
+    current: u64,
+    limit: u64,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct Hugetlb {
+    usage: u64,
+    max: u64,
+    failcnt: u64,
+}
+
+fn entry(e: &Option<MemoryEntry>) -> Option<cg::MemoryEntry> {
+    e.as_ref().map(|e| cg::MemoryEntry {
+        limit: e.limit,
+        usage: e.usage,
+        max: e.max,
+        failcnt: e.failcnt,
     })
 }
 
-/// Converts the `data` object of a runc stats event.
-pub fn metrics(data: &Value) -> cg::Metrics {
-    let cpu = data.get("cpu").map(|c| cg::CpuStat {
+/// Converts runc's statistics.
+pub fn metrics(data: &Stats) -> cg::Metrics {
+    let cpu = data.cpu.as_ref().map(|c| cg::CpuStat {
         usage: Some(cg::CpuUsage {
-            total: u(c, &["usage", "total"]),
-            kernel: u(c, &["usage", "kernel"]),
-            user: u(c, &["usage", "user"]),
-            per_cpu: c
-                .pointer("/usage/percpu")
-                .and_then(Value::as_array)
-                .map(|a| a.iter().filter_map(Value::as_u64).collect())
-                .unwrap_or_default(),
+            total: c.usage.total,
+            kernel: c.usage.kernel,
+            user: c.usage.user,
+            per_cpu: c.usage.percpu.clone(),
         }),
         throttling: Some(cg::Throttle {
-            periods: u(c, &["throttling", "periods"]),
-            throttled_periods: u(c, &["throttling", "throttledPeriods"]),
-            throttled_time: u(c, &["throttling", "throttledTime"]),
+            periods: c.throttling.periods,
+            throttled_periods: c.throttling.throttled_periods,
+            throttled_time: c.throttling.throttled_time,
         }),
     });
-    let memory = data.get("memory").map(|m| {
-        let raw = m.get("raw").cloned().unwrap_or_default();
-        let r = |k: &str| u(&raw, &[k]);
+    let memory = data.memory.as_ref().map(|m| {
+        let r = |k: &str| m.raw.get(k).copied().unwrap_or(0);
         cg::MemoryStat {
-            cache: u(m, &["cache"]),
+            cache: m.cache,
             rss: r("rss"),
             rss_huge: r("rss_huge"),
             mapped_file: r("mapped_file"),
@@ -80,30 +148,27 @@ pub fn metrics(data: &Value) -> cg::Metrics {
             total_inactive_file: r("total_inactive_file"),
             total_active_file: r("total_active_file"),
             total_unevictable: r("total_unevictable"),
-            usage: entry(m, "usage"),
-            swap: entry(m, "swap"),
-            kernel: entry(m, "kernel"),
-            kernel_tcp: entry(m, "kernelTCP"),
+            usage: entry(&m.usage),
+            swap: entry(&m.swap),
+            kernel: entry(&m.kernel),
+            kernel_tcp: entry(&m.kernel_tcp),
         }
     });
-    let pids = data.get("pids").map(|p| cg::PidsStat {
-        current: u(p, &["current"]),
-        limit: u(p, &["limit"]),
+    let pids = data.pids.as_ref().map(|p| cg::PidsStat {
+        current: p.current,
+        limit: p.limit,
     });
     let hugetlb = data
-        .get("hugetlb")
-        .and_then(Value::as_object)
-        .map(|m| {
-            m.iter()
-                .map(|(size, v)| cg::HugetlbStat {
-                    usage: u(v, &["usage"]),
-                    max: u(v, &["max"]),
-                    failcnt: u(v, &["failcnt"]),
-                    pagesize: size.clone(),
-                })
-                .collect()
+        .hugetlb
+        .iter()
+        .flatten()
+        .map(|(size, v)| cg::HugetlbStat {
+            usage: v.usage,
+            max: v.max,
+            failcnt: v.failcnt,
+            pagesize: size.clone(),
         })
-        .unwrap_or_default();
+        .collect();
     cg::Metrics {
         hugetlb,
         pids,
@@ -119,13 +184,13 @@ mod tests {
 
     #[test]
     fn converts_runc_stats() {
-        let data: Value = serde_json::from_str(
-            r#"{"cpu":{"usage":{"total":10,"percpu":[4,6],"kernel":3,"user":7},"throttling":{"periods":2}},
+        let event: Event = serde_json::from_str(
+            r#"{"type":"stats","id":"c","data":{"cpu":{"usage":{"total":10,"percpu":[4,6],"kernel":3,"user":7},"throttling":{"periods":2}},
                 "memory":{"cache":5,"usage":{"usage":4096,"limit":8192,"max":5000,"failcnt":1},"raw":{"rss":77}},
-                "pids":{"current":3,"limit":100}}"#,
+                "pids":{"current":3,"limit":100},"hugetlb":{"2MB":{"usage":1}},"somethingNew":{"x":1}}}"#,
         )
         .unwrap();
-        let m = metrics(&data);
+        let m = metrics(&event.data);
         let cpu = m.cpu.unwrap().usage.unwrap();
         assert_eq!(
             (cpu.total, cpu.per_cpu, cpu.kernel, cpu.user),
@@ -137,5 +202,6 @@ mod tests {
             (5, 77, 4096)
         );
         assert_eq!(m.pids.unwrap().current, 3);
+        assert_eq!(m.hugetlb[0].pagesize, "2MB");
     }
 }
