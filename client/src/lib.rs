@@ -5,9 +5,14 @@
 //! set) added to every request, as containerd's Go client does. Statuses
 //! map back to [`hull_proto::errdefs::Kind`] through [`Error::kind`].
 //!
-//! Depends only on `hull-proto`.
+//! [`oci`] (hull-oci) is the one definition of OCI documents for clients:
+//! image manifests and configs, runtime specs built from them, platforms.
+//!
+//! Depends only on `hull-proto` and `hull-oci`.
 
 #![warn(missing_docs)]
+
+pub use hull_oci as oci;
 
 use std::path::{Path, PathBuf};
 
