@@ -40,10 +40,11 @@ struct Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        // SAFETY: kill(2) on the pid of a child we spawned and have not reaped.
-        unsafe {
-            libc::kill(self.child.id() as i32, libc::SIGTERM);
-        }
+        // A child we spawned and have not reaped.
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
@@ -391,42 +392,8 @@ fn build_image(dir: &Path) -> Result<(PathBuf, u64)> {
         diff_ids.push(format!("sha256:{:x}", hashing.hasher.finalize()));
         layers.push(gz.finish()?);
     }
-    let config = serde_json::to_vec(&serde_json::json!({
-        "architecture": "amd64", "os": "linux",
-        "rootfs": { "type": "layers", "diff_ids": diff_ids },
-    }))?;
-    let layer_descs: Vec<serde_json::Value> = layers
-        .iter()
-        .map(|l| serde_json::json!({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": digest_of(l), "size": l.len()}))
-        .collect();
-    let manifest = serde_json::to_vec(&serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": digest_of(&config), "size": config.len()},
-        "layers": layer_descs,
-    }))?;
-    let index = serde_json::to_vec(&serde_json::json!({
-        "schemaVersion": 2,
-        "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": digest_of(&manifest), "size": manifest.len(),
-            "annotations": {"io.containerd.image.name": "bench.local/unpack:1"}}],
-    }))?;
     let path = dir.join("bench-image.tar");
-    let mut t = tar::Builder::new(std::fs::File::create(&path)?);
-    let mut add = |name: &str, data: &[u8]| -> Result<()> {
-        let mut h = tar::Header::new_gnu();
-        h.set_size(data.len() as u64);
-        h.set_mode(0o644);
-        h.set_cksum();
-        t.append_data(&mut h, name, data)?;
-        Ok(())
-    };
-    add("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)?;
-    add("index.json", &index)?;
-    for b in layers.iter().chain([&config, &manifest]) {
-        add(&format!("blobs/sha256/{}", &digest_of(b)[7..]), b)?;
-    }
-    t.finish()?;
-    drop(t);
+    hull_tests::image::write_oci_gzip_layers(&path, layers, diff_ids, "bench.local/unpack:1");
     let size = std::fs::metadata(&path)?.len();
     Ok((path, size))
 }
@@ -516,8 +483,7 @@ async fn run_snapshots(
     image: &Path,
 ) -> Result<Results> {
     let mut r = HashMap::new();
-    // SAFETY: sync(2) takes no arguments and cannot fail.
-    unsafe { libc::sync() };
+    nix::unistd::sync();
     r.insert("import+unpack 3 layers (s)", import_time(server, image)?);
     r.insert(
         "prepare+commit+remove, 1 client (/s)",
@@ -638,8 +604,7 @@ async fn main() -> Result<()> {
     // so that neither inherits the other's disk load.
     for round in 0..rounds {
         for first in [round % 2 == 0, round % 2 == 1] {
-            // SAFETY: sync(2) takes no arguments and cannot fail.
-            unsafe { libc::sync() };
+            nix::unistd::sync();
             if first {
                 let (hull, hc) = start_hulld().await?;
                 let mut r = run(&hull, &hc, &sizes, round as u64 + 1).await?;

@@ -196,11 +196,12 @@ pub fn bare_runc(address: &Path, work: &Path, runs: usize) -> Result<f64> {
             rootfs.to_str().context("path")?,
         ],
     )?;
-    let spec = ctr(address, &["oci", "spec"])?;
-    let mut spec: serde_json::Value = serde_json::from_str(&spec)?;
-    spec["process"]["args"] = serde_json::json!(["/bin/true"]);
-    spec["process"]["terminal"] = false.into();
-    spec["root"] = serde_json::json!({"path": "rootfs", "readonly": false});
+    // containerd's default spec, as `ctr oci spec` prints it.
+    let mut spec = hull_oci::spec::default_spec("bench", "bare-runc")?;
+    let mut process = spec.process().clone().context("process")?;
+    process.set_args(Some(vec!["/bin/true".to_owned()]));
+    process.set_terminal(Some(false));
+    spec.set_process(Some(process));
     std::fs::write(bundle.join("config.json"), serde_json::to_vec(&spec)?)?;
     let root = work.join("runc-root");
     let mut times = Vec::new();

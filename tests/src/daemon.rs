@@ -6,6 +6,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
 use hull_client::Client;
 
 /// A hulld of this test's own.
@@ -158,7 +161,7 @@ impl Daemon {
     /// Kills the daemon with SIGKILL, as a crash would.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
-            signal(&child, libc::SIGKILL);
+            signal(&child, Signal::SIGKILL);
             let _ = child.wait();
         }
     }
@@ -238,13 +241,12 @@ impl Daemon {
 
 /// Whether the tests run as root (mounts need it).
 pub fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
+    nix::unistd::geteuid().is_root()
 }
 
 /// SIGTERM, then SIGKILL after 10 s; whether the process exited cleanly.
 pub fn terminate(mut child: Child) -> bool {
-    signal(&child, libc::SIGTERM);
+    signal(&child, Signal::SIGTERM);
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
         if let Ok(Some(status)) = child.try_wait() {
@@ -252,19 +254,17 @@ pub fn terminate(mut child: Child) -> bool {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    signal(&child, libc::SIGKILL);
+    signal(&child, Signal::SIGKILL);
     let _ = child.wait();
     false
 }
 
-fn signal(child: &Child, sig: i32) {
+fn signal(child: &Child, sig: Signal) {
     let Ok(pid) = i32::try_from(child.id()) else {
         return;
     };
-    // SAFETY: kill(2) on the pid of a child we spawned and have not reaped.
-    unsafe {
-        libc::kill(pid, sig);
-    }
+    // A child we spawned and have not reaped.
+    let _ = kill(Pid::from_raw(pid), sig);
 }
 
 impl Drop for Daemon {
@@ -306,9 +306,8 @@ impl Daemon {
                     .and_then(|p| p.trim().parse::<i32>().ok())
                     .filter(|p| *p > 1)
                 {
-                    // SAFETY: kill(2) on the pid of a shim this daemon
-                    // started, read from its own bundle.
-                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                    // A shim this daemon started, read from its own bundle.
+                    let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
                 }
                 let runc_root = self.dir.path().join("runc").join(ns.file_name());
                 let _ = Command::new("runc")
@@ -319,11 +318,8 @@ impl Daemon {
                     .stdout(Stdio::null())
                     .stderr(Stdio::null())
                     .status();
-                let rootfs = bundle.join("rootfs");
-                if let Ok(c) = std::ffi::CString::new(rootfs.as_os_str().as_encoded_bytes()) {
-                    // SAFETY: a NUL-terminated path alive for the call.
-                    unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
-                }
+                let _ =
+                    nix::mount::umount2(&bundle.join("rootfs"), nix::mount::MntFlags::MNT_DETACH);
             }
             remove_ns_cgroups(&ns.file_name().to_string_lossy());
         }

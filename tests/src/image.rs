@@ -1,25 +1,41 @@
 //! Builds small image archives from the host's busybox-static, in the two
 //! formats `ctr images import` reads: an OCI image layout and a
-//! `docker save` archive. Layers are uncompressed tars.
+//! `docker save` archive. Layers are uncompressed tars. The documents are
+//! oci-spec's types.
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::str::FromStr;
 
+use hull_oci::oci_spec::image::{
+    Arch, ConfigBuilder, Descriptor, Digest, ImageConfigurationBuilder, ImageIndexBuilder,
+    ImageManifestBuilder, MediaType, OciLayoutBuilder, Os, RootFsBuilder, SCHEMA_VERSION,
+};
 use sha2::{Digest as _, Sha256};
 
 /// Where Debian's busybox-static installs its binary.
 pub const BUSYBOX: &str = "/bin/busybox";
 
-/// Media types used here.
+/// Media types used here, from oci-spec.
 pub mod media {
+    use hull_oci::oci_spec::image::MediaType;
+
     /// OCI image index.
-    pub const INDEX: &str = "application/vnd.oci.image.index.v1+json";
+    pub fn index() -> String {
+        MediaType::ImageIndex.to_string()
+    }
     /// OCI image manifest.
-    pub const MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+    pub fn manifest() -> String {
+        MediaType::ImageManifest.to_string()
+    }
     /// OCI image config.
-    pub const CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+    pub fn config() -> String {
+        MediaType::ImageConfig.to_string()
+    }
     /// Uncompressed OCI layer.
-    pub const LAYER: &str = "application/vnd.oci.image.layer.v1.tar";
+    pub fn layer() -> String {
+        MediaType::ImageLayer.to_string()
+    }
 }
 
 /// sha256 digest string of `data`.
@@ -119,23 +135,94 @@ pub fn busybox_layer(extra: &BTreeMap<String, Vec<u8>>) -> Vec<u8> {
     b.into_inner().expect("finish tar")
 }
 
+/// A descriptor of `blob`.
+fn descriptor(media_type: MediaType, blob: &Blob) -> Descriptor {
+    Descriptor::new(
+        media_type,
+        blob.data.len() as u64,
+        Digest::from_str(&blob.digest).expect("digest"),
+    )
+}
+
+fn json<T: serde::Serialize>(doc: &T) -> Vec<u8> {
+    serde_json::to_vec(doc).expect("json")
+}
+
+/// An image config for this machine running `/bin/sh` over `diff_ids`.
+fn config(diff_ids: Vec<String>, env: Option<Vec<String>>) -> Blob {
+    let mut c = ConfigBuilder::default().cmd(vec!["/bin/sh".to_owned()]);
+    if let Some(env) = env {
+        c = c.env(env);
+    }
+    let config = ImageConfigurationBuilder::default()
+        .architecture(Arch::from(host_arch()))
+        .os(Os::Linux)
+        .config(c.build().expect("config"))
+        .rootfs(
+            RootFsBuilder::default()
+                .typ("layers")
+                .diff_ids(diff_ids)
+                .build()
+                .expect("rootfs"),
+        )
+        .build()
+        .expect("image config");
+    Blob::new(json(&config))
+}
+
+/// A manifest of `config` and `layers` (with their media type).
+fn manifest(config: &Blob, layers: &[(MediaType, &Blob)]) -> Blob {
+    let manifest = ImageManifestBuilder::default()
+        .schema_version(SCHEMA_VERSION)
+        .media_type(MediaType::ImageManifest)
+        .config(descriptor(MediaType::ImageConfig, config))
+        .layers(
+            layers
+                .iter()
+                .map(|(mt, b)| descriptor(mt.clone(), b))
+                .collect::<Vec<_>>(),
+        )
+        .build()
+        .expect("manifest");
+    Blob::new(json(&manifest))
+}
+
+/// An index of one manifest, with these annotations.
+fn index(manifest: &Blob, annotations: &[(&str, &str)]) -> Vec<u8> {
+    let mut d = descriptor(MediaType::ImageManifest, manifest);
+    d.set_annotations(Some(
+        annotations
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect(),
+    ));
+    let index = ImageIndexBuilder::default()
+        .schema_version(SCHEMA_VERSION)
+        .media_type(MediaType::ImageIndex)
+        .manifests(vec![d])
+        .build()
+        .expect("index");
+    json(&index)
+}
+
+/// The `oci-layout` file.
+fn oci_layout() -> Vec<u8> {
+    json(
+        &OciLayoutBuilder::default()
+            .image_layout_version("1.0.0")
+            .build()
+            .expect("oci-layout"),
+    )
+}
+
 /// Builds the image parts around `layer`.
 pub fn image(layer: Vec<u8>) -> TestImage {
     let layer = Blob::new(layer);
-    let config = serde_json::json!({
-        "architecture": host_arch(),
-        "os": "linux",
-        "config": { "Cmd": ["/bin/sh"], "Env": ["PATH=/bin"] },
-        "rootfs": { "type": "layers", "diff_ids": [layer.digest] },
-    });
-    let config = Blob::new(serde_json::to_vec(&config).expect("json"));
-    let manifest = serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": media::MANIFEST,
-        "config": { "mediaType": media::CONFIG, "digest": config.digest, "size": config.data.len() },
-        "layers": [ { "mediaType": media::LAYER, "digest": layer.digest, "size": layer.data.len() } ],
-    });
-    let manifest = Blob::new(serde_json::to_vec(&manifest).expect("json"));
+    let config = config(
+        vec![layer.digest.clone()],
+        Some(vec!["PATH=/bin".to_owned()]),
+    );
+    let manifest = manifest(&config, &[(MediaType::ImageLayer, &layer)]);
     TestImage {
         layer,
         config,
@@ -162,44 +249,43 @@ fn append_file(b: &mut tar::Builder<Vec<u8>>, path: &str, data: &[u8]) {
 
 /// Writes an OCI image layout archive naming the image `name`.
 pub fn write_oci_archive(path: &Path, img: &TestImage, name: &str) {
-    let index = serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": media::INDEX,
-        "manifests": [{
-            "mediaType": media::MANIFEST,
-            "digest": img.manifest.digest,
-            "size": img.manifest.data.len(),
-            "annotations": { "io.containerd.image.name": name, "org.opencontainers.image.ref.name": "latest" },
-        }],
-    });
-    let mut b = tar::Builder::new(Vec::new());
-    append_file(&mut b, "oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#);
-    append_file(
-        &mut b,
-        "index.json",
-        &serde_json::to_vec(&index).expect("json"),
+    let index = index(
+        &img.manifest,
+        &[
+            ("io.containerd.image.name", name),
+            ("org.opencontainers.image.ref.name", "latest"),
+        ],
     );
+    let mut b = tar::Builder::new(Vec::new());
+    append_file(&mut b, "oci-layout", &oci_layout());
+    append_file(&mut b, "index.json", &index);
     for blob in [&img.layer, &img.config, &img.manifest] {
         append_file(&mut b, &format!("blobs/sha256/{}", blob.hex()), &blob.data);
     }
     std::fs::write(path, b.into_inner().expect("tar")).expect("write archive");
 }
 
+/// One image of a `docker save` archive's `manifest.json` (Docker's own
+/// format, which oci-spec does not model).
+#[derive(serde::Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct DockerArchiveImage {
+    config: String,
+    repo_tags: Vec<String>,
+    layers: Vec<String>,
+}
+
 /// Writes a `docker save` archive tagging the image `tag`.
 pub fn write_docker_archive(path: &Path, img: &TestImage, tag: &str) {
     let layer_path = format!("{}/layer.tar", img.layer.hex());
     let config_path = format!("{}.json", img.config.hex());
-    let manifest = serde_json::json!([{
-        "Config": config_path,
-        "RepoTags": [tag],
-        "Layers": [layer_path],
-    }]);
+    let manifest = [DockerArchiveImage {
+        config: config_path.clone(),
+        repo_tags: vec![tag.to_owned()],
+        layers: vec![layer_path.clone()],
+    }];
     let mut b = tar::Builder::new(Vec::new());
-    append_file(
-        &mut b,
-        "manifest.json",
-        &serde_json::to_vec(&manifest).expect("json"),
-    );
+    append_file(&mut b, "manifest.json", &json(&manifest));
     append_file(&mut b, &config_path, &img.config.data);
     append_file(&mut b, &layer_path, &img.layer.data);
     std::fs::write(path, b.into_inner().expect("tar")).expect("write archive");
@@ -278,45 +364,26 @@ pub fn chain_ids(diff_ids: &[String]) -> Vec<String> {
 /// A multi-layer OCI image of gzipped `layers` (uncompressed tars).
 pub fn write_oci_layers(path: &Path, layers: &[Vec<u8>], name: &str) -> Vec<String> {
     let diff_ids: Vec<String> = layers.iter().map(|l| sha256(l)).collect();
-    let blobs: Vec<Blob> = layers.iter().map(|l| Blob::new(gzip(l))).collect();
-    let config = serde_json::json!({
-        "architecture": host_arch(),
-        "os": "linux",
-        "config": { "Cmd": ["/bin/sh"] },
-        "rootfs": { "type": "layers", "diff_ids": diff_ids },
-    });
-    let config = Blob::new(serde_json::to_vec(&config).expect("json"));
-    let layer_descs: Vec<serde_json::Value> = blobs
+    let gz: Vec<Vec<u8>> = layers.iter().map(|l| gzip(l)).collect();
+    write_oci_gzip_layers(path, gz, diff_ids.clone(), name);
+    diff_ids
+}
+
+/// An OCI image archive of layers already gzipped, with their diff IDs.
+pub fn write_oci_gzip_layers(path: &Path, layers: Vec<Vec<u8>>, diff_ids: Vec<String>, name: &str) {
+    let blobs: Vec<Blob> = layers.into_iter().map(Blob::new).collect();
+    let config = config(diff_ids, None);
+    let with_types: Vec<(MediaType, &Blob)> = blobs
         .iter()
-        .map(|b| serde_json::json!({ "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": b.digest, "size": b.data.len() }))
+        .map(|b| (MediaType::ImageLayerGzip, b))
         .collect();
-    let manifest = serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": media::MANIFEST,
-        "config": { "mediaType": media::CONFIG, "digest": config.digest, "size": config.data.len() },
-        "layers": layer_descs,
-    });
-    let manifest = Blob::new(serde_json::to_vec(&manifest).expect("json"));
-    let index = serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": media::INDEX,
-        "manifests": [{
-            "mediaType": media::MANIFEST,
-            "digest": manifest.digest,
-            "size": manifest.data.len(),
-            "annotations": { "io.containerd.image.name": name },
-        }],
-    });
+    let manifest = manifest(&config, &with_types);
+    let index = index(&manifest, &[("io.containerd.image.name", name)]);
     let mut b = tar::Builder::new(Vec::new());
-    append_file(&mut b, "oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#);
-    append_file(
-        &mut b,
-        "index.json",
-        &serde_json::to_vec(&index).expect("json"),
-    );
+    append_file(&mut b, "oci-layout", &oci_layout());
+    append_file(&mut b, "index.json", &index);
     for blob in blobs.iter().chain([&config, &manifest]) {
         append_file(&mut b, &format!("blobs/sha256/{}", blob.hex()), &blob.data);
     }
     std::fs::write(path, b.into_inner().expect("tar")).expect("write archive");
-    diff_ids
 }

@@ -4,6 +4,8 @@ use std::io::Write as _;
 use std::process::Stdio;
 use std::time::Duration;
 
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
 use sha2::{Digest as _, Sha256};
 
 use hull_proto::containerd::services::content::v1::{
@@ -187,10 +189,8 @@ async fn gigabyte_blob_resumes_after_writer_is_killed() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(reached, "first writer never got half way");
-    // SAFETY: kill(2) on the pid of the ctr child we spawned.
-    unsafe {
-        libc::kill(ctr.id() as i32, libc::SIGKILL);
-    }
+    // The ctr child this test spawned.
+    let _ = kill(Pid::from_raw(ctr.id() as i32), Signal::SIGKILL);
     let _ = ctr.wait();
     drop(writer);
 

@@ -6,7 +6,6 @@
 
 use std::collections::BTreeMap;
 use std::io::Read as _;
-use std::os::unix::ffi::OsStrExt as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -14,6 +13,7 @@ use std::time::Duration;
 use prost::Message as _;
 
 use hull_client::Client;
+use hull_oci::oci_spec::runtime::{LinuxNamespaceType, ProcessBuilder, Spec, UserBuilder};
 use hull_proto::containerd::linux::runc::RuncOptions;
 use hull_proto::containerd::runc::v1::Options as RuncV2Options;
 use hull_proto::containerd::services::containers::v1::{
@@ -49,9 +49,7 @@ fn import_busybox(d: &Daemon) {
 }
 
 fn mkfifo(path: &Path) {
-    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).expect("path");
-    // SAFETY: a NUL-terminated path alive for the call.
-    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo");
+    nix::unistd::mkfifo(path, nix::sys::stat::Mode::from_bits_truncate(0o600)).expect("mkfifo");
 }
 
 /// Reads a FIFO to its end on a thread.
@@ -518,14 +516,17 @@ async fn init_exit_kills_the_rest_without_a_pid_namespace() {
     // ctr's spec without its PID namespace: the container's processes live
     // in hulld's.
     container_from_ctr(&d, &c, "hp", &[], |container| {
-        let spec = container.spec.as_mut().expect("spec");
-        let mut doc: serde_json::Value = serde_json::from_slice(&spec.value).expect("json");
-        doc["process"]["args"] = serde_json::json!(["sh", "-c", script]);
-        let namespaces = doc["linux"]["namespaces"]
-            .as_array_mut()
-            .expect("namespaces");
-        namespaces.retain(|n| n["type"] != "pid");
-        spec.value = serde_json::to_vec(&doc).expect("json");
+        let any = container.spec.as_mut().expect("spec");
+        let mut spec: Spec = serde_json::from_slice(&any.value).expect("ctr's spec");
+        let mut process = spec.process().clone().expect("process");
+        process.set_args(Some(vec!["sh".into(), "-c".into(), script]));
+        spec.set_process(Some(process));
+        let mut linux = spec.linux().clone().expect("linux");
+        let mut namespaces = linux.namespaces().clone().expect("namespaces");
+        namespaces.retain(|n| n.typ() != LinuxNamespaceType::Pid);
+        linux.set_namespaces(Some(namespaces));
+        spec.set_linux(Some(linux));
+        any.value = serde_json::to_vec(&spec).expect("json");
     })
     .await;
     d.ctr_ok(&["tasks", "start", "-d", "hp"]);
@@ -542,8 +543,11 @@ async fn init_exit_kills_the_rest_without_a_pid_namespace() {
     );
     let left = pids_running(&child);
     for pid in &left {
-        // SAFETY: kill(2) on a process this test started, found by its mark.
-        unsafe { libc::kill(*pid as i32, libc::SIGKILL) };
+        // A process this test started, found by its mark.
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(*pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
     }
     d.ctr_ok(&["tasks", "rm", "hp"]);
     assert!(left.is_empty(), "{child:?} outlived init: {left:?}");
@@ -561,13 +565,18 @@ async fn exec_with_a_terminal_and_large_output() {
     let c = d.client().await;
     // The process spec from the container's own, which says no terminal:
     // the request's terminal flag decides, as in containerd.
-    let spec = serde_json::json!({
-        "args": ["sh", "-c", "seq -s ' ' 1000000"],
-        "cwd": "/",
-        "env": ["PATH=/bin"],
-        "user": {"uid": 0, "gid": 0},
-        "terminal": false,
-    });
+    let spec = ProcessBuilder::default()
+        .args(
+            ["sh", "-c", "seq -s ' ' 1000000"]
+                .map(String::from)
+                .to_vec(),
+        )
+        .cwd("/")
+        .env(vec!["PATH=/bin".to_owned()])
+        .user(UserBuilder::default().build().expect("user"))
+        .terminal(false)
+        .build()
+        .expect("process");
     for round in 0..3 {
         let exec_id = format!("e{round}");
         let fifo = d.dir().join(format!("{exec_id}.out"));

@@ -6,7 +6,11 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
 use hull_client::Client;
+use hull_oci::oci_spec::runtime::{ProcessBuilder, RootBuilder, UserBuilder};
 use hull_proto::containerd::services::containers::v1::{
     container::Runtime, Container, CreateContainerRequest,
 };
@@ -355,15 +359,31 @@ async fn spec_env_cwd_user_mounts_and_hostname_are_honoured() {
     let root = d.dir().join("root-mnt");
     std::fs::create_dir_all(&root).expect("root");
     d.ctr_ok(&["images", "mount", "--rw", IMAGE, root.to_str().expect("p")]);
-    let spec = d.ctr_ok(&["oci", "spec"]);
-    let mut spec: serde_json::Value = serde_json::from_str(&spec).expect("spec");
-    spec["process"]["user"] = serde_json::json!({"uid": 1000, "gid": 1001});
-    spec["process"]["args"] =
-        serde_json::json!(["sh", "-c", "id -u; id -g; hostname; pwd; echo $HULL"]);
-    spec["process"]["cwd"] = "/etc".into();
-    spec["process"]["env"] = serde_json::json!(["PATH=/bin", "HULL=yes"]);
-    spec["hostname"] = "hulltest".into();
-    spec["root"] = serde_json::json!({"path": root, "readonly": false});
+    let mut spec = hull_oci::spec::default_spec(&d.ns, "spec2").expect("spec");
+    let mut process = spec.process().clone().expect("process");
+    process.set_user(
+        UserBuilder::default()
+            .uid(1000u32)
+            .gid(1001u32)
+            .build()
+            .expect("user"),
+    );
+    process.set_args(Some(
+        ["sh", "-c", "id -u; id -g; hostname; pwd; echo $HULL"]
+            .map(String::from)
+            .to_vec(),
+    ));
+    process.set_cwd("/etc".into());
+    process.set_env(Some(vec!["PATH=/bin".into(), "HULL=yes".into()]));
+    spec.set_process(Some(process));
+    spec.set_hostname(Some("hulltest".into()));
+    spec.set_root(Some(
+        RootBuilder::default()
+            .path(&root)
+            .readonly(false)
+            .build()
+            .expect("root"),
+    ));
     let spec_path = d.dir().join("spec.json");
     std::fs::write(&spec_path, serde_json::to_vec(&spec).expect("json")).expect("spec");
     let out = d.ctr_ok(&[
@@ -523,7 +543,13 @@ async fn bad_input_gets_containerds_codes() {
         .await
         .expect_err("second task");
     assert_eq!(kind(&err), Kind::AlreadyExists, "{err:?}");
-    let spec = serde_json::json!({"args": ["sleep", "100"], "cwd": "/", "env": ["PATH=/bin"], "user": {"uid": 0, "gid": 0}});
+    let spec = ProcessBuilder::default()
+        .args(vec!["sleep".to_owned(), "100".to_owned()])
+        .cwd("/")
+        .env(vec!["PATH=/bin".to_owned()])
+        .user(UserBuilder::default().build().expect("user"))
+        .build()
+        .expect("process");
     let exec = |id: &str| ExecProcessRequest {
         container_id: "busy".into(),
         exec_id: id.into(),
@@ -584,8 +610,8 @@ async fn a_killed_shim_is_reported_exited_and_cleaned_up() {
         .expect("subscribe")
         .into_inner();
     let killed = Instant::now();
-    // SAFETY: kill(2) on the shim this test started through hulld.
-    assert_eq!(unsafe { libc::kill(shim_pid, libc::SIGKILL) }, 0);
+    // The shim this test started through hulld.
+    kill(Pid::from_raw(shim_pid), Signal::SIGKILL).expect("kill the shim");
     let e = tokio::time::timeout(Duration::from_secs(10), events.message())
         .await
         .expect("exit event in time")
