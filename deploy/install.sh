@@ -16,9 +16,10 @@ fi
 
 cargo build --release --bins
 # One shim runs per container: link it statically, so that glibc's pages do
-# not count in every shim's resident set (measured 4.0 -> 3.0 MiB RSS).
-cargo rustc --release -p hull-shim --bin hull-shim -- -C target-feature=+crt-static
-install -m 0755 target/release/hulld target/release/hullctl target/release/hull-shim /usr/local/bin/
+# not count in every shim's resident set (measured 4.0 -> 3.0 MiB RSS), and
+# optimise it as one unit (profile `shim`: 2.97 -> 2.75 MiB).
+cargo rustc --profile shim -p hull-shim --bin hull-shim -- -C target-feature=+crt-static
+install -m 0755 target/release/hulld target/release/hullctl target/shim/hull-shim /usr/local/bin/
 # containerd finds it as the shim of runtime io.containerd.hull.v1.
 ln -sf hull-shim /usr/local/bin/containerd-shim-hull-v1
 install -d -m 0755 /etc/hull
