@@ -2,7 +2,8 @@
 //!
 //! - Generated code for every containerd v1 API package, `containerd.types`,
 //!   `containerd.events`, the shim's `containerd.task.v2` and
-//!   `grpc.health.v1`, in a module tree that mirrors the proto packages
+//!   `grpc.health.v1`, and containerd 2.x's transfer and streaming services
+//!   with `containerd.types.transfer`, in a module tree that mirrors the proto packages
 //!   (`containerd::services::content::v1`, ...).
 //! - [`errdefs`]: error kinds and their one mapping to gRPC and ttrpc codes.
 //! - [`identifiers`], [`labels`], [`digest`]: the validation rules containerd
@@ -29,6 +30,10 @@ pub mod containerd {
     /// `containerd.types`: descriptors, mounts, platforms, metrics.
     pub mod types {
         tonic::include_proto!("containerd.types");
+        /// `containerd.types.transfer`: what a transfer moves from and to.
+        pub mod transfer {
+            tonic::include_proto!("containerd.types.transfer");
+        }
     }
     /// `containerd.v1.types`: process state for tasks and shims.
     pub mod v1 {
@@ -95,6 +100,18 @@ pub mod containerd {
         pub mod introspection {
             pub mod v1 {
                 tonic::include_proto!("containerd.services.introspection.v1");
+            }
+        }
+        /// containerd 2.x's image transfer service.
+        pub mod transfer {
+            pub mod v1 {
+                tonic::include_proto!("containerd.services.transfer.v1");
+            }
+        }
+        /// Client-opened streams that transfers refer to.
+        pub mod streaming {
+            pub mod v1 {
+                tonic::include_proto!("containerd.services.streaming.v1");
             }
         }
         /// Services the daemon serves over ttrpc for shims.
