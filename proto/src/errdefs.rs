@@ -27,6 +27,15 @@ pub enum Kind {
     DeadlineExceeded,
     /// An offset or size points past the end of an object.
     OutOfRange,
+    /// No credentials, or ones the other side refused (containerd 2's
+    /// Unauthorized).
+    Unauthenticated,
+    /// Credentials accepted but not allowed to do this.
+    PermissionDenied,
+    /// A limit was reached: disk full, a queue over its bound.
+    ResourceExhausted,
+    /// Data arrived corrupt (a blob that does not match its digest).
+    DataLoss,
     /// Anything else: I/O failures, corrupted state.
     Unknown,
 }
@@ -65,6 +74,10 @@ const TABLE: &[(Kind, Code)] = &[
     (Kind::Cancelled, Code::Cancelled),
     (Kind::DeadlineExceeded, Code::DeadlineExceeded),
     (Kind::OutOfRange, Code::OutOfRange),
+    (Kind::Unauthenticated, Code::Unauthenticated),
+    (Kind::PermissionDenied, Code::PermissionDenied),
+    (Kind::ResourceExhausted, Code::ResourceExhausted),
+    (Kind::DataLoss, Code::DataLoss),
     (Kind::Unknown, Code::Unknown),
 ];
 
@@ -98,6 +111,10 @@ impl fmt::Display for Kind {
             Kind::Cancelled => "cancelled",
             Kind::DeadlineExceeded => "deadline exceeded",
             Kind::OutOfRange => "out of range",
+            Kind::Unauthenticated => "unauthorized",
+            Kind::PermissionDenied => "permission denied",
+            Kind::ResourceExhausted => "resource exhausted",
+            Kind::DataLoss => "data loss",
             Kind::Unknown => "unknown",
         };
         f.write_str(s)
