@@ -12,6 +12,7 @@
 //!   ttrpc, found again after a restart, cleaned up after when it dies.
 //! - [`events`]: the in-process event exchange; shims forward theirs over
 //!   hulld's ttrpc socket ([`api::ttrpc_events`]).
+//! - [`distribution`]: pull from and push to registries.
 //! - [`filters`]: containerd's list filter syntax.
 //! - [`listener`]: the connections hulld accepts on its socket.
 //! - [`config`] and [`wiring`]: the TOML config and the plain code that
@@ -25,6 +26,7 @@ pub mod api;
 pub mod config;
 pub mod content;
 pub mod diff;
+pub mod distribution;
 pub mod events;
 pub mod filters;
 pub mod listener;

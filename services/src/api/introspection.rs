@@ -68,17 +68,12 @@ impl IntrospectionService {
 }
 
 fn host_platform() -> Platform {
-    let architecture = match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        "x86" => "386",
-        "powerpc64" => "ppc64le",
-        other => other,
-    };
+    let host = hull_oci::platform::host();
     Platform {
-        os: std::env::consts::OS.to_owned(),
-        architecture: architecture.to_owned(),
-        variant: String::new(),
+        os: host.os().to_string(),
+        architecture: host.architecture().to_string(),
+        variant: host.variant().clone().unwrap_or_default(),
+        os_version: String::new(),
     }
 }
 
