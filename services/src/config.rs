@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::diff::DiffConfig;
+use crate::distribution::RegistryConfig;
 use crate::metadata::gc::GcConfig;
 use crate::tasks::ShimConfig;
 use crate::wiring::GrpcConfig;
@@ -35,6 +36,8 @@ pub struct Config {
     pub diff: DiffConfig,
     /// `[shim]`: shim binaries by runtime name.
     pub shim: ShimConfig,
+    /// `[registry]`: hosts, mirrors, credentials, download concurrency.
+    pub registry: RegistryConfig,
     /// `[proxy_plugins.NAME]`: snapshotters served by other processes.
     pub proxy_plugins: std::collections::BTreeMap<String, ProxyPlugin>,
 }
@@ -61,6 +64,7 @@ impl Default for Config {
             gc: GcConfig::default(),
             diff: DiffConfig::default(),
             shim: ShimConfig::default(),
+            registry: RegistryConfig::default(),
             proxy_plugins: Default::default(),
         }
     }
@@ -160,6 +164,11 @@ impl Config {
         if self.proxy_plugins.values().any(|p| p.kind != "snapshot") {
             return Err(ConfigError::Invalid(
                 "proxy_plugins: only type = \"snapshot\" is supported",
+            ));
+        }
+        if self.registry.max_concurrent_downloads == 0 {
+            return Err(ConfigError::Invalid(
+                "registry.max_concurrent_downloads must be at least 1",
             ));
         }
         if !matches!(self.debug.format.as_str(), "text" | "json") {

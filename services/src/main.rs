@@ -79,7 +79,7 @@ fn init_logging(cfg: &Config) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         // The transport stack is chatty at debug; keep it to warnings.
         tracing_subscriber::EnvFilter::new(format!(
-            "{},h2=warn,hyper=warn,tower=warn,tonic=info",
+            "{},h2=warn,hyper=warn,hyper_util=warn,tower=warn,tonic=info,loona_hpack=warn,reqwest=info,rustls=info",
             cfg.debug.level
         ))
     });

@@ -23,7 +23,9 @@ use hull_proto::containerd::services::introspection::v1::introspection_server::I
 use hull_proto::containerd::services::leases::v1::leases_server::LeasesServer;
 use hull_proto::containerd::services::namespaces::v1::namespaces_server::NamespacesServer;
 use hull_proto::containerd::services::snapshots::v1::snapshots_server::SnapshotsServer;
+use hull_proto::containerd::services::streaming::v1::streaming_server::StreamingServer;
 use hull_proto::containerd::services::tasks::v1::tasks_server::TasksServer;
+use hull_proto::containerd::services::transfer::v1::transfer_server::TransferServer;
 use hull_proto::containerd::services::version::v1::version_server::VersionServer;
 use hull_proto::grpc::health::v1::health_server::HealthServer;
 
@@ -37,12 +39,16 @@ use crate::api::introspection::{IntrospectionService, PluginInfo};
 use crate::api::leases::LeasesService;
 use crate::api::namespaces::NamespacesService;
 use crate::api::snapshots::SnapshotsService;
+use crate::api::streaming::{StreamingService, Streams};
 use crate::api::tasks::TasksService;
+use crate::api::transfer::TransferService;
 use crate::api::ttrpc_events::TtrpcEvents;
 use crate::api::version::VersionService;
 use crate::api::MAX_MESSAGE_SIZE;
 use crate::config::Config;
 use crate::content::{ContentError, LocalContentStore};
+use crate::distribution::pull::{Puller, Stores};
+use crate::distribution::registry::Registries;
 use crate::events::Exchange;
 use crate::metadata::gc::{Collector, GcConfig};
 use crate::metadata::{MetaDb, MetadataError};
@@ -164,6 +170,7 @@ pub fn plugins() -> Vec<PluginInfo> {
         PluginInfo::new(METADATA, "sled", &["io.containerd.content.v1"]),
         PluginInfo::new("io.containerd.gc.v1", "scheduler", &[METADATA]),
         PluginInfo::new("io.containerd.lease.v1", "manager", &[METADATA]),
+        PluginInfo::new("io.containerd.transfer.v1", "local", &[METADATA]),
     ];
     for svc in [
         "content-service",
@@ -187,6 +194,8 @@ pub fn plugins() -> Vec<PluginInfo> {
         "version",
         "containers",
         "tasks",
+        "transfer",
+        "streaming",
     ] {
         out.push(PluginInfo::new(GRPC, svc, &[SERVICE]));
     }
@@ -330,6 +339,32 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), Wi
     };
     tracing::info!(address = %config.grpc.address.display(), root = %config.root.display(), %uuid, "serving");
 
+    // The stores a pull writes through are the services clients call.
+    let images = Arc::new(ImagesService::new(db.clone(), events.clone(), gc.clone()));
+    let leases = Arc::new(LeasesService::new(db.clone(), gc.clone()));
+    let snapshots = Arc::new(SnapshotsService::new(
+        snapshotters.clone(),
+        db.clone(),
+        events.clone(),
+    ));
+    let diff = Arc::new(DiffService::new(
+        db.clone(),
+        config.diff.clone(),
+        config.state.join("diff"),
+    ));
+    let streams = Streams::new();
+    let puller = Puller::new(
+        Registries::new(config.registry.clone()),
+        Stores {
+            db: db.clone(),
+            images: images.clone(),
+            leases: leases.clone(),
+            snapshots: snapshots.clone(),
+            diff: diff.clone(),
+            default_snapshotter: "overlayfs".to_owned(),
+        },
+    );
+
     macro_rules! limits {
         ($svc:expr) => {
             $svc.max_decoding_message_size(MAX_MESSAGE_SIZE)
@@ -359,25 +394,10 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), Wi
             events.clone(),
             tasks.clone()
         ))))
-        .add_service(limits!(ImagesServer::new(ImagesService::new(
-            db.clone(),
-            events.clone(),
-            gc.clone()
-        ))))
-        .add_service(limits!(LeasesServer::new(LeasesService::new(
-            db.clone(),
-            gc.clone()
-        ))))
-        .add_service(limits!(SnapshotsServer::new(SnapshotsService::new(
-            snapshotters.clone(),
-            db.clone(),
-            events.clone()
-        ))))
-        .add_service(limits!(DiffServer::new(DiffService::new(
-            db.clone(),
-            config.diff.clone(),
-            config.state.join("diff")
-        ))))
+        .add_service(limits!(ImagesServer::from_arc(images.clone())))
+        .add_service(limits!(LeasesServer::from_arc(leases)))
+        .add_service(limits!(SnapshotsServer::from_arc(snapshots)))
+        .add_service(limits!(DiffServer::from_arc(diff)))
         .add_service(limits!(ContainersServer::new(ContainersService::new(
             db.clone(),
             events.clone()
@@ -391,6 +411,12 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), Wi
             events.clone(),
             shutdown.clone(),
             tasks.clone()
+        ))))
+        .add_service(limits!(StreamingServer::new(StreamingService::new(
+            streams.clone()
+        ))))
+        .add_service(limits!(TransferServer::new(TransferService::new(
+            puller, images, streams
         ))));
     let serving = router.serve_with_incoming_shutdown(
         crate::listener::incoming(listener),

@@ -1,0 +1,239 @@
+//! `containerd.services.transfer.v1.Transfer`: images between registries,
+//! the image store and archive streams, with progress on a stream the
+//! client opened.
+//!
+//! Supported pairs: registry → image store (pull), image store → image
+//! store (tag). The others answer Unimplemented naming the pair.
+
+use std::sync::Arc;
+
+use prost_types::Any;
+use tonic::{Request, Response, Status};
+
+use hull_proto::containerd::services::images::v1::{
+    images_server::Images, CreateImageRequest, GetImageRequest, Image as ProtoImage,
+    UpdateImageRequest,
+};
+use hull_proto::containerd::services::transfer::v1::{transfer_server::Transfer, TransferRequest};
+use hull_proto::containerd::types::transfer::{ImageStore, OciRegistry, Progress};
+use hull_proto::containerd::types::Platform as ProtoPlatform;
+use hull_proto::errdefs::{self, Kind};
+use hull_proto::typeurl;
+
+use super::images::ImagesService;
+use super::streaming::{type_name, Streams};
+use super::{namespace, status};
+use crate::distribution::pull::{self, PullRequest, Puller};
+use crate::distribution::registry::ResolveOptions;
+
+/// Serves transfers through the puller and the image store.
+#[derive(Debug)]
+pub struct TransferService {
+    puller: Arc<Puller>,
+    images: Arc<ImagesService>,
+    streams: Arc<Streams>,
+}
+
+impl TransferService {
+    /// Pulls through `puller`, tags through `images`, reports on `streams`.
+    pub fn new(puller: Arc<Puller>, images: Arc<ImagesService>, streams: Arc<Streams>) -> Self {
+        TransferService {
+            puller,
+            images,
+            streams,
+        }
+    }
+}
+
+/// The message an Any carries, when it is an `M`.
+fn unpack<M: prost::Message + prost::Name + Default>(any: &Any) -> Result<Option<M>, Status> {
+    if type_name(any) != M::full_name() {
+        return Ok(None);
+    }
+    M::decode(any.value.as_slice())
+        .map(Some)
+        .map_err(|e| errdefs::status(Kind::InvalidArgument, format!("{}: {e}", M::full_name())))
+}
+
+/// A wire platform as oci-spec's.
+fn platform(p: &ProtoPlatform) -> Result<hull_oci::oci_spec::image::Platform, Status> {
+    let mut text = format!("{}/{}", p.os, p.architecture);
+    if !p.variant.is_empty() {
+        text.push('/');
+        text.push_str(&p.variant);
+    }
+    hull_oci::platform::parse(&text)
+        .map_err(|e| errdefs::status(Kind::InvalidArgument, format!("platform {text:?}: {e}")))
+}
+
+#[tonic::async_trait]
+impl Transfer for TransferService {
+    async fn transfer(&self, req: Request<TransferRequest>) -> Result<Response<()>, Status> {
+        let ns = namespace(&req)?;
+        let req = req.into_inner();
+        let (Some(source), Some(dest)) = (req.source, req.destination) else {
+            return Err(errdefs::status(
+                Kind::InvalidArgument,
+                "a transfer needs a source and a destination",
+            ));
+        };
+        let progress_stream = req
+            .options
+            .map(|o| o.progress_stream)
+            .filter(|s| !s.is_empty())
+            .map(|id| self.streams.get(&ns, &id))
+            .transpose()?;
+        if let (Some(from), Some(to)) = (
+            unpack::<OciRegistry>(&source)?,
+            unpack::<ImageStore>(&dest)?,
+        ) {
+            let resolver = from.resolver.unwrap_or_default();
+            let mut platforms = Vec::new();
+            for p in &to.platforms {
+                platforms.push(platform(p)?);
+            }
+            let unpack = to.unpacks.first().map(|u| u.snapshotter.clone());
+            if let Some(u) = to.unpacks.first().and_then(|u| u.platform.as_ref()) {
+                if platforms.is_empty() {
+                    platforms.push(platform(u)?);
+                }
+            }
+            let request = PullRequest {
+                reference: from.reference.clone(),
+                name: to.name.clone(),
+                labels: to.labels.clone(),
+                platforms,
+                all_platforms: to.all_metadata,
+                unpack,
+                resolve: ResolveOptions {
+                    credentials: None,
+                    headers: resolver.headers,
+                    host_dir: (!resolver.host_dir.is_empty())
+                        .then(|| std::path::PathBuf::from(&resolver.host_dir)),
+                    default_scheme: (!resolver.default_scheme.is_empty())
+                        .then_some(resolver.default_scheme),
+                },
+            };
+            let sink: pull::ProgressSink = match progress_stream {
+                Some(ends) => {
+                    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<pull::Progress>();
+                    tokio::spawn(async move {
+                        while let Some(p) = rx.recv().await {
+                            let msg = Progress {
+                                event: p.event,
+                                name: p.name,
+                                parents: Vec::new(),
+                                progress: p.progress,
+                                total: p.total,
+                                desc: p.desc,
+                            };
+                            if !ends.send(typeurl::pack(&msg)).await {
+                                break;
+                            }
+                        }
+                    });
+                    Arc::new(move |p| {
+                        let _ = tx.send(p);
+                    })
+                }
+                None => Arc::new(|_| {}),
+            };
+            self.puller.pull(&ns, request, sink).await.map_err(status)?;
+            return Ok(Response::new(()));
+        }
+        if let (Some(from), Some(to)) =
+            (unpack::<ImageStore>(&source)?, unpack::<ImageStore>(&dest)?)
+        {
+            self.tag(&ns, &from.name, to).await?;
+            return Ok(Response::new(()));
+        }
+        Err(errdefs::status(
+            Kind::NotImplemented,
+            format!(
+                "transfer from {} to {} is not supported",
+                source.type_url, dest.type_url
+            ),
+        ))
+    }
+}
+
+impl TransferService {
+    /// Names `to.name` the image `from` names.
+    async fn tag(
+        &self,
+        ns: &hull_proto::identifiers::Namespace,
+        from: &str,
+        to: ImageStore,
+    ) -> Result<(), Status> {
+        let mut get = Request::new(GetImageRequest {
+            name: from.to_owned(),
+        });
+        set_ns(&mut get, ns);
+        let found = self
+            .images
+            .get(get)
+            .await?
+            .into_inner()
+            .image
+            .unwrap_or_default();
+        let image = ProtoImage {
+            name: to.name.clone(),
+            labels: if to.labels.is_empty() {
+                found.labels.clone()
+            } else {
+                to.labels.clone()
+            },
+            target: found.target.clone(),
+            created_at: None,
+            updated_at: None,
+        };
+        let mut create = Request::new(CreateImageRequest {
+            image: Some(image.clone()),
+        });
+        set_ns(&mut create, ns);
+        match self.images.create(create).await {
+            Ok(_) => Ok(()),
+            Err(e) if Kind::from_code(e.code() as i32) == Kind::AlreadyExists => {
+                let mut update = Request::new(UpdateImageRequest {
+                    image: Some(image),
+                    update_mask: None,
+                });
+                set_ns(&mut update, ns);
+                self.images.update(update).await.map(|_| ())
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+fn set_ns<T>(r: &mut Request<T>, ns: &hull_proto::identifiers::Namespace) {
+    if let Ok(v) = ns.as_str().parse() {
+        r.metadata_mut().insert(hull_proto::headers::NAMESPACE, v);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prost::Message as _;
+
+    #[test]
+    fn any_payloads_by_bare_or_prefixed_names() {
+        let reg = OciRegistry {
+            reference: "busybox".into(),
+            resolver: None,
+        };
+        let mut any = typeurl::pack(&reg);
+        assert_eq!(any.type_url, "containerd.types.transfer.OCIRegistry");
+        assert_eq!(
+            unpack::<OciRegistry>(&any).unwrap().unwrap().reference,
+            "busybox"
+        );
+        any.type_url = format!("type.googleapis.com/{}", any.type_url);
+        assert!(unpack::<OciRegistry>(&any).unwrap().is_some());
+        assert!(unpack::<ImageStore>(&any).unwrap().is_none());
+        any.value = vec![0xff];
+        assert!(unpack::<OciRegistry>(&any).is_err());
+        let _ = any.encode_to_vec();
+    }
+}
