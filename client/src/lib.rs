@@ -14,6 +14,8 @@
 
 pub use hull_oci as oci;
 
+pub mod transfer;
+
 use std::path::{Path, PathBuf};
 
 use hyper_util::rt::TokioIo;
@@ -31,8 +33,10 @@ use hull_proto::containerd::services::introspection::v1::introspection_client::I
 use hull_proto::containerd::services::leases::v1::leases_client::LeasesClient;
 use hull_proto::containerd::services::namespaces::v1::namespaces_client::NamespacesClient;
 use hull_proto::containerd::services::snapshots::v1::snapshots_client::SnapshotsClient;
+use hull_proto::containerd::services::streaming::v1::streaming_client::StreamingClient;
 use hull_proto::containerd::services::tasks::v1::tasks_client::TasksClient;
 use hull_proto::containerd::services::tasks::v1::{KillRequest, WaitRequest};
+use hull_proto::containerd::services::transfer::v1::transfer_client::TransferClient;
 use hull_proto::containerd::services::version::v1::version_client::VersionClient;
 use hull_proto::errdefs::Kind;
 use hull_proto::headers;
@@ -210,6 +214,16 @@ impl Client {
     /// Tasks service.
     pub fn tasks(&self) -> TasksClient<Svc> {
         TasksClient::new(self.svc())
+    }
+
+    /// Transfer service (pull, push, import, export, tag).
+    pub fn transfer(&self) -> TransferClient<Svc> {
+        TransferClient::new(self.svc())
+    }
+
+    /// Streaming service (the streams transfers refer to).
+    pub fn streaming(&self) -> StreamingClient<Svc> {
+        StreamingClient::new(self.svc())
     }
 
     /// Stops a task the way `docker stop` does: SIGTERM, then SIGKILL if it

@@ -5,6 +5,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod progress;
+
+use hull_client::transfer::PullOptions;
 use hull_client::Client;
 use hull_proto::containerd::services::content::v1::ListContentRequest;
 use hull_proto::containerd::services::images::v1::ListImagesRequest;
@@ -39,6 +42,29 @@ enum Command {
     Images,
     /// List blobs.
     Content,
+    /// Pull an image from a registry (on the daemon's side) and unpack it.
+    Pull {
+        /// Image reference, e.g. `busybox` or `127.0.0.1:5000/app:1`.
+        reference: String,
+        /// Platform to pull (`os/arch[/variant]`) instead of the host's.
+        #[arg(long)]
+        platform: Option<String>,
+        /// Pull every platform of a multi-platform image.
+        #[arg(long)]
+        all_platforms: bool,
+        /// Snapshotter to unpack into.
+        #[arg(long, default_value = "")]
+        snapshotter: String,
+        /// Directory of `<host>/hosts.toml` files instead of the daemon's.
+        #[arg(long, default_value = "")]
+        hosts_dir: String,
+        /// Reach hosts without a configuration over plain HTTP.
+        #[arg(long)]
+        plain_http: bool,
+        /// Print only the image name at the end.
+        #[arg(long, short = 'q')]
+        quiet: bool,
+    },
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -90,6 +116,32 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     println!("{:<72} {}", i.digest, i.size);
                 }
             }
+        }
+        Command::Pull {
+            reference,
+            platform,
+            all_platforms,
+            snapshotter,
+            hosts_dir,
+            plain_http,
+            quiet,
+        } => {
+            let options = PullOptions {
+                platforms: platform.into_iter().collect(),
+                all_platforms,
+                unpack: Some(snapshotter),
+                host_dir: hosts_dir,
+                default_scheme: if plain_http {
+                    "http".into()
+                } else {
+                    String::new()
+                },
+            };
+            let mut view = progress::PullView::new(quiet);
+            client
+                .pull(&reference, &options, |p| view.event(&p))
+                .await?;
+            view.finish();
         }
     }
     Ok(())
