@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the tests drive (real ctr, containerd, runc, busybox,
-# umoci) and runs every test in the workspace. Needs root.
+# umoci, docker-registry, skopeo) and runs every test in the workspace. Needs root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,6 +11,8 @@ command -v protoc >/dev/null || need+=(protobuf-compiler)
 [[ -e /usr/include/google/protobuf/empty.proto ]] || need+=(libprotobuf-dev)
 dpkg -s busybox-static >/dev/null 2>&1 || need+=(busybox-static)
 command -v umoci >/dev/null || need+=(umoci)
+command -v docker-registry >/dev/null || need+=(docker-registry)
+command -v skopeo >/dev/null || need+=(skopeo)
 if ((${#need[@]})); then
     apt-get update -q
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need[@]}"

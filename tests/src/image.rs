@@ -9,7 +9,8 @@ use std::str::FromStr;
 
 use hull_oci::oci_spec::image::{
     Arch, ConfigBuilder, Descriptor, Digest, ImageConfigurationBuilder, ImageIndexBuilder,
-    ImageManifestBuilder, MediaType, OciLayoutBuilder, Os, RootFsBuilder, SCHEMA_VERSION,
+    ImageManifestBuilder, MediaType, OciLayoutBuilder, Os, PlatformBuilder, RootFsBuilder,
+    SCHEMA_VERSION,
 };
 use sha2::{Digest as _, Sha256};
 
@@ -150,12 +151,17 @@ fn json<T: serde::Serialize>(doc: &T) -> Vec<u8> {
 
 /// An image config for this machine running `/bin/sh` over `diff_ids`.
 fn config(diff_ids: Vec<String>, env: Option<Vec<String>>) -> Blob {
+    config_for(host_arch(), diff_ids, env)
+}
+
+/// An image config for architecture `arch`.
+fn config_for(arch: &str, diff_ids: Vec<String>, env: Option<Vec<String>>) -> Blob {
     let mut c = ConfigBuilder::default().cmd(vec!["/bin/sh".to_owned()]);
     if let Some(env) = env {
         c = c.env(env);
     }
     let config = ImageConfigurationBuilder::default()
-        .architecture(Arch::from(host_arch()))
+        .architecture(Arch::from(arch))
         .os(Os::Linux)
         .config(c.build().expect("config"))
         .rootfs(
@@ -386,4 +392,69 @@ pub fn write_oci_gzip_layers(path: &Path, layers: Vec<Vec<u8>>, diff_ids: Vec<St
         append_file(&mut b, &format!("blobs/sha256/{}", blob.hex()), &blob.data);
     }
     std::fs::write(path, b.into_inner().expect("tar")).expect("write archive");
+}
+
+/// Writes an OCI layout archive whose `latest` is an image index with one
+/// image per `(architecture, layer)`; returns each image's manifest
+/// digest, config digest and layer digest, in order.
+pub fn write_oci_multi_platform(path: &Path, images: &[(&str, Vec<u8>)]) -> Vec<[String; 3]> {
+    let mut b = tar::Builder::new(Vec::new());
+    append_file(&mut b, "oci-layout", &oci_layout());
+    let mut entries = Vec::new();
+    let mut out = Vec::new();
+    for (arch, layer) in images {
+        let layer = Blob::new(layer.clone());
+        let config = config_for(
+            arch,
+            vec![layer.digest.clone()],
+            Some(vec!["PATH=/bin".to_owned()]),
+        );
+        let manifest = manifest(&config, &[(MediaType::ImageLayer, &layer)]);
+        let mut d = descriptor(MediaType::ImageManifest, &manifest);
+        d.set_platform(Some(
+            PlatformBuilder::default()
+                .architecture(Arch::from(*arch))
+                .os(Os::Linux)
+                .build()
+                .expect("platform"),
+        ));
+        entries.push(d);
+        for blob in [&layer, &config, &manifest] {
+            append_file(&mut b, &format!("blobs/sha256/{}", blob.hex()), &blob.data);
+        }
+        out.push([
+            manifest.digest.clone(),
+            config.digest.clone(),
+            layer.digest.clone(),
+        ]);
+    }
+    let image_index = Blob::new(json(
+        &ImageIndexBuilder::default()
+            .schema_version(SCHEMA_VERSION)
+            .media_type(MediaType::ImageIndex)
+            .manifests(entries)
+            .build()
+            .expect("index"),
+    ));
+    append_file(
+        &mut b,
+        &format!("blobs/sha256/{}", image_index.hex()),
+        &image_index.data,
+    );
+    let mut top = descriptor(MediaType::ImageIndex, &image_index);
+    top.set_annotations(Some(
+        [(
+            "org.opencontainers.image.ref.name".to_owned(),
+            "latest".to_owned(),
+        )]
+        .into(),
+    ));
+    let layout = ImageIndexBuilder::default()
+        .schema_version(SCHEMA_VERSION)
+        .manifests(vec![top])
+        .build()
+        .expect("layout index");
+    append_file(&mut b, "index.json", &json(&layout));
+    std::fs::write(path, b.into_inner().expect("tar")).expect("write archive");
+    out
 }

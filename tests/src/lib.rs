@@ -1,9 +1,11 @@
 //! Integration test support: a harness that runs the real `hulld` on
 //! temporary directories ([`daemon`]), builders for the image archives
 //! the tests import ([`image`]), and a frame-level HTTP/2 client for
-//! requests client libraries will not make ([`h2raw`]).
+//! requests client libraries will not make ([`h2raw`]), and a real registry
+//! seeded with skopeo ([`registry`]).
 
 pub mod blobs;
 pub mod daemon;
 pub mod h2raw;
 pub mod image;
+pub mod registry;

@@ -1,0 +1,181 @@
+//! A real registry for tests: Debian's `docker-registry` on 127.0.0.1 with
+//! its own storage directory, seeded with `skopeo`, stopped on drop.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running registry.
+pub struct Registry {
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+    /// `127.0.0.1:PORT`.
+    pub host: String,
+}
+
+/// A free TCP port on 127.0.0.1 (free when asked; the caller binds it next).
+pub fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    l.local_addr().expect("local addr").port()
+}
+
+impl Registry {
+    /// Starts a plain-HTTP registry; `extra` is YAML added to its config
+    /// (an `auth:` section, TLS under `http:` is not supported here).
+    pub fn start(extra: &str) -> Registry {
+        Registry::start_with(extra, "")
+    }
+
+    /// Starts a registry with `extra` top-level YAML and `http_extra` YAML
+    /// lines inside its `http:` section (indented two spaces).
+    pub fn start_with(extra: &str, http_extra: &str) -> Registry {
+        let dir = tempfile::Builder::new()
+            .prefix("hull-registry-")
+            .tempdir()
+            .expect("tempdir");
+        let port = free_port();
+        let host = format!("127.0.0.1:{port}");
+        let config = format!(
+            "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {host}\n{http_extra}{extra}",
+            dir.path().join("storage").display(),
+        );
+        let config_path = dir.path().join("config.yml");
+        std::fs::write(&config_path, config).expect("write registry config");
+        let log = std::fs::File::create(dir.path().join("registry.log")).expect("log");
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config_path)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log fd"))
+            .stderr(log)
+            .spawn()
+            .expect("start docker-registry (Debian package docker-registry)");
+        let mut r = Registry {
+            dir,
+            child: Some(child),
+            host,
+        };
+        r.wait_listening();
+        r
+    }
+
+    fn wait_listening(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(&self.host).is_err() {
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
+                panic!("docker-registry exited: {status}\n{}", self.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "registry did not listen\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The registry's own directory (config, log, storage).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// What the registry logged (its access log included).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default()
+    }
+
+    /// Copies the image of OCI archive `archive` (tag `latest` in it) to
+    /// `repo:tag` here, with `skopeo` (`creds` as `user:pass` if set).
+    pub fn seed(&self, archive: &Path, repo: &str, tag: &str, creds: Option<&str>) {
+        self.seed_ref(
+            &format!("oci-archive:{}:latest", archive.display()),
+            repo,
+            tag,
+            creds,
+            &[],
+        );
+    }
+
+    /// Copies transport reference `from` to `repo:tag` with skopeo and
+    /// `extra` flags (e.g. `--all`).
+    pub fn seed_ref(&self, from: &str, repo: &str, tag: &str, creds: Option<&str>, extra: &[&str]) {
+        let to = format!("docker://{}/{repo}:{tag}", self.host);
+        let mut cmd = Command::new("skopeo");
+        cmd.args([
+            "copy",
+            "--quiet",
+            "--dest-tls-verify=false",
+            "--insecure-policy",
+        ]);
+        if let Some(c) = creds {
+            cmd.args(["--dest-creds", c]);
+        }
+        cmd.args(extra).arg(from).arg(&to);
+        let out = cmd.output().expect("run skopeo (Debian package skopeo)");
+        assert!(
+            out.status.success(),
+            "skopeo copy {from} {to}: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.log()
+        );
+    }
+
+    /// Bytes the registry served for GETs of blob `digest`, from its
+    /// access log.
+    pub fn served_bytes(&self, digest: &str) -> u64 {
+        let needle = "GET /v2/";
+        self.log()
+            .lines()
+            .filter(|l| l.contains(needle) && l.contains(&format!("/blobs/{digest}")))
+            .filter_map(|l| {
+                // Combined log format: "GET path HTTP/1.1" status bytes ...
+                let after = l.split("HTTP/1.1\" ").nth(1)?;
+                let mut fields = after.split_whitespace();
+                let _status = fields.next()?;
+                fields.next()?.parse::<u64>().ok()
+            })
+            .sum()
+    }
+
+    /// Stops the registry (its storage stays until drop).
+    pub fn stop(&mut self) {
+        if let Some(c) = self.child.take() {
+            crate::daemon::terminate(c);
+        }
+    }
+
+    /// Starts it again on the same port and storage.
+    pub fn restart(&mut self) {
+        self.stop();
+        let config_path = self.dir.path().join("config.yml");
+        let log = std::fs::OpenOptions::new()
+            .append(true)
+            .open(self.dir.path().join("registry.log"))
+            .expect("log");
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config_path)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log fd"))
+            .stderr(log)
+            .spawn()
+            .expect("start docker-registry");
+        self.child = Some(child);
+        self.wait_listening();
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Writes `<dir>/<host>/hosts.toml` with `text`; returns `dir`.
+pub fn hosts_toml(dir: &Path, host: &str, text: &str) -> PathBuf {
+    let d = dir.join(host);
+    std::fs::create_dir_all(&d).expect("hosts dir");
+    std::fs::write(d.join("hosts.toml"), text).expect("hosts.toml");
+    dir.to_owned()
+}
