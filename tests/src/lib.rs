@@ -9,3 +9,4 @@ pub mod daemon;
 pub mod h2raw;
 pub mod image;
 pub mod registry;
+pub mod tcpproxy;

@@ -243,3 +243,211 @@ async fn a_mirror_serves_the_pull_and_a_dead_one_falls_back() {
         upstream.log()
     );
 }
+
+/// Bytes that do not compress: a layer's size on the wire is its size.
+fn noise(len: usize) -> Vec<u8> {
+    use sha2::{Digest as _, Sha256};
+    let mut out = Vec::with_capacity(len + 32);
+    let mut block = Sha256::digest(b"hull");
+    while out.len() < len {
+        out.extend_from_slice(&block);
+        block = Sha256::digest(block);
+    }
+    out.truncate(len);
+    out
+}
+
+/// An image of a small busybox layer and a large layer of noise, both
+/// gzipped (so skopeo keeps their digests); returns (small, big) as
+/// `(digest, compressed size)`.
+fn two_layer_image(path: &Path, big: usize) -> ((String, usize), (String, usize)) {
+    use hull_tests::image::{gzip, layer, sha256, write_oci_gzip_layers, Entry};
+    let small = busybox_layer(&BTreeMap::from([(
+        "hello".to_owned(),
+        b"resumed\n".to_vec(),
+    )]));
+    // Entries borrow static data; one leak per test process is fine.
+    let large = layer(&[Entry::File("big", Box::leak(noise(big).into_boxed_slice()))]);
+    let (gs, gl) = (gzip(&small), gzip(&large));
+    let out = ((sha256(&gs), gs.len()), (sha256(&gl), gl.len()));
+    write_oci_gzip_layers(
+        path,
+        vec![gs, gl],
+        vec![sha256(&small), sha256(&large)],
+        "two",
+    );
+    out
+}
+
+/// The offset of ingest `r`, if it exists (through the content API:
+/// `ctr content active` rounds sizes for people).
+async fn ingest_offset(d: &Daemon, r: &str) -> Option<u64> {
+    use hull_proto::containerd::services::content::v1::ListStatusesRequest;
+    let client = hull_client::Client::connect(d.address())
+        .await
+        .ok()?
+        .with_namespace(&d.ns);
+    let list = client
+        .content()
+        .list_statuses(ListStatusesRequest::default())
+        .await
+        .ok()?
+        .into_inner();
+    list.statuses
+        .into_iter()
+        .find(|s| s.r#ref == r)
+        .and_then(|s| u64::try_from(s.offset).ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pull_killed_half_way_resumes_without_fetching_finished_layers() {
+    if !is_root() || !have_registry_tools() {
+        return;
+    }
+    use hull_tests::tcpproxy::TcpProxy;
+    use std::sync::atomic::Ordering;
+    let reg = Registry::start("");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let path = tmp.path().join("two.tar");
+    let ((small, _), (big, big_len)) = two_layer_image(&path, 24 << 20);
+    reg.seed_ref(
+        &format!("oci-archive:{}", path.display()),
+        "two",
+        "1",
+        None,
+        &[],
+    );
+    // The daemon reaches the registry through a proxy that counts and
+    // slows what it serves.
+    let proxy = TcpProxy::start(&reg.host);
+    proxy.behaviour.rate.store(4 << 20, Ordering::SeqCst);
+    let certs = tmp.path().join("certs.d");
+    hosts_toml(
+        &certs,
+        &reg.host,
+        &format!("server = \"http://{}\"\n", proxy.addr),
+    );
+    let mut d = Daemon::start_with_config("pull-resume", &config_for(&certs)).await;
+    let name = format!("{}/two:1", reg.host);
+
+    let mut pulling = Command::new(workspace_bin("hullctl"))
+        .arg("--address")
+        .arg(d.address())
+        .arg("--namespace")
+        .arg(&d.ns)
+        .args(["pull", "-q", &name])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("hullctl");
+    let r = format!("layer-{big}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let at_kill = loop {
+        if let Some(off) = ingest_offset(&d, &r).await {
+            if off > 4 << 20 {
+                break off;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no progress\n{}",
+            d.log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    d.kill();
+    let status = pulling.wait().expect("wait hullctl");
+    assert!(!status.success(), "the pull finished before the kill");
+    assert!((at_kill as usize) < big_len);
+
+    d.start_again().await;
+    // The partial layer is still there, the small one committed.
+    let kept = ingest_offset(&d, &r)
+        .await
+        .expect("the ingest survived the restart");
+    assert!(kept >= at_kill, "{kept} < {at_kill}");
+    let content = d.ctr_ok(&["content", "ls", "-q"]);
+    assert!(
+        content.contains(&small),
+        "small layer not committed:\n{content}"
+    );
+    proxy.behaviour.rate.store(0, Ordering::SeqCst);
+    let before = proxy.served();
+    ok(&hullctl(&d, &["pull", "-q", &name]), "resumed pull", &d);
+    let second = proxy.served() - before;
+    // The rest of the big layer plus small documents and headers: never
+    // the small layer again, never the big one from its start.
+    let rest = (big_len as u64) - kept;
+    assert!(
+        second < rest + (64 << 10),
+        "served {second} bytes on resume; {rest} were missing\n{}",
+        d.log()
+    );
+    assert!(
+        second >= rest,
+        "served {second}, fewer than the {rest} missing"
+    );
+    assert_eq!(
+        d.ctr_ok(&["run", "--rm", &name, "resumed", "cat", "/hello"]),
+        "resumed\n"
+    );
+    assert!(
+        ingest_offset(&d, &r).await.is_none(),
+        "ingest left after commit"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_layer_with_wrong_bytes_fails_naming_it_and_leaves_nothing_corrupt() {
+    if !is_root() || !have_registry_tools() {
+        return;
+    }
+    use hull_tests::tcpproxy::TcpProxy;
+    use std::sync::atomic::Ordering;
+    let reg = Registry::start("");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let path = tmp.path().join("two.tar");
+    let (_, (big, _)) = two_layer_image(&path, 8 << 20);
+    reg.seed_ref(
+        &format!("oci-archive:{}", path.display()),
+        "two",
+        "1",
+        None,
+        &[],
+    );
+    let proxy = TcpProxy::start(&reg.host);
+    // Past the documents and the small layer (about 1 MB), inside the big
+    // one, on whichever connection carries it.
+    proxy.behaviour.corrupt_at.store(3 << 20, Ordering::SeqCst);
+    let certs = tmp.path().join("certs.d");
+    hosts_toml(
+        &certs,
+        &reg.host,
+        &format!("server = \"http://{}\"\n", proxy.addr),
+    );
+    let d = Daemon::start_with_config("pull-corrupt", &config_for(&certs)).await;
+    let name = format!("{}/two:1", reg.host);
+    let out = hullctl(&d, &["pull", "-q", &name]);
+    assert!(!out.status.success(), "a corrupt pull succeeded");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&big) && err.contains("does not match"),
+        "{err}"
+    );
+    // Nothing of it is kept: no blob, no ingest, and every blob stored
+    // matches its digest.
+    assert!(!d.ctr_ok(&["content", "ls", "-q"]).contains(&big));
+    assert!(ingest_offset(&d, &format!("layer-{big}")).await.is_none());
+    for digest in d.ctr_ok(&["content", "ls", "-q"]).lines() {
+        let data = d
+            .ctr()
+            .args(["content", "get", digest])
+            .output()
+            .expect("get")
+            .stdout;
+        assert_eq!(hull_tests::image::sha256(&data), digest);
+    }
+    // With the proxy honest again the same pull works.
+    proxy.behaviour.corrupt_at.store(0, Ordering::SeqCst);
+    ok(&hullctl(&d, &["pull", "-q", &name]), "honest pull", &d);
+}
