@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the tests drive (real ctr, containerd, runc, busybox,
-# umoci, docker-registry, skopeo) and runs every test in the workspace. Needs root.
+# umoci, docker-registry, skopeo, htpasswd, openssl) and runs every test
+# in the workspace. Needs root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,6 +14,8 @@ dpkg -s busybox-static >/dev/null 2>&1 || need+=(busybox-static)
 command -v umoci >/dev/null || need+=(umoci)
 command -v docker-registry >/dev/null || need+=(docker-registry)
 command -v skopeo >/dev/null || need+=(skopeo)
+command -v htpasswd >/dev/null || need+=(apache2-utils)
+command -v openssl >/dev/null || need+=(openssl)
 if ((${#need[@]})); then
     apt-get update -q
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need[@]}"

@@ -1,0 +1,195 @@
+//! Pulls that need trust or credentials: a registry with a test-made CA,
+//! and one behind htpasswd basic auth (credentials from hull's config and
+//! from docker's config.json).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Command, Output};
+
+use hull_tests::daemon::{is_root, workspace_bin, Daemon};
+use hull_tests::image::{busybox_layer, image, write_oci_archive};
+use hull_tests::registry::{hosts_toml, htpasswd, test_certificates, Registry};
+
+fn have_tools() -> bool {
+    let found = |b: &str| {
+        Command::new("which")
+            .arg(b)
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if !["docker-registry", "skopeo", "openssl", "htpasswd"]
+        .iter()
+        .all(|b| found(b))
+    {
+        eprintln!("skipped: docker-registry, skopeo, openssl and htpasswd are needed (tests/run.sh installs them)");
+        return false;
+    }
+    true
+}
+
+fn archive(dir: &Path, text: &str) -> std::path::PathBuf {
+    let extra = BTreeMap::from([("hello".to_owned(), text.as_bytes().to_vec())]);
+    let path = dir.join("img.tar");
+    write_oci_archive(&path, &image(busybox_layer(&extra)), "seed");
+    path
+}
+
+fn pull(d: &Daemon, name: &str) -> Output {
+    Command::new(workspace_bin("hullctl"))
+        .arg("--address")
+        .arg(d.address())
+        .arg("--namespace")
+        .arg(&d.ns)
+        .args(["pull", "-q", name])
+        .output()
+        .expect("run hullctl")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_with_a_private_ca_fails_clearly_then_works_once_hosts_toml_names_it() {
+    if !is_root() || !have_tools() {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (ca, cert, key) = test_certificates(tmp.path());
+    let reg = Registry::start_with(
+        "",
+        &format!(
+            "  tls:\n    certificate: {}\n    key: {}\n",
+            cert.display(),
+            key.display()
+        ),
+    );
+    reg.seed(&archive(tmp.path(), "over tls\n"), "secure/app", "1", None);
+    let certs = tmp.path().join("certs.d");
+    std::fs::create_dir_all(&certs).expect("certs.d");
+    let d = Daemon::start_with_config(
+        "pull-tls",
+        &format!("[registry]\nconfig_path = \"{}\"\n", certs.display()),
+    )
+    .await;
+    let name = format!("{}/secure/app:1", reg.host);
+    let out = pull(&d, &name);
+    assert!(!out.status.success(), "a pull trusted an unknown CA");
+    let err = stderr(&out);
+    assert!(
+        err.contains("certificate") && err.contains("UnknownIssuer"),
+        "{err}"
+    );
+
+    hosts_toml(
+        &certs,
+        &reg.host,
+        &format!(
+            "server = \"https://{}\"\nca = \"{}\"\n",
+            reg.host,
+            ca.display()
+        ),
+    );
+    let out = pull(&d, &name);
+    assert!(out.status.success(), "{}\n{}", stderr(&out), d.log());
+    assert_eq!(
+        d.ctr_ok(&["run", "--rm", &name, "tls", "cat", "/hello"]),
+        "over tls\n"
+    );
+
+    // skip_verify instead of the CA works too.
+    hosts_toml(
+        &certs,
+        &reg.host,
+        &format!("server = \"https://{}\"\nskip_verify = true\n", reg.host),
+    );
+    d.ctr_ok(&["images", "rm", "--sync", &name]);
+    let out = pull(&d, &name);
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn basic_auth_says_what_is_missing_and_works_with_credentials() {
+    if !is_root() || !have_tools() {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let users = tmp.path().join("htpasswd");
+    htpasswd(&users, "hull", "s3cret");
+    let reg = Registry::start(&format!(
+        "auth:\n  htpasswd:\n    realm: hull-test\n    path: {}\n",
+        users.display()
+    ));
+    reg.seed(
+        &archive(tmp.path(), "behind basic auth\n"),
+        "private/app",
+        "1",
+        Some("hull:s3cret"),
+    );
+    let certs = tmp.path().join("certs.d");
+    hosts_toml(
+        &certs,
+        &reg.host,
+        &format!("server = \"http://{}\"\n", reg.host),
+    );
+    let name = format!("{}/private/app:1", reg.host);
+    let base = format!(
+        "[registry]\nconfig_path = \"{}\"\ndocker_config = \"{}\"\n",
+        certs.display(),
+        tmp.path().join("no-config.json").display()
+    );
+
+    // No credentials anywhere.
+    let d = Daemon::start_with_config("auth-none", &base).await;
+    let out = pull(&d, &name);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("401") && err.contains("needs credentials"),
+        "{err}"
+    );
+    drop(d);
+
+    // Wrong ones from hull's config.
+    let wrong = format!(
+        "{base}\n[registry.auths.\"{}\"]\nusername = \"hull\"\npassword = \"nope\"\n",
+        reg.host
+    );
+    let d = Daemon::start_with_config("auth-wrong", &wrong).await;
+    let err = stderr(&pull(&d, &name));
+    assert!(err.contains("refused the credentials"), "{err}");
+    drop(d);
+
+    // Right ones from hull's config.
+    let right = format!(
+        "{base}\n[registry.auths.\"{}\"]\nusername = \"hull\"\npassword = \"s3cret\"\n",
+        reg.host
+    );
+    let d = Daemon::start_with_config("auth-config", &right).await;
+    let out = pull(&d, &name);
+    assert!(out.status.success(), "{}\n{}", stderr(&out), d.log());
+    assert_eq!(
+        d.ctr_ok(&["run", "--rm", &name, "basic", "cat", "/hello"]),
+        "behind basic auth\n"
+    );
+    drop(d);
+
+    // From docker's config.json (`auths` with base64 user:password).
+    let json = tmp.path().join("config.json");
+    std::fs::write(
+        &json,
+        format!(
+            "{{\"auths\":{{\"{}\":{{\"auth\":\"aHVsbDpzM2NyZXQ=\"}}}}}}",
+            reg.host
+        ),
+    )
+    .expect("config.json");
+    let from_json = format!(
+        "[registry]\nconfig_path = \"{}\"\ndocker_config = \"{}\"\n",
+        certs.display(),
+        json.display()
+    );
+    let d = Daemon::start_with_config("auth-json", &from_json).await;
+    let out = pull(&d, &name);
+    assert!(out.status.success(), "{}\n{}", stderr(&out), d.log());
+}
