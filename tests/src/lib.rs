@@ -10,3 +10,4 @@ pub mod h2raw;
 pub mod image;
 pub mod registry;
 pub mod tcpproxy;
+pub mod tokens;

@@ -193,3 +193,75 @@ async fn basic_auth_says_what_is_missing_and_works_with_credentials() {
     let out = pull(&d, &name);
     assert!(out.status.success(), "{}\n{}", stderr(&out), d.log());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bearer_tokens_from_the_registry_challenge_and_renewed_when_expired() {
+    if !is_root() || !have_tools() {
+        return;
+    }
+    use hull_tests::tokens::TokenServer;
+    use std::sync::atomic::Ordering;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let tokens = TokenServer::start(tmp.path(), "hull", "s3cret");
+    let reg = Registry::start(&tokens.registry_auth());
+    reg.seed(
+        &archive(tmp.path(), "behind a token\n"),
+        "private/app",
+        "1",
+        Some("hull:s3cret"),
+    );
+    let certs = tmp.path().join("certs.d");
+    hosts_toml(
+        &certs,
+        &reg.host,
+        &format!("server = \"http://{}\"\n", reg.host),
+    );
+    let name = format!("{}/private/app:1", reg.host);
+    let config = format!(
+        "[registry]\nconfig_path = \"{}\"\ndocker_config = \"{}\"\n\n[registry.auths.\"{}\"]\nusername = \"hull\"\npassword = \"s3cret\"\n",
+        certs.display(),
+        tmp.path().join("none.json").display(),
+        reg.host
+    );
+    let d = Daemon::start_with_config("auth-bearer", &config).await;
+    // Tokens that the registry stops taking after about 5 s, though the
+    // token server says they last an hour.
+    tokens.exp_offset.store(-55, Ordering::SeqCst);
+    let before = tokens.issued.load(Ordering::SeqCst);
+    let out = pull(&d, &name);
+    assert!(
+        out.status.success(),
+        "{}\n{}\n{}",
+        stderr(&out),
+        d.log(),
+        reg.log()
+    );
+    let first = tokens.issued.load(Ordering::SeqCst) - before;
+    assert!(first >= 1, "no token was fetched");
+    assert_eq!(
+        d.ctr_ok(&["run", "--rm", &name, "bearer", "cat", "/hello"]),
+        "behind a token\n"
+    );
+    // Once the kept token has expired, the registry refuses it and hulld
+    // fetches a new one.
+    std::thread::sleep(std::time::Duration::from_secs(7));
+    d.ctr_ok(&["images", "rm", "--sync", &name]);
+    let out = pull(&d, &name);
+    assert!(out.status.success(), "{}\n{}", stderr(&out), d.log());
+    assert!(
+        tokens.issued.load(Ordering::SeqCst) - before > first,
+        "the expired token was not renewed"
+    );
+
+    // Without credentials the token server refuses, and the error says so.
+    let anon = format!(
+        "[registry]\nconfig_path = \"{}\"\ndocker_config = \"{}\"\n",
+        certs.display(),
+        tmp.path().join("none.json").display()
+    );
+    let d2 = Daemon::start_with_config("auth-bearer-anon", &anon).await;
+    let out = pull(&d2, &name);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("401") && err.contains("token"), "{err}");
+}
