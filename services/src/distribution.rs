@@ -13,6 +13,8 @@
 //! - [`pull`]: resolve, fetch into the content store through resumable
 //!   ingests (shared between concurrent pulls), unpack while downloading,
 //!   and the image record.
+//! - [`push`]: blobs asked for first, mounted across repositories where
+//!   they came from, uploaded otherwise; then the manifests.
 //!
 //! Everything here reaches hulld's state only through the services'
 //! library API (content store, snapshots, diff, images, leases).
@@ -21,6 +23,7 @@ pub mod auth;
 mod error;
 pub mod hosts;
 pub mod pull;
+pub mod push;
 pub mod reference;
 pub mod registry;
 

@@ -2,8 +2,9 @@
 //! the image store and archive streams, with progress on a stream the
 //! client opened.
 //!
-//! Supported pairs: registry → image store (pull), image store → image
-//! store (tag). The others answer Unimplemented naming the pair.
+//! Supported pairs: registry → image store (pull), image store →
+//! registry (push), image store → image store (tag). The others answer
+//! Unimplemented naming the pair.
 
 use std::sync::Arc;
 
@@ -15,15 +16,18 @@ use hull_proto::containerd::services::images::v1::{
     UpdateImageRequest,
 };
 use hull_proto::containerd::services::transfer::v1::{transfer_server::Transfer, TransferRequest};
-use hull_proto::containerd::types::transfer::{ImageStore, OciRegistry, Progress};
+use hull_proto::containerd::types::transfer::{
+    ImageStore, OciRegistry, Progress, RegistryResolver,
+};
 use hull_proto::containerd::types::Platform as ProtoPlatform;
 use hull_proto::errdefs::{self, Kind};
 use hull_proto::typeurl;
 
 use super::images::ImagesService;
-use super::streaming::{type_name, Streams};
+use super::streaming::{type_name, StreamEnds, Streams};
 use super::{namespace, status};
 use crate::distribution::pull::{self, PullRequest, Puller};
+use crate::distribution::push::PushRequest;
 use crate::distribution::registry::ResolveOptions;
 
 /// Serves transfers through the puller and the image store.
@@ -105,40 +109,33 @@ impl Transfer for TransferService {
                 platforms,
                 all_platforms: to.all_metadata,
                 unpack,
-                resolve: ResolveOptions {
-                    credentials: None,
-                    headers: resolver.headers,
-                    host_dir: (!resolver.host_dir.is_empty())
-                        .then(|| std::path::PathBuf::from(&resolver.host_dir)),
-                    default_scheme: (!resolver.default_scheme.is_empty())
-                        .then_some(resolver.default_scheme),
-                },
+                resolve: resolve_options(resolver),
             };
-            let sink: pull::ProgressSink = match progress_stream {
-                Some(ends) => {
-                    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<pull::Progress>();
-                    tokio::spawn(async move {
-                        while let Some(p) = rx.recv().await {
-                            let msg = Progress {
-                                event: p.event,
-                                name: p.name,
-                                parents: Vec::new(),
-                                progress: p.progress,
-                                total: p.total,
-                                desc: p.desc,
-                            };
-                            if !ends.send(typeurl::pack(&msg)).await {
-                                break;
-                            }
-                        }
-                    });
-                    Arc::new(move |p| {
-                        let _ = tx.send(p);
-                    })
-                }
-                None => Arc::new(|_| {}),
+            self.puller
+                .pull(&ns, request, sink(progress_stream))
+                .await
+                .map_err(status)?;
+            return Ok(Response::new(()));
+        }
+        if let (Some(from), Some(to)) = (
+            unpack::<ImageStore>(&source)?,
+            unpack::<OciRegistry>(&dest)?,
+        ) {
+            let resolver = to.resolver.unwrap_or_default();
+            let mut platforms = Vec::new();
+            for p in &from.platforms {
+                platforms.push(platform(p)?);
+            }
+            let request = PushRequest {
+                image: from.name.clone(),
+                reference: to.reference.clone(),
+                platforms,
+                resolve: resolve_options(resolver),
             };
-            self.puller.pull(&ns, request, sink).await.map_err(status)?;
+            self.puller
+                .push(&ns, request, sink(progress_stream))
+                .await
+                .map_err(status)?;
             return Ok(Response::new(()));
         }
         if let (Some(from), Some(to)) =
@@ -204,6 +201,44 @@ impl TransferService {
             Err(e) => Err(e),
         }
     }
+}
+
+/// A request's resolver settings as the registry client takes them.
+fn resolve_options(resolver: RegistryResolver) -> ResolveOptions {
+    ResolveOptions {
+        credentials: None,
+        headers: resolver.headers,
+        host_dir: (!resolver.host_dir.is_empty())
+            .then(|| std::path::PathBuf::from(&resolver.host_dir)),
+        default_scheme: (!resolver.default_scheme.is_empty()).then_some(resolver.default_scheme),
+    }
+}
+
+/// Progress events onto the client's stream, in order, without holding up
+/// the transfer.
+fn sink(stream: Option<Arc<StreamEnds>>) -> pull::ProgressSink {
+    let Some(ends) = stream else {
+        return Arc::new(|_| {});
+    };
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<pull::Progress>();
+    tokio::spawn(async move {
+        while let Some(p) = rx.recv().await {
+            let msg = Progress {
+                event: p.event,
+                name: p.name,
+                parents: Vec::new(),
+                progress: p.progress,
+                total: p.total,
+                desc: p.desc,
+            };
+            if !ends.send(typeurl::pack(&msg)).await {
+                break;
+            }
+        }
+    });
+    Arc::new(move |p| {
+        let _ = tx.send(p);
+    })
 }
 
 fn set_ns<T>(r: &mut Request<T>, ns: &hull_proto::identifiers::Namespace) {

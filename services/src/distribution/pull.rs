@@ -124,6 +124,7 @@ pub struct Puller {
     stores: Stores,
     downloads: Mutex<HashMap<(String, String), Download>>,
     permits: Arc<Semaphore>,
+    uploads: Arc<Semaphore>,
 }
 
 impl std::fmt::Debug for Puller {
@@ -175,12 +176,30 @@ impl Puller {
             stores,
             downloads: Mutex::new(HashMap::new()),
             permits: Arc::new(Semaphore::new(n)),
+            uploads: Arc::new(Semaphore::new(5)),
         })
     }
 
     /// The registries this puller reaches.
     pub fn registries(&self) -> &Arc<Registries> {
         &self.registries
+    }
+
+    /// The services it writes through.
+    pub fn stores(&self) -> &Stores {
+        &self.stores
+    }
+
+    /// One of the uploads a push may run at once (docker's
+    /// max-concurrent-uploads default, 5).
+    pub(super) async fn upload_permit(&self) -> Result<tokio::sync::SemaphorePermit<'_>> {
+        self.uploads
+            .acquire()
+            .await
+            .map_err(|_| DistributionError::Store {
+                op: "upload".into(),
+                status: Box::new(errdefs::status(Kind::Unavailable, "shutting down")),
+            })
     }
 
     /// Pulls `request` into namespace `ns` and returns the image record.
@@ -303,6 +322,7 @@ impl Puller {
             }
             store_bytes(
                 &content,
+                repo,
                 "config",
                 &c.config,
                 c.config_body.clone(),
@@ -322,6 +342,7 @@ impl Puller {
             }
             store_bytes(
                 &content,
+                repo,
                 "manifest",
                 &c.desc,
                 c.body.clone(),
@@ -330,7 +351,15 @@ impl Puller {
             .await?;
         }
         if media::classify(&root.media_type) == MediaKind::Index {
-            store_bytes(&content, "index", &root, root_body.clone(), root_labels).await?;
+            store_bytes(
+                &content,
+                repo,
+                "index",
+                &root,
+                root_body.clone(),
+                root_labels,
+            )
+            .await?;
         }
         // Layers: every download started at once (bounded by the permits),
         // the first platform's applied in order as they land.
@@ -627,8 +656,12 @@ impl Puller {
                     return Err(e);
                 }
             }
+            let labels = BTreeMap::from([(
+                super::push::source_label(repo.registry()),
+                repo.name().to_owned(),
+            )]);
             return match writer
-                .commit(desc.size, Some(expected.clone()), BTreeMap::new())
+                .commit(desc.size, Some(expected.clone()), labels)
                 .await
             {
                 Ok(_) => {
@@ -878,7 +911,8 @@ fn ingest_kind(media_type: &str) -> &'static str {
     }
 }
 
-fn descriptor(d: &hull_oci::oci_spec::image::Descriptor) -> Descriptor {
+/// A wire descriptor of an OCI one.
+pub(super) fn descriptor(d: &hull_oci::oci_spec::image::Descriptor) -> Descriptor {
     Descriptor {
         media_type: d.media_type().to_string(),
         digest: d.digest().to_string(),
@@ -928,11 +962,16 @@ fn verify(desc: &Descriptor, body: &[u8]) -> Result<()> {
 /// labels are added).
 async fn store_bytes(
     content: &NamespacedContent,
+    repo: &Repository,
     kind: &str,
     desc: &Descriptor,
     body: Bytes,
-    labels: BTreeMap<String, String>,
+    mut labels: BTreeMap<String, String>,
 ) -> Result<()> {
+    labels.insert(
+        super::push::source_label(repo.registry()),
+        repo.name().to_owned(),
+    );
     let digest: Digest = desc.digest.parse().map_err(|_| DistributionError::Verify {
         digest: desc.digest.clone(),
         reason: "not a digest".into(),
@@ -953,13 +992,21 @@ async fn store_bytes(
             }
         }
         Err(e) if e.kind() == Kind::AlreadyExists => {
-            if labels.is_empty() {
-                return Ok(());
-            }
             let mut info = content
                 .info(&digest)
                 .await
                 .map_err(|e| content_err("info", &e))?;
+            // Only what changes: a repeated pull writes nothing.
+            labels.retain(|k, v| {
+                if k.starts_with("containerd.io/distribution.source.") {
+                    !info.labels.contains_key(k)
+                } else {
+                    info.labels.get(k) != Some(v)
+                }
+            });
+            if labels.is_empty() {
+                return Ok(());
+            }
             let paths = labels.keys().map(|k| format!("labels.{k}")).collect();
             info.labels.extend(labels);
             content

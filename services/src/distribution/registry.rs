@@ -182,8 +182,23 @@ impl Repository {
         extra: &[(HeaderName, String)],
         actions: &str,
     ) -> Result<Response> {
+        self.send_body(host, method, &host.url(path), extra, actions, None)
+            .await
+    }
+
+    /// Sends to `url` (on `host`) with a body made by `body` (made again
+    /// when a challenge makes the request go twice).
+    async fn send_body(
+        &self,
+        host: &Host,
+        method: Method,
+        url: &str,
+        extra: &[(HeaderName, String)],
+        actions: &str,
+        body: Option<&(dyn Fn() -> Result<reqwest::Body> + Send + Sync)>,
+    ) -> Result<Response> {
         let client = self.registries.client(host)?;
-        let url = host.url(path);
+        let url = url.to_owned();
         let scope = format!("repository:{}:{actions}", self.name);
         let authority = host.authority();
         let build = |auth: Option<&str>| -> Result<reqwest::RequestBuilder> {
@@ -202,7 +217,11 @@ impl Repository {
             if let Some(a) = auth {
                 append(&mut headers, AUTHORIZATION.as_str(), a, &url)?;
             }
-            Ok(client.request(method.clone(), &url).headers(headers))
+            let mut req = client.request(method.clone(), &url).headers(headers);
+            if let Some(make) = body {
+                req = req.body(make()?);
+            }
+            Ok(req)
         };
         let cached = self.registries.tokens.get(&authority, &scope);
         let first = build(cached.as_deref())?.send().await.map_err(|source| {
@@ -487,6 +506,132 @@ impl Repository {
             what: "host that may pull",
             name: format!("{}/{}", self.registry, self.name),
         }))
+    }
+
+    /// The first host that may be pushed to.
+    fn push_host(&self) -> Result<&Host> {
+        self.hosts
+            .iter()
+            .find(|h| h.capabilities.push)
+            .ok_or_else(|| DistributionError::NotFound {
+                what: "host that may push",
+                name: format!("{}/{}", self.registry, self.name),
+            })
+    }
+
+    /// Whether the push host has blob `digest` in this repository.
+    ///
+    /// # Errors
+    /// Unauthorized, Connect, Protocol.
+    pub async fn has_blob(&self, digest: &str) -> Result<bool> {
+        let host = self.push_host()?;
+        let path = format!("{}/blobs/{digest}", self.name);
+        let resp = self
+            .send(host, Method::HEAD, &path, &[], "pull,push")
+            .await?;
+        match resp.status() {
+            s if s.is_success() => Ok(true),
+            StatusCode::NOT_FOUND => Ok(false),
+            status => Err(protocol(&host.url(&path), status, b"")),
+        }
+    }
+
+    /// Asks the push host to mount blob `digest` from repository `from`
+    /// of the same registry; false when it started an upload instead (or
+    /// refused), which is then left to expire.
+    ///
+    /// # Errors
+    /// Unauthorized, Connect.
+    pub async fn mount_blob(&self, digest: &str, from: &str) -> Result<bool> {
+        let host = self.push_host()?;
+        let url = format!(
+            "{}?mount={digest}&from={from}",
+            host.url(&format!("{}/blobs/uploads/", self.name))
+        );
+        let resp = self
+            .send_body(host, Method::POST, &url, &[], "pull,push", None)
+            .await?;
+        Ok(resp.status() == StatusCode::CREATED)
+    }
+
+    /// Uploads a blob of `size` bytes whose body `body` makes, in one PUT.
+    ///
+    /// # Errors
+    /// Unauthorized, Connect, Protocol (the registry refused it).
+    pub async fn upload_blob(
+        &self,
+        digest: &str,
+        size: u64,
+        body: &(dyn Fn() -> Result<reqwest::Body> + Send + Sync),
+    ) -> Result<()> {
+        let host = self.push_host()?;
+        let start = host.url(&format!("{}/blobs/uploads/", self.name));
+        let resp = self
+            .send_body(host, Method::POST, &start, &[], "pull,push", None)
+            .await?;
+        let status = resp.status();
+        if status != StatusCode::ACCEPTED {
+            let body = resp.bytes().await.unwrap_or_default();
+            return Err(protocol(&start, status, &body));
+        }
+        let location = resp
+            .headers()
+            .get(reqwest::header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| protocol(&start, status, b"upload started without a Location"))?;
+        let mut url = host
+            .base
+            .join(location)
+            .map_err(|_| protocol(&start, status, location.as_bytes()))?;
+        url.query_pairs_mut().append_pair("digest", digest);
+        let headers = [
+            (
+                reqwest::header::CONTENT_TYPE,
+                "application/octet-stream".to_owned(),
+            ),
+            (reqwest::header::CONTENT_LENGTH, size.to_string()),
+        ];
+        let resp = self
+            .send_body(
+                host,
+                Method::PUT,
+                url.as_str(),
+                &headers,
+                "pull,push",
+                Some(body),
+            )
+            .await?;
+        let status = resp.status();
+        if status != StatusCode::CREATED {
+            let text = resp.bytes().await.unwrap_or_default();
+            return Err(protocol(url.as_str(), status, &text));
+        }
+        Ok(())
+    }
+
+    /// Puts a manifest or index under `reference` (a tag or its digest).
+    ///
+    /// # Errors
+    /// Unauthorized, Connect, Protocol (the registry refused it).
+    pub async fn put_manifest(&self, reference: &str, media_type: &str, body: Bytes) -> Result<()> {
+        let host = self.push_host()?;
+        let url = host.url(&format!("{}/manifests/{reference}", self.name));
+        let make = move || Ok(reqwest::Body::from(body.clone()));
+        let headers = [(reqwest::header::CONTENT_TYPE, media_type.to_owned())];
+        let resp = self
+            .send_body(host, Method::PUT, &url, &headers, "pull,push", Some(&make))
+            .await?;
+        let status = resp.status();
+        if status != StatusCode::CREATED {
+            let text = resp.bytes().await.unwrap_or_default();
+            return Err(protocol(&url, status, &text));
+        }
+        Ok(())
+    }
+
+    /// The repository path.
+    pub fn name(&self) -> &str {
+        &self.name
     }
 }
 

@@ -343,6 +343,11 @@ impl NamespacedContent {
         NamespacedContent { db, ns, lease }
     }
 
+    /// The namespace it works in.
+    pub fn namespace(&self) -> &Namespace {
+        &self.ns
+    }
+
     async fn run<T, F>(&self, f: F) -> std::result::Result<T, ContentError>
     where
         F: FnOnce(&MetaDb, &Namespace) -> Result<T> + Send + 'static,
