@@ -65,6 +65,27 @@ enum Command {
         #[arg(long, short = 'q')]
         quiet: bool,
     },
+    /// Push an image to a registry.
+    Push {
+        /// The image (as named in the store); it is pushed under its name.
+        name: String,
+        /// Directory of `<host>/hosts.toml` files instead of the daemon's.
+        #[arg(long, default_value = "")]
+        hosts_dir: String,
+        /// Reach hosts without a configuration over plain HTTP.
+        #[arg(long)]
+        plain_http: bool,
+        /// Print nothing but errors.
+        #[arg(long, short = 'q')]
+        quiet: bool,
+    },
+    /// Give an image another name: `tag SOURCE TARGET`.
+    Tag {
+        /// An image of the store.
+        source: String,
+        /// The new name (normalised as a reference).
+        target: String,
+    },
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -143,8 +164,39 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .await?;
             view.finish();
         }
+        Command::Push {
+            name,
+            hosts_dir,
+            plain_http,
+            quiet,
+        } => {
+            let options = PullOptions {
+                host_dir: hosts_dir,
+                default_scheme: if plain_http {
+                    "http".into()
+                } else {
+                    String::new()
+                },
+                ..Default::default()
+            };
+            let name = normalise(&name);
+            let mut view = progress::PushView::new(quiet);
+            client.push(&name, "", &options, |p| view.event(&p)).await?;
+        }
+        Command::Tag { source, target } => {
+            client.tag(&normalise(&source), &normalise(&target)).await?;
+        }
     }
     Ok(())
+}
+
+/// A reference as the store names images (`busybox` is
+/// `docker.io/library/busybox:latest`); left as given when it does not
+/// parse, so that the daemon's error names it.
+fn normalise(name: &str) -> String {
+    hull_client::oci::oci_spec::distribution::Reference::try_from(name)
+        .map(|r| r.whole())
+        .unwrap_or_else(|_| name.to_owned())
 }
 
 fn main() -> ExitCode {

@@ -109,3 +109,36 @@ impl PullView {
         }
     }
 }
+
+/// What `hullctl push` shows: one line per blob step, Docker's words.
+pub struct PushView {
+    quiet: bool,
+}
+
+impl PushView {
+    /// Lines unless `quiet`.
+    pub fn new(quiet: bool) -> PushView {
+        PushView { quiet }
+    }
+
+    /// Shows one event.
+    pub fn event(&mut self, p: &Progress) {
+        if self.quiet {
+            return;
+        }
+        let word = match p.event.as_str() {
+            "exists" => "Layer already exists",
+            "mounted" => "Mounted from another repository",
+            "uploading" => "Pushing",
+            "uploaded" => "Pushed",
+            "pushed" => {
+                let d = p.desc.as_ref().map_or("", |d| d.digest.as_str());
+                let size = p.desc.as_ref().map_or(0, |d| d.size);
+                println!("{}: digest: {d} size: {size}", p.name);
+                return;
+            }
+            _ => return,
+        };
+        println!("{}: {word}", short(&p.name));
+    }
+}

@@ -90,6 +90,74 @@ impl Client {
             unpacks,
             ..Default::default()
         };
+        self.transfer_with_progress(typeurl::pack(&source), typeurl::pack(&dest), &mut progress)
+            .await
+    }
+
+    /// Pushes image `image` of the store to `reference` (empty: the
+    /// image's own name), calling `progress` for every event.
+    ///
+    /// # Errors
+    /// The daemon's error for the push.
+    pub async fn push(
+        &self,
+        image: &str,
+        reference: &str,
+        options: &PullOptions,
+        mut progress: impl FnMut(Progress) + Send,
+    ) -> Result<(), Error> {
+        let source = ImageStore {
+            name: image.to_owned(),
+            ..Default::default()
+        };
+        let dest = OciRegistry {
+            reference: if reference.is_empty() {
+                image
+            } else {
+                reference
+            }
+            .to_owned(),
+            resolver: Some(RegistryResolver {
+                host_dir: options.host_dir.clone(),
+                default_scheme: options.default_scheme.clone(),
+                ..Default::default()
+            }),
+        };
+        self.transfer_with_progress(typeurl::pack(&source), typeurl::pack(&dest), &mut progress)
+            .await
+    }
+
+    /// Names `target` the image `source` names (docker tag).
+    ///
+    /// # Errors
+    /// NotFound for an unknown source.
+    pub async fn tag(&self, source: &str, target: &str) -> Result<(), Error> {
+        let from = ImageStore {
+            name: source.to_owned(),
+            ..Default::default()
+        };
+        let to = ImageStore {
+            name: target.to_owned(),
+            ..Default::default()
+        };
+        self.transfer()
+            .transfer(TransferRequest {
+                source: Some(typeurl::pack(&from)),
+                destination: Some(typeurl::pack(&to)),
+                options: None,
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Runs one transfer with a progress stream, handing each event to
+    /// `progress` as it arrives.
+    async fn transfer_with_progress(
+        &self,
+        source: Any,
+        destination: Any,
+        progress: &mut (dyn FnMut(Progress) + Send),
+    ) -> Result<(), Error> {
         // A progress stream first, so that the transfer can name it.
         let id = format!("pull-{}-{}", std::process::id(), nanos());
         let (tx, rx) = mpsc::channel::<Any>(4);
@@ -107,8 +175,8 @@ impl Client {
         let transfer = {
             let mut t = self.transfer();
             let req = TransferRequest {
-                source: Some(typeurl::pack(&source)),
-                destination: Some(typeurl::pack(&dest)),
+                source: Some(source),
+                destination: Some(destination),
                 options: Some(TransferOptions {
                     progress_stream: id,
                 }),
