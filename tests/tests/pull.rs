@@ -451,3 +451,223 @@ async fn a_layer_with_wrong_bytes_fails_naming_it_and_leaves_nothing_corrupt() {
     proxy.behaviour.corrupt_at.store(0, Ordering::SeqCst);
     ok(&hullctl(&d, &["pull", "-q", &name]), "honest pull", &d);
 }
+
+/// Commits a layer on top of image `base` the way a client's `commit`
+/// does: a snapshot over its chain, a file written into it, the Diff
+/// service's layer, a new config and manifest, a new image record.
+/// Returns the new manifest's digest.
+async fn commit_layer(d: &Daemon, base: &str, name: &str, file: &str, text: &str) -> String {
+    use hull_oci::oci_spec::image::{
+        Descriptor, Digest as OciDigest, ImageConfiguration, ImageManifest, MediaType,
+    };
+    use hull_proto::containerd::services::diff::v1::DiffRequest;
+    use hull_proto::containerd::services::images::v1::{
+        CreateImageRequest, GetImageRequest, Image,
+    };
+    use hull_proto::containerd::services::leases::v1::CreateRequest as Lease;
+    use hull_proto::containerd::services::snapshots::v1::{
+        PrepareSnapshotRequest, ViewSnapshotRequest,
+    };
+    use hull_proto::containerd::types::Descriptor as Desc;
+    use std::str::FromStr;
+
+    let client = hull_client::Client::connect(d.address())
+        .await
+        .expect("connect")
+        .with_namespace(&d.ns);
+    client
+        .leases()
+        .create(Lease {
+            id: "commit".into(),
+            labels: Default::default(),
+        })
+        .await
+        .expect("lease");
+    let client = client.with_lease("commit");
+    let read = |digest: String| {
+        let d = d
+            .ctr()
+            .args(["content", "get", &digest])
+            .output()
+            .expect("content get");
+        d.stdout
+    };
+    let image = client
+        .images()
+        .get(GetImageRequest {
+            name: base.to_owned(),
+        })
+        .await
+        .expect("base image")
+        .into_inner()
+        .image
+        .expect("image");
+    let manifest: ImageManifest =
+        serde_json::from_slice(&read(image.target.expect("target").digest)).expect("manifest");
+    let mut config: ImageConfiguration =
+        serde_json::from_slice(&read(manifest.config().digest().to_string())).expect("config");
+    let chain = hull_tests::image::chain_ids(config.rootfs().diff_ids())
+        .pop()
+        .expect("chain");
+    let active = client
+        .snapshots()
+        .prepare(PrepareSnapshotRequest {
+            snapshotter: "overlayfs".into(),
+            key: "commit-work".into(),
+            parent: chain.clone(),
+            labels: Default::default(),
+        })
+        .await
+        .expect("prepare")
+        .into_inner()
+        .mounts;
+    let upper = active[0]
+        .options
+        .iter()
+        .find_map(|o| o.strip_prefix("upperdir="))
+        .expect("overlay upperdir")
+        .to_owned();
+    std::fs::write(Path::new(&upper).join(file), text).expect("write into snapshot");
+    let base_view = client
+        .snapshots()
+        .view(ViewSnapshotRequest {
+            snapshotter: "overlayfs".into(),
+            key: "commit-base".into(),
+            parent: chain,
+            labels: Default::default(),
+        })
+        .await
+        .expect("view")
+        .into_inner()
+        .mounts;
+    let layer = client
+        .diff()
+        .diff(DiffRequest {
+            left: base_view,
+            right: active,
+            media_type: "application/vnd.oci.image.layer.v1.tar+gzip".into(),
+            r#ref: String::new(),
+            labels: Default::default(),
+        })
+        .await
+        .expect("diff")
+        .into_inner()
+        .diff
+        .expect("layer");
+    let layer_gz = read(layer.digest.clone());
+    let diff_id = {
+        use std::io::Read as _;
+        let mut raw = Vec::new();
+        flate2::read::GzDecoder::new(layer_gz.as_slice())
+            .read_to_end(&mut raw)
+            .expect("gunzip");
+        hull_tests::image::sha256(&raw)
+    };
+    let mut rootfs = config.rootfs().clone();
+    let mut ids = rootfs.diff_ids().clone();
+    ids.push(diff_id);
+    rootfs.set_diff_ids(ids);
+    config.set_rootfs(rootfs);
+    let config_bytes = serde_json::to_vec(&config).expect("config json");
+    let config_digest = hull_tests::blobs::write_blob(&client, "commit-config", &config_bytes)
+        .await
+        .expect("write config");
+    let mut manifest = manifest.clone();
+    manifest.set_config(Descriptor::new(
+        MediaType::ImageConfig,
+        config_bytes.len() as u64,
+        OciDigest::from_str(&config_digest).expect("digest"),
+    ));
+    let mut layers = manifest.layers().clone();
+    layers.push(Descriptor::new(
+        MediaType::ImageLayerGzip,
+        layer.size as u64,
+        OciDigest::from_str(&layer.digest).expect("digest"),
+    ));
+    manifest.set_layers(layers);
+    let manifest_bytes = serde_json::to_vec(&manifest).expect("manifest json");
+    let manifest_digest =
+        hull_tests::blobs::write_blob(&client, "commit-manifest", &manifest_bytes)
+            .await
+            .expect("write manifest");
+    client
+        .images()
+        .create(CreateImageRequest {
+            image: Some(Image {
+                name: name.to_owned(),
+                labels: Default::default(),
+                target: Some(Desc {
+                    media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+                    digest: manifest_digest.clone(),
+                    size: manifest_bytes.len() as i64,
+                    annotations: Default::default(),
+                }),
+                created_at: None,
+                updated_at: None,
+            }),
+        })
+        .await
+        .expect("create image");
+    manifest_digest
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_committed_image_pushes_mounting_what_the_registry_has_and_pulls_back_identical() {
+    if !is_root() || !have_registry_tools() {
+        return;
+    }
+    let reg = Registry::start("");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    reg.seed(&archive(tmp.path(), "base layer\n"), "team/base", "1", None);
+    let certs = tmp.path().join("certs.d");
+    hosts_toml(
+        &certs,
+        &reg.host,
+        &format!("server = \"http://{}\"\n", reg.host),
+    );
+    let a = Daemon::start_with_config("push-a", &config_for(&certs)).await;
+    let base = format!("{}/team/base:1", reg.host);
+    ok(&hullctl(&a, &["pull", "-q", &base]), "pull base", &a);
+    let name = format!("{}/team/committed:1", reg.host);
+    let digest = commit_layer(&a, &base, &name, "committed.txt", "made here\n").await;
+
+    let out = ok(&hullctl(&a, &["push", &name]), "push", &a);
+    // The base layer came from team/base of this registry: mounted, not
+    // uploaded; the new layer and config are uploaded.
+    assert!(out.contains("Mounted from another repository"), "{out}");
+    assert!(out.contains("Pushed"), "{out}");
+    assert!(out.contains(&format!("digest: {digest}")), "{out}");
+    // Pushing again uploads nothing.
+    let again = ok(&hullctl(&a, &["push", &name]), "push again", &a);
+    assert!(
+        !again.contains("Pushed\n") && again.contains("Layer already exists"),
+        "{again}"
+    );
+
+    // A fresh root pulls the same digests back and runs it.
+    let b = Daemon::start_with_config("push-b", &config_for(&certs)).await;
+    ok(&hullctl(&b, &["pull", "-q", &name]), "pull pushed", &b);
+    let listed = b.ctr_ok(&["images", "ls"]);
+    assert!(listed.contains(&digest), "{listed}");
+    assert_eq!(
+        b.ctr_ok(&[
+            "run",
+            "--rm",
+            &name,
+            "pushed",
+            "cat",
+            "/committed.txt",
+            "/hello"
+        ]),
+        "made here\nbase layer\n"
+    );
+    // tag: another name for the same image, pushed under that name.
+    let tagged = format!("{}/team/tagged:2", reg.host);
+    ok(&hullctl(&a, &["tag", &name, &tagged]), "tag", &a);
+    ok(&hullctl(&a, &["push", "-q", &tagged]), "push tag", &a);
+    ok(&hullctl(&b, &["pull", "-q", &tagged]), "pull tag", &b);
+    assert!(b
+        .ctr_ok(&["images", "ls"])
+        .lines()
+        .any(|l| l.starts_with(&tagged) && l.contains(&digest)));
+}
