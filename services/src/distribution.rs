@@ -16,9 +16,12 @@
 //! - [`push`]: blobs asked for first, mounted across repositories where
 //!   they came from, uploaded otherwise; then the manifests.
 //!
+//! - [`archive`]: OCI layout and docker-archive tars, both ways.
+//!
 //! Everything here reaches hulld's state only through the services'
 //! library API (content store, snapshots, diff, images, leases).
 
+pub mod archive;
 pub mod auth;
 mod error;
 pub mod hosts;

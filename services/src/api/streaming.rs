@@ -17,6 +17,7 @@ use tokio_stream::{Stream, StreamExt as _};
 use tonic::{Request, Response, Status, Streaming as Inbound};
 
 use hull_proto::containerd::services::streaming::v1::{streaming_server::Streaming, StreamInit};
+use hull_proto::containerd::types::transfer::{Data, WindowUpdate};
 use hull_proto::errdefs::{self, Kind};
 use hull_proto::identifiers::Namespace;
 
@@ -68,6 +69,19 @@ impl Streams {
             .unwrap_or_else(|e| e.into_inner())
             .get(&(ns.as_str().to_owned(), id.to_owned()))
             .cloned()
+            .ok_or_else(|| errdefs::status(Kind::NotFound, format!("stream {id:?}: not found")))
+    }
+
+    /// Takes stream `id` of `ns` for one call alone: once the call drops
+    /// it, the client's stream ends (a data stream's end of file).
+    ///
+    /// # Errors
+    /// NotFound when no such stream is open.
+    pub fn take(&self, ns: &Namespace, id: &str) -> Result<Arc<StreamEnds>, Status> {
+        self.open
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&(ns.as_str().to_owned(), id.to_owned()))
             .ok_or_else(|| errdefs::status(Kind::NotFound, format!("stream {id:?}: not found")))
     }
 
@@ -166,4 +180,107 @@ impl Streaming for StreamingService {
             tokio_stream::wrappers::ReceiverStream::new(out_rx),
         )))
     }
+}
+
+/// Largest Data message a sender puts on a stream, and the window a
+/// receiver grants at a time (containerd's numbers).
+const MAX_DATA: usize = 32 << 10;
+const WINDOW: i32 = 2 * MAX_DATA as i32;
+
+/// The bytes a client sends on `ends` as Data messages, readable from a
+/// blocking thread; window updates are granted as they are consumed.
+pub fn receive_data(ends: Arc<StreamEnds>) -> ChannelReader {
+    let (tx, rx) = mpsc::channel::<bytes::Bytes>(8);
+    tokio::spawn(async move {
+        let mut window: i32 = 0;
+        loop {
+            if window < WINDOW {
+                let update = WindowUpdate { update: WINDOW };
+                if !ends.send(hull_proto::typeurl::pack(&update)).await {
+                    break;
+                }
+                window += WINDOW;
+            }
+            let Some(msg) = ends.recv().await else { break };
+            if type_name(&msg) != "containerd.types.transfer.Data" {
+                continue;
+            }
+            let Ok(data) = Data::decode(msg.value.as_slice()) else {
+                break;
+            };
+            window -= i32::try_from(data.data.len()).unwrap_or(i32::MAX);
+            if tx.send(bytes::Bytes::from(data.data)).await.is_err() {
+                break;
+            }
+        }
+    });
+    ChannelReader {
+        rx,
+        current: bytes::Bytes::new(),
+    }
+}
+
+/// A blocking reader over chunks from the async side; end of file when
+/// the sender is gone.
+pub struct ChannelReader {
+    rx: mpsc::Receiver<bytes::Bytes>,
+    current: bytes::Bytes,
+}
+
+impl std::io::Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.current.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(b) => self.current = b,
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current[..n]);
+        self.current = self.current.slice(n..);
+        Ok(n)
+    }
+}
+
+/// Sends the chunks of `rx` to the client as Data messages, within the
+/// windows it grants; the stream ends when `ends` is dropped after.
+pub async fn send_data(ends: Arc<StreamEnds>, mut rx: mpsc::Receiver<bytes::Bytes>) {
+    let credit = Arc::new(std::sync::atomic::AtomicI64::new(0));
+    let granted = Arc::new(tokio::sync::Notify::new());
+    let listener = {
+        let (ends, credit, granted) = (ends.clone(), credit.clone(), granted.clone());
+        tokio::spawn(async move {
+            while let Some(msg) = ends.recv().await {
+                if type_name(&msg) == "containerd.types.transfer.WindowUpdate" {
+                    if let Ok(w) = WindowUpdate::decode(msg.value.as_slice()) {
+                        credit.fetch_add(i64::from(w.update), std::sync::atomic::Ordering::SeqCst);
+                        granted.notify_one();
+                    }
+                }
+            }
+            // The client went away: let the sender stop waiting.
+            credit.store(i64::MAX / 2, std::sync::atomic::Ordering::SeqCst);
+            granted.notify_one();
+        })
+    };
+    'chunks: while let Some(chunk) = rx.recv().await {
+        let mut rest = chunk;
+        while !rest.is_empty() {
+            while credit.load(std::sync::atomic::Ordering::SeqCst) <= 0 {
+                granted.notified().await;
+            }
+            let allowed =
+                usize::try_from(credit.load(std::sync::atomic::Ordering::SeqCst)).unwrap_or(0);
+            let n = rest.len().min(MAX_DATA).min(allowed.max(1));
+            let piece = rest.split_to(n);
+            let msg = Data {
+                data: piece.to_vec(),
+            };
+            if !ends.send(hull_proto::typeurl::pack(&msg)).await {
+                break 'chunks;
+            }
+            credit.fetch_sub(n as i64, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+    listener.abort();
 }

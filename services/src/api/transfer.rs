@@ -3,7 +3,8 @@
 //! client opened.
 //!
 //! Supported pairs: registry → image store (pull), image store →
-//! registry (push), image store → image store (tag). The others answer
+//! registry (push), image store → image store (tag), import stream →
+//! image store (load), image store → export stream (save). The others answer
 //! Unimplemented naming the pair.
 
 use std::sync::Arc;
@@ -17,15 +18,16 @@ use hull_proto::containerd::services::images::v1::{
 };
 use hull_proto::containerd::services::transfer::v1::{transfer_server::Transfer, TransferRequest};
 use hull_proto::containerd::types::transfer::{
-    ImageStore, OciRegistry, Progress, RegistryResolver,
+    ImageExportStream, ImageImportStream, ImageStore, OciRegistry, Progress, RegistryResolver,
 };
 use hull_proto::containerd::types::Platform as ProtoPlatform;
 use hull_proto::errdefs::{self, Kind};
 use hull_proto::typeurl;
 
 use super::images::ImagesService;
-use super::streaming::{type_name, StreamEnds, Streams};
+use super::streaming::{receive_data, send_data, type_name, StreamEnds, Streams};
 use super::{namespace, status};
+use crate::distribution::archive::{ExportOptions, ImportOptions};
 use crate::distribution::pull::{self, PullRequest, Puller};
 use crate::distribution::push::PushRequest;
 use crate::distribution::registry::ResolveOptions;
@@ -136,6 +138,57 @@ impl Transfer for TransferService {
                 .push(&ns, request, sink(progress_stream))
                 .await
                 .map_err(status)?;
+            return Ok(Response::new(()));
+        }
+        if let (Some(from), Some(to)) = (
+            unpack::<ImageImportStream>(&source)?,
+            unpack::<ImageStore>(&dest)?,
+        ) {
+            let ends = self.streams.take(&ns, &from.stream)?;
+            let reader = receive_data(ends);
+            let options = ImportOptions {
+                labels: to.labels.clone(),
+                unpack: to.unpacks.first().map(|u| u.snapshotter.clone()),
+                base_name: to.name.clone(),
+            };
+            self.puller
+                .import(&ns, Box::new(reader), options, sink(progress_stream))
+                .await
+                .map_err(status)?;
+            return Ok(Response::new(()));
+        }
+        if let (Some(from), Some(to)) = (
+            unpack::<ImageStore>(&source)?,
+            unpack::<ImageExportStream>(&dest)?,
+        ) {
+            let ends = self.streams.take(&ns, &to.stream)?;
+            let mut platforms = Vec::new();
+            for p in &to.platforms {
+                platforms.push(platform(p)?);
+            }
+            let mut images = from.export_images.clone();
+            if images.is_empty() && !from.name.is_empty() {
+                images.push(from.name.clone());
+            }
+            if images.is_empty() {
+                return Err(errdefs::status(Kind::InvalidArgument, "no image to export"));
+            }
+            let options = ExportOptions {
+                images,
+                platforms: if to.all_platforms {
+                    Vec::new()
+                } else {
+                    platforms
+                },
+                skip_docker_manifest: to.skip_docker_manifest,
+            };
+            let (tx, rx) = tokio::sync::mpsc::channel(4);
+            let sending = tokio::spawn(send_data(ends, rx));
+            let exported = self.puller.export(&ns, options, tx).await;
+            // All of it reaches the client (or it went away) before the
+            // answer does.
+            let _ = sending.await;
+            exported.map_err(status)?;
             return Ok(Response::new(()));
         }
         if let (Some(from), Some(to)) =

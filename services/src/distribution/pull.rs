@@ -108,11 +108,12 @@ pub struct Progress {
 /// Where progress goes.
 pub type ProgressSink = Arc<dyn Fn(Progress) + Send + Sync>;
 
-type Download = Shared<BoxFuture<'static, std::result::Result<(), SharedError>>>;
+/// A blob's arrival, awaited by everyone who needs it.
+pub(super) type Download = Shared<BoxFuture<'static, std::result::Result<(), SharedError>>>;
 
 /// An error shared between the pulls that waited on one download.
 #[derive(Debug, Clone)]
-struct SharedError {
+pub(super) struct SharedError {
     kind: Kind,
     message: String,
 }
@@ -133,7 +134,7 @@ impl std::fmt::Debug for Puller {
     }
 }
 
-fn req<T>(ns: &Namespace, lease: Option<&str>, msg: T) -> Request<T> {
+pub(super) fn req<T>(ns: &Namespace, lease: Option<&str>, msg: T) -> Request<T> {
     let mut r = Request::new(msg);
     if let Ok(v) = ns.as_str().parse() {
         r.metadata_mut().insert(headers::NAMESPACE, v);
@@ -214,7 +215,17 @@ impl Puller {
     ) -> Result<ProtoImage> {
         let reference = ImageRef::parse(&request.reference)?;
         let repo = self.registries.repository(&reference, &request.resolve)?;
-        let lease = format!("hull-pull-{}", crate::now_nanos());
+        let lease = self.temp_lease(ns, "pull").await?;
+        let result = self
+            .pull_leased(ns, &lease, &reference, &repo, &request, &progress)
+            .await;
+        self.release_lease(ns, &lease).await;
+        result
+    }
+
+    /// A lease of 24 h for one operation's writes (`what`-<time>).
+    pub(super) async fn temp_lease(&self, ns: &Namespace, what: &str) -> Result<String> {
+        let lease = format!("hull-{what}-{}", crate::now_nanos());
         let expire = std::time::SystemTime::now() + std::time::Duration::from_secs(24 * 3600);
         let lease_labels = BTreeMap::from([(
             labels::GC_EXPIRE.to_owned(),
@@ -231,10 +242,15 @@ impl Puller {
                 },
             ))
             .await
-            .map_err(DistributionError::store("create the pull's lease"))?;
-        let result = self
-            .pull_leased(ns, &lease, &reference, &repo, &request, &progress)
-            .await;
+            .map_err(DistributionError::store(format!(
+                "create the {what}'s lease"
+            )))?;
+        Ok(lease)
+    }
+
+    /// Lets the operation's lease go (what it wrote is held by records now,
+    /// or collectable).
+    pub(super) async fn release_lease(&self, ns: &Namespace, lease: &str) {
         if let Err(e) = self
             .stores
             .leases
@@ -242,15 +258,14 @@ impl Puller {
                 ns,
                 None,
                 DeleteLease {
-                    id: lease.clone(),
+                    id: lease.to_owned(),
                     sync: false,
                 },
             ))
             .await
         {
-            tracing::warn!(%lease, error = %e.message(), "could not release the pull's lease");
+            tracing::warn!(%lease, error = %e.message(), "could not release a lease");
         }
-        result
     }
 
     async fn pull_leased(
@@ -377,8 +392,16 @@ impl Puller {
         }
         let mut layers = layers.into_iter();
         if let (Some(sn), Some(first)) = (&snapshotter, layers.next()) {
-            self.unpack(ns, lease, sn, &chosen[0], first, progress, &content)
-                .await?;
+            self.unpack(
+                ns,
+                lease,
+                sn,
+                &chosen[0].diff_ids,
+                first,
+                progress,
+                &content,
+            )
+            .await?;
         }
         for (_, d) in layers.flatten() {
             d.await.map_err(from_shared)?;
@@ -687,17 +710,17 @@ impl Puller {
 
     /// Applies the first platform's layers in order as they land.
     #[allow(clippy::too_many_arguments)]
-    async fn unpack(
+    pub(super) async fn unpack(
         &self,
         ns: &Namespace,
         lease: &str,
         snapshotter: &str,
-        chosen: &Chosen,
+        diff_ids: &[String],
         layers: Vec<(Descriptor, Download)>,
         progress: &ProgressSink,
         content: &NamespacedContent,
     ) -> Result<()> {
-        let chains = chain_ids(&chosen.diff_ids);
+        let chains = chain_ids(diff_ids);
         let mut parent = String::new();
         for (i, (desc, download)) in layers.into_iter().enumerate() {
             let chain = chains[i].clone();
@@ -784,13 +807,13 @@ impl Puller {
                     ))(e));
                 }
             };
-            if applied.digest != chosen.diff_ids[i] {
+            if applied.digest != diff_ids[i] {
                 remove().await;
                 return Err(DistributionError::Verify {
                     digest: desc.digest.clone(),
                     reason: format!(
                         "uncompressed it is {}, its config says {}",
-                        applied.digest, chosen.diff_ids[i]
+                        applied.digest, diff_ids[i]
                     ),
                 });
             }
@@ -844,7 +867,7 @@ impl Puller {
 
     /// Creates the image record, or points an existing one at what was
     /// pulled.
-    async fn save_image(&self, ns: &Namespace, image: ProtoImage) -> Result<ProtoImage> {
+    pub(super) async fn save_image(&self, ns: &Namespace, image: ProtoImage) -> Result<ProtoImage> {
         let created = self
             .stores
             .images
@@ -879,7 +902,7 @@ impl Puller {
     }
 }
 
-fn lease_id(lease: &str) -> Result<hull_proto::identifiers::LeaseId> {
+pub(super) fn lease_id(lease: &str) -> Result<hull_proto::identifiers::LeaseId> {
     hull_proto::identifiers::LeaseId::new(lease).map_err(|e| DistributionError::Store {
         op: "lease id".into(),
         status: Box::new(errdefs::to_status(&e)),
@@ -893,7 +916,7 @@ fn from_shared(e: SharedError) -> DistributionError {
     }
 }
 
-fn content_err(op: &str, e: &crate::content::ContentError) -> DistributionError {
+pub(super) fn content_err(op: &str, e: &crate::content::ContentError) -> DistributionError {
     DistributionError::Store {
         op: op.to_owned(),
         status: Box::new(errdefs::to_status(e)),
