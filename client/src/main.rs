@@ -79,6 +79,32 @@ enum Command {
         #[arg(long, short = 'q')]
         quiet: bool,
     },
+    /// Write images to a tar archive (OCI layout with docker's
+    /// manifest.json), to a file or stdout.
+    Save {
+        /// Images to save.
+        #[arg(required = true)]
+        images: Vec<String>,
+        /// Write to this file instead of stdout.
+        #[arg(long, short = 'o')]
+        output: Option<PathBuf>,
+        /// Only these platforms of multi-platform images.
+        #[arg(long)]
+        platform: Vec<String>,
+    },
+    /// Load images from a tar archive (OCI layout or `docker save`), from
+    /// a file or stdin, and unpack them.
+    Load {
+        /// Read from this file instead of stdin.
+        #[arg(long, short = 'i')]
+        input: Option<PathBuf>,
+        /// Snapshotter to unpack into.
+        #[arg(long, default_value = "")]
+        snapshotter: String,
+        /// Print only the names of the images loaded.
+        #[arg(long, short = 'q')]
+        quiet: bool,
+    },
     /// Give an image another name: `tag SOURCE TARGET`.
     Tag {
         /// An image of the store.
@@ -182,6 +208,60 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let name = normalise(&name);
             let mut view = progress::PushView::new(quiet);
             client.push(&name, "", &options, |p| view.event(&p)).await?;
+        }
+        Command::Save {
+            images,
+            output,
+            platform,
+        } => {
+            let images: Vec<String> = images.iter().map(|i| normalise(i)).collect();
+            match output {
+                Some(path) => {
+                    let file = tokio::fs::File::create(&path)
+                        .await
+                        .map_err(|e| anyhow::anyhow!("create {}: {e}", path.display()))?;
+                    client.export(&images, &platform, file).await?;
+                }
+                None => {
+                    use std::io::IsTerminal as _;
+                    if std::io::stdout().is_terminal() {
+                        anyhow::bail!(
+                            "refusing to write an archive to a terminal; use -o FILE or redirect"
+                        );
+                    }
+                    client
+                        .export(&images, &platform, tokio::io::stdout())
+                        .await?;
+                }
+            }
+        }
+        Command::Load {
+            input,
+            snapshotter,
+            quiet,
+        } => {
+            let show = |p: hull_proto::containerd::types::transfer::Progress| {
+                if p.event == "saved" {
+                    if quiet {
+                        println!("{}", p.name);
+                    } else {
+                        println!("Loaded image: {}", p.name);
+                    }
+                }
+            };
+            match input {
+                Some(path) => {
+                    let file = tokio::fs::File::open(&path)
+                        .await
+                        .map_err(|e| anyhow::anyhow!("open {}: {e}", path.display()))?;
+                    client.import(file, Some(snapshotter), show).await?;
+                }
+                None => {
+                    client
+                        .import(tokio::io::stdin(), Some(snapshotter), show)
+                        .await?
+                }
+            }
         }
         Command::Tag { source, target } => {
             client.tag(&normalise(&source), &normalise(&target)).await?;

@@ -9,7 +9,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use hull_proto::containerd::services::streaming::v1::StreamInit;
 use hull_proto::containerd::services::transfer::v1::{TransferOptions, TransferRequest};
 use hull_proto::containerd::types::transfer::{
-    ImageStore, OciRegistry, Progress, RegistryResolver, UnpackConfiguration,
+    Data, ImageExportStream, ImageImportStream, ImageStore, OciRegistry, Progress,
+    RegistryResolver, UnpackConfiguration, WindowUpdate,
 };
 use hull_proto::containerd::types::Platform;
 use hull_proto::typeurl;
@@ -148,6 +149,187 @@ impl Client {
             })
             .await?;
         Ok(())
+    }
+
+    /// Imports the archive (OCI layout or docker-archive tar) that
+    /// `reader` yields, unpacking it when `unpack` names a snapshotter
+    /// (empty: the daemon's default). Calls `progress` for every event;
+    /// each image stored is a `saved` event naming it.
+    ///
+    /// # Errors
+    /// The daemon's error for the archive; Unknown when `reader` fails.
+    pub async fn import(
+        &self,
+        reader: impl tokio::io::AsyncRead + Send + Unpin + 'static,
+        unpack: Option<String>,
+        mut progress: impl FnMut(Progress) + Send,
+    ) -> Result<(), Error> {
+        let (id, tx, mut inbound) = self.open_stream("import").await?;
+        // Data within the windows the daemon grants, then the end.
+        let pump = tokio::spawn(async move {
+            use tokio::io::AsyncReadExt as _;
+            let mut reader = reader;
+            let mut credit: i64 = 0;
+            let mut buf = vec![0u8; 32 << 10];
+            loop {
+                while credit <= 0 {
+                    match inbound.message().await {
+                        Ok(Some(any)) if any.type_url.ends_with(&WindowUpdate::full_name()) => {
+                            if let Ok(w) = WindowUpdate::decode(any.value.as_slice()) {
+                                credit += i64::from(w.update);
+                            }
+                        }
+                        Ok(Some(_)) => {}
+                        Ok(None) | Err(_) => return Ok(()),
+                    }
+                }
+                let want = buf.len().min(usize::try_from(credit).unwrap_or(0));
+                let n = reader.read(&mut buf[..want]).await?;
+                if n == 0 {
+                    // End of file: close our side, and keep the call open
+                    // until the daemon has read everything and closes its
+                    // own (dropping the call would cancel what is in
+                    // flight).
+                    drop(tx);
+                    while let Ok(Some(_)) = inbound.message().await {}
+                    return Ok(());
+                }
+                credit -= n as i64;
+                let data = Data {
+                    data: buf[..n].to_vec(),
+                };
+                if tx.send(typeurl::pack(&data)).await.is_err() {
+                    return Ok(());
+                }
+            }
+        });
+        let source = ImageImportStream {
+            stream: id,
+            media_type: String::new(),
+            force_compress: false,
+        };
+        let dest = ImageStore {
+            unpacks: unpack
+                .map(|sn| {
+                    vec![UnpackConfiguration {
+                        platform: None,
+                        snapshotter: sn,
+                    }]
+                })
+                .unwrap_or_default(),
+            ..Default::default()
+        };
+        let result = self
+            .transfer_with_progress(typeurl::pack(&source), typeurl::pack(&dest), &mut progress)
+            .await;
+        if let Ok(Err(e)) = pump.await {
+            let e: std::io::Error = e;
+            return Err(Error::Status(tonic::Status::unknown(format!(
+                "read archive: {e}"
+            ))));
+        }
+        result
+    }
+
+    /// Exports `images` as one archive (OCI layout with docker's
+    /// manifest.json beside it) into `writer`; `all_platforms` keeps every
+    /// platform present, else the daemon exports every one present too
+    /// unless `platforms` narrows it.
+    ///
+    /// # Errors
+    /// The daemon's error (NotFound for an unknown image); Unknown when
+    /// `writer` fails.
+    pub async fn export(
+        &self,
+        images: &[String],
+        platforms: &[String],
+        writer: impl tokio::io::AsyncWrite + Send + Unpin + 'static,
+    ) -> Result<(), Error> {
+        let mut wanted = Vec::new();
+        for p in platforms {
+            wanted.push(platform(p).map_err(|e| {
+                Error::Status(tonic::Status::invalid_argument(format!(
+                    "platform {p:?}: {e}"
+                )))
+            })?);
+        }
+        let (id, tx, mut inbound) = self.open_stream("export").await?;
+        const WINDOW: i32 = 64 << 10;
+        tx.send(typeurl::pack(&WindowUpdate { update: WINDOW }))
+            .await
+            .map_err(|_| Error::Status(tonic::Status::unavailable("export stream closed")))?;
+        let pump = tokio::spawn(async move {
+            use tokio::io::AsyncWriteExt as _;
+            let mut writer = writer;
+            let mut window = i64::from(WINDOW);
+            while let Ok(Some(any)) = inbound.message().await {
+                if !any.type_url.ends_with(&Data::full_name()) {
+                    continue;
+                }
+                let Ok(d) = Data::decode(any.value.as_slice()) else {
+                    break;
+                };
+                writer.write_all(&d.data).await?;
+                window -= d.data.len() as i64;
+                if window < i64::from(WINDOW)
+                    && tx
+                        .send(typeurl::pack(&WindowUpdate { update: WINDOW }))
+                        .await
+                        .is_ok()
+                {
+                    window += i64::from(WINDOW);
+                }
+            }
+            writer.flush().await?;
+            Ok::<(), std::io::Error>(())
+        });
+        let source = ImageStore {
+            export_images: images.to_vec(),
+            ..Default::default()
+        };
+        let dest = ImageExportStream {
+            stream: id,
+            media_type: String::new(),
+            platforms: wanted,
+            all_platforms: platforms.is_empty(),
+            skip_docker_manifest: false,
+            skip_non_distributable: false,
+        };
+        let result = self
+            .transfer()
+            .transfer(TransferRequest {
+                source: Some(typeurl::pack(&source)),
+                destination: Some(typeurl::pack(&dest)),
+                options: None,
+            })
+            .await;
+        if let Ok(Err(e)) = pump.await {
+            return Err(Error::Status(tonic::Status::unknown(format!(
+                "write archive: {e}"
+            ))));
+        }
+        result.map(|_| ()).map_err(Error::Status)
+    }
+
+    /// Opens a stream on the Streaming service and waits for the daemon
+    /// to take it: its id, the sender of messages, the messages back.
+    async fn open_stream(
+        &self,
+        what: &str,
+    ) -> Result<(String, mpsc::Sender<Any>, tonic::Streaming<Any>), Error> {
+        let id = format!("{what}-{}-{}", std::process::id(), nanos());
+        let (tx, rx) = mpsc::channel::<Any>(8);
+        tx.send(typeurl::pack(&StreamInit { id: id.clone() }))
+            .await
+            .map_err(|_| Error::Status(tonic::Status::internal("stream closed")))?;
+        let mut inbound = self
+            .streaming()
+            .stream(ReceiverStream::new(rx))
+            .await?
+            .into_inner();
+        // The acknowledgement of the StreamInit.
+        inbound.message().await?;
+        Ok((id, tx, inbound))
     }
 
     /// Runs one transfer with a progress stream, handing each event to
