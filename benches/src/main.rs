@@ -4,7 +4,8 @@
 //!
 //! Run from a release build: `cargo build --release --workspace --bins &&
 //! target/release/hull-bench`. `--quick` shrinks the workloads for a smoke
-//! run; `--tasks` runs the container lifecycle measures instead.
+//! run; `--tasks` runs the container lifecycle measures instead, `--pull`
+//! the pull from a local registry.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -16,6 +17,7 @@ use sha2::{Digest as _, Sha256};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
+mod pull;
 mod tasks;
 
 use hull_client::Client;
@@ -100,9 +102,14 @@ async fn wait_ready(address: &Path, child: &mut Child) -> Result<Client> {
 }
 
 async fn start_hulld() -> Result<(Server, Client)> {
+    start_hulld_with("").await
+}
+
+/// hulld on a fresh root with `config` as its config file.
+async fn start_hulld_with(config: &str) -> Result<(Server, Client)> {
     let dir = tempfile::Builder::new().prefix("hull-bench-").tempdir()?;
     let address = dir.path().join("hull.sock");
-    std::fs::write(dir.path().join("config.toml"), "")?;
+    std::fs::write(dir.path().join("config.toml"), config)?;
     let mut child = Command::new(sibling("hulld")?)
         .arg("--config")
         .arg(dir.path().join("config.toml"))
@@ -572,6 +579,14 @@ async fn main() -> Result<()> {
     let quick = std::env::args().any(|a| a == "--quick");
     if std::env::args().any(|a| a == "--tasks") {
         return main_tasks(quick).await;
+    }
+    if std::env::args().any(|a| a == "--pull") {
+        let work = tempfile::Builder::new()
+            .prefix("hull-bench-image-")
+            .tempdir()?;
+        let (image, image_size) = build_image(work.path())?;
+        eprintln!("bench image: {} MB compressed", image_size / 1_000_000);
+        return pull::main_pull(&image, if quick { 1 } else { 3 }).await;
     }
     let sizes = if quick {
         Sizes {
