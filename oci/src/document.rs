@@ -108,6 +108,13 @@ impl Object {
         }
     }
 
+    /// Removes the field; whether it was there.
+    pub fn remove(&mut self, key: &str) -> bool {
+        let before = self.fields.len();
+        self.fields.retain(|(k, _)| k != key);
+        self.fields.len() != before
+    }
+
     /// The keys, in order.
     pub fn keys(&self) -> impl Iterator<Item = &str> {
         self.fields.iter().map(|(k, _)| k.as_str())

@@ -4,6 +4,7 @@
 //! - [`oci_spec`] (re-exported) is the one definition of OCI documents:
 //!   manifests, indexes, image configs, descriptors and the image layout
 //!   on the image side; runtime specs on the runtime side.
+//! - [`credentials`]: registry credentials in docker's `config.json`.
 //! - [`media`]: media types, OCI's and Docker's, and what each one is.
 //! - [`platform`]: the host's platform, parsing `os/arch[/variant]`, and
 //!   matching manifests to a platform as containerd does.
@@ -20,6 +21,7 @@
 
 pub use oci_spec;
 
+pub mod credentials;
 pub mod document;
 pub mod media;
 pub mod platform;
