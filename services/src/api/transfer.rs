@@ -9,6 +9,7 @@
 
 use std::sync::Arc;
 
+use prost::{Message as _, Name as _};
 use prost_types::Any;
 use tonic::{Request, Response, Status};
 
@@ -18,7 +19,8 @@ use hull_proto::containerd::services::images::v1::{
 };
 use hull_proto::containerd::services::transfer::v1::{transfer_server::Transfer, TransferRequest};
 use hull_proto::containerd::types::transfer::{
-    ImageExportStream, ImageImportStream, ImageStore, OciRegistry, Progress, RegistryResolver,
+    AuthRequest, AuthResponse, AuthType, ImageExportStream, ImageImportStream, ImageStore,
+    OciRegistry, Progress, RegistryResolver,
 };
 use hull_proto::containerd::types::Platform as ProtoPlatform;
 use hull_proto::errdefs::{self, Kind};
@@ -94,6 +96,7 @@ impl Transfer for TransferService {
             unpack::<ImageStore>(&dest)?,
         ) {
             let resolver = from.resolver.unwrap_or_default();
+            let credentials = self.credentials(&ns, &resolver, &from.reference).await?;
             let mut platforms = Vec::new();
             for p in &to.platforms {
                 platforms.push(platform(p)?);
@@ -111,7 +114,10 @@ impl Transfer for TransferService {
                 platforms,
                 all_platforms: to.all_metadata,
                 unpack,
-                resolve: resolve_options(resolver),
+                resolve: ResolveOptions {
+                    credentials,
+                    ..resolve_options(resolver)
+                },
             };
             self.puller
                 .pull(&ns, request, sink(progress_stream))
@@ -124,6 +130,12 @@ impl Transfer for TransferService {
             unpack::<OciRegistry>(&dest)?,
         ) {
             let resolver = to.resolver.unwrap_or_default();
+            let target = if to.reference.is_empty() {
+                &from.name
+            } else {
+                &to.reference
+            };
+            let credentials = self.credentials(&ns, &resolver, target).await?;
             let mut platforms = Vec::new();
             for p in &from.platforms {
                 platforms.push(platform(p)?);
@@ -132,7 +144,10 @@ impl Transfer for TransferService {
                 image: from.name.clone(),
                 reference: to.reference.clone(),
                 platforms,
-                resolve: resolve_options(resolver),
+                resolve: ResolveOptions {
+                    credentials,
+                    ..resolve_options(resolver)
+                },
             };
             self.puller
                 .push(&ns, request, sink(progress_stream))
@@ -208,6 +223,21 @@ impl Transfer for TransferService {
 }
 
 impl TransferService {
+    /// The client's credentials for `reference`, when its resolver names
+    /// an auth stream.
+    async fn credentials(
+        &self,
+        ns: &hull_proto::identifiers::Namespace,
+        resolver: &RegistryResolver,
+        reference: &str,
+    ) -> Result<Option<crate::distribution::hosts::Credentials>, Status> {
+        if resolver.auth_stream.is_empty() {
+            return Ok(None);
+        }
+        let ends = self.streams.take(ns, &resolver.auth_stream)?;
+        Ok(ask_credentials(&ends, reference).await)
+    }
+
     /// Names `to.name` the image `from` names.
     async fn tag(
         &self,
@@ -254,6 +284,37 @@ impl TransferService {
             Err(e) => Err(e),
         }
     }
+}
+
+/// Asks the client, on its auth stream, for credentials for `reference`'s
+/// registry (containerd's callback: an AuthRequest out, an AuthResponse
+/// back). None when the client has none or does not answer in time.
+async fn ask_credentials(
+    ends: &StreamEnds,
+    reference: &str,
+) -> Option<crate::distribution::hosts::Credentials> {
+    let r = crate::distribution::reference::ImageRef::parse(reference).ok()?;
+    let ask = AuthRequest {
+        host: r.host().to_owned(),
+        reference: r.repository().to_owned(),
+        wwwauthenticate: Vec::new(),
+    };
+    if !ends.send(typeurl::pack(&ask)).await {
+        return None;
+    }
+    let answer = tokio::time::timeout(std::time::Duration::from_secs(30), ends.recv())
+        .await
+        .ok()??;
+    if type_name(&answer) != AuthResponse::full_name() {
+        return None;
+    }
+    let a = AuthResponse::decode(answer.value.as_slice()).ok()?;
+    (a.auth_type == AuthType::Credentials as i32).then_some(
+        crate::distribution::hosts::Credentials {
+            username: a.username,
+            password: a.secret,
+        },
+    )
 }
 
 /// A request's resolver settings as the registry client takes them.
@@ -303,7 +364,6 @@ fn set_ns<T>(r: &mut Request<T>, ns: &hull_proto::identifiers::Namespace) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use prost::Message as _;
 
     #[test]
     fn any_payloads_by_bare_or_prefixed_names() {

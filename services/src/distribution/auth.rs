@@ -8,14 +8,15 @@
 //! named token server for a token, kept per scope until it expires.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use serde::Deserialize;
 
-use super::hosts::{Credentials, RegistryConfig};
+use hull_oci::credentials::{self, Credentials};
+
+use super::hosts::RegistryConfig;
 use super::{DistributionError, Result};
 
 /// A parsed `WWW-Authenticate` challenge.
@@ -78,181 +79,22 @@ pub fn parse_challenges(header: &str) -> Vec<Challenge> {
     out
 }
 
-/// docker's config.json, the parts hull reads.
-#[derive(Debug, Default, Deserialize)]
-struct DockerConfig {
-    #[serde(default)]
-    auths: BTreeMap<String, DockerAuth>,
-    #[serde(default, rename = "credHelpers")]
-    cred_helpers: BTreeMap<String, String>,
-    #[serde(default, rename = "credsStore")]
-    creds_store: String,
-}
-
-#[derive(Debug, Default, Deserialize)]
-struct DockerAuth {
-    #[serde(default)]
-    auth: String,
-    #[serde(default)]
-    username: String,
-    #[serde(default)]
-    password: String,
-    #[serde(default)]
-    identitytoken: String,
-}
-
-/// What a credential helper prints for `get`.
-#[derive(Debug, Deserialize)]
-struct HelperAnswer {
-    #[serde(rename = "Username", default)]
-    username: String,
-    #[serde(rename = "Secret", default)]
-    secret: String,
-}
-
-/// The keys docker.io's credentials may be stored under.
-fn keys_for(host: &str) -> Vec<String> {
-    if host == "docker.io" || host == "registry-1.docker.io" || host == "index.docker.io" {
-        vec![
-            "https://index.docker.io/v1/".into(),
-            "docker.io".into(),
-            "index.docker.io".into(),
-            "registry-1.docker.io".into(),
-        ]
-    } else {
-        vec![
-            host.to_owned(),
-            format!("https://{host}"),
-            format!("http://{host}"),
-            format!("https://{host}/v1/"),
-        ]
-    }
-}
-
-/// The docker config file to read.
-pub fn docker_config_path(config: &RegistryConfig) -> PathBuf {
-    if !config.docker_config.as_os_str().is_empty() {
-        return config.docker_config.clone();
-    }
-    if let Some(d) = std::env::var_os("DOCKER_CONFIG") {
-        return PathBuf::from(d).join("config.json");
-    }
-    let home = std::env::var_os("HOME").unwrap_or_else(|| "/root".into());
-    PathBuf::from(home).join(".docker/config.json")
-}
-
 /// Credentials for `host` (the registry name, e.g. `docker.io`), from
-/// hull's config, then docker's config.json and its helpers.
+/// hull's `[registry.auths]`, then docker's config.json and its helpers.
 ///
 /// # Errors
 /// FailedPrecondition when config.json is malformed or a helper fails.
 pub fn lookup(config: &RegistryConfig, host: &str) -> Result<Option<Credentials>> {
-    for k in keys_for(host) {
+    for k in credentials::keys_for(host) {
         if let Some(c) = config.auths.get(&k) {
             return Ok(Some(c.clone()));
         }
     }
-    let path = docker_config_path(config);
-    let text = match std::fs::read_to_string(&path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => {
-            return Err(DistributionError::Credentials {
-                host: host.to_owned(),
-                reason: format!("read {}: {e}", path.display()),
-            })
-        }
-    };
-    let docker: DockerConfig =
-        serde_json::from_str(&text).map_err(|e| DistributionError::Credentials {
-            host: host.to_owned(),
-            reason: format!("parse {}: {e}", path.display()),
-        })?;
-    let keys = keys_for(host);
-    if let Some(helper) = keys.iter().find_map(|k| docker.cred_helpers.get(k)) {
-        return helper_get(helper, &keys[0], host);
-    }
-    for k in &keys {
-        if let Some(a) = docker.auths.get(k) {
-            if !a.auth.is_empty() {
-                let raw = base64::engine::general_purpose::STANDARD
-                    .decode(a.auth.trim())
-                    .map_err(|e| DistributionError::Credentials {
-                        host: host.to_owned(),
-                        reason: format!("{}: auths.{k}.auth: {e}", path.display()),
-                    })?;
-                let raw = String::from_utf8_lossy(&raw).into_owned();
-                let (u, p) = raw.split_once(':').unwrap_or((&raw, ""));
-                return Ok(Some(Credentials {
-                    username: u.to_owned(),
-                    password: p.to_owned(),
-                }));
-            }
-            if !a.identitytoken.is_empty() {
-                return Ok(Some(Credentials {
-                    username: String::new(),
-                    password: a.identitytoken.clone(),
-                }));
-            }
-            if !a.username.is_empty() {
-                return Ok(Some(Credentials {
-                    username: a.username.clone(),
-                    password: a.password.clone(),
-                }));
-            }
-        }
-    }
-    if !docker.creds_store.is_empty() {
-        return helper_get(&docker.creds_store, &keys[0], host);
-    }
-    Ok(None)
-}
-
-/// Runs `docker-credential-<helper> get` with `key` on stdin.
-fn helper_get(helper: &str, key: &str, host: &str) -> Result<Option<Credentials>> {
-    use std::io::Write as _;
-    let program = format!("docker-credential-{helper}");
-    let fail = |reason: String| DistributionError::Credentials {
+    let path = credentials::config_path(&config.docker_config);
+    credentials::lookup(&path, host).map_err(|e| DistributionError::Credentials {
         host: host.to_owned(),
-        reason,
-    };
-    let mut child = std::process::Command::new(&program)
-        .arg("get")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .map_err(|e| fail(format!("run {program}: {e}")))?;
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin
-            .write_all(key.as_bytes())
-            .map_err(|e| fail(format!("write to {program}: {e}")))?;
-    }
-    let out = child
-        .wait_with_output()
-        .map_err(|e| fail(format!("wait for {program}: {e}")))?;
-    if !out.status.success() {
-        let said = String::from_utf8_lossy(&out.stdout);
-        // The helper protocol's answer for a host it has nothing for.
-        if said.contains("credentials not found") {
-            return Ok(None);
-        }
-        return Err(fail(format!(
-            "{program} get: {}: {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
-    }
-    let a: HelperAnswer = serde_json::from_slice(&out.stdout)
-        .map_err(|e| fail(format!("{program} get printed no credentials: {e}")))?;
-    Ok(Some(Credentials {
-        username: if a.username == "<token>" {
-            String::new()
-        } else {
-            a.username
-        },
-        password: a.secret,
-    }))
+        reason: e.to_string(),
+    })
 }
 
 /// The value of an `Authorization: Basic` header.

@@ -47,15 +47,7 @@ impl Default for RegistryConfig {
     }
 }
 
-/// A user name and password (or token) for one registry.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct Credentials {
-    /// User name.
-    pub username: String,
-    /// Password or personal token.
-    pub password: String,
-}
+pub use hull_oci::credentials::Credentials;
 
 /// What a host may be used for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -200,6 +200,15 @@ impl Repository {
         let client = self.registries.client(host)?;
         let url = url.to_owned();
         let scope = format!("repository:{}:{actions}", self.name);
+        // What one caller's credentials earned is kept for that caller's
+        // credentials alone: another request without them must not ride
+        // on it.
+        let who = self
+            .credentials
+            .as_ref()
+            .map(|c| sha256(format!("{}:{}", c.username, c.password).as_bytes()))
+            .unwrap_or_default();
+        let cache_key = format!("{scope}|{who}");
         let authority = host.authority();
         let build = |auth: Option<&str>| -> Result<reqwest::RequestBuilder> {
             let mut headers = HeaderMap::new();
@@ -223,7 +232,7 @@ impl Repository {
             }
             Ok(req)
         };
-        let cached = self.registries.tokens.get(&authority, &scope);
+        let cached = self.registries.tokens.get(&authority, &cache_key);
         let first = build(cached.as_deref())?.send().await.map_err(|source| {
             DistributionError::Connect {
                 url: url.clone(),
@@ -234,7 +243,7 @@ impl Repository {
             return Ok(first);
         }
         if cached.is_some() {
-            self.registries.tokens.forget(&authority, &scope);
+            self.registries.tokens.forget(&authority, &cache_key);
         }
         let challenges: Vec<Challenge> = first
             .headers()
@@ -271,7 +280,7 @@ impl Repository {
         }
         self.registries
             .tokens
-            .put(&authority, &scope, header, lifetime);
+            .put(&authority, &cache_key, header, lifetime);
         Ok(second)
     }
 
