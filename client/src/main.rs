@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 mod progress;
 
+use hull_client::oci::credentials;
 use hull_client::transfer::PullOptions;
 use hull_client::Client;
 use hull_proto::containerd::services::content::v1::ListContentRequest;
@@ -105,6 +106,26 @@ enum Command {
         #[arg(long, short = 'q')]
         quiet: bool,
     },
+    /// Store credentials for a registry in docker's config.json (default
+    /// registry: docker.io).
+    Login {
+        /// Registry host, e.g. `127.0.0.1:5000`.
+        server: Option<String>,
+        /// User name.
+        #[arg(long, short = 'u')]
+        username: String,
+        /// Password (prefer --password-stdin).
+        #[arg(long, short = 'p')]
+        password: Option<String>,
+        /// Read the password from stdin.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Remove a registry's credentials from docker's config.json.
+    Logout {
+        /// Registry host (default: docker.io).
+        server: Option<String>,
+    },
     /// Give an image another name: `tag SOURCE TARGET`.
     Tag {
         /// An image of the store.
@@ -174,6 +195,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             quiet,
         } => {
             let options = PullOptions {
+                credentials: credentials_for(&reference)?,
                 platforms: platform.into_iter().collect(),
                 all_platforms,
                 unpack: Some(snapshotter),
@@ -197,6 +219,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             quiet,
         } => {
             let options = PullOptions {
+                credentials: credentials_for(&name)?,
                 host_dir: hosts_dir,
                 default_scheme: if plain_http {
                     "http".into()
@@ -263,11 +286,66 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             }
         }
+        Command::Login {
+            server,
+            username,
+            password,
+            password_stdin,
+        } => {
+            let password = match (password, password_stdin) {
+                (Some(p), false) => p,
+                (None, true) => {
+                    let mut line = String::new();
+                    std::io::stdin().read_line(&mut line)?;
+                    line.trim_end_matches(['\n', '\r']).to_owned()
+                }
+                _ => anyhow::bail!(
+                    "give the password with exactly one of --password or --password-stdin"
+                ),
+            };
+            let host = registry_host(server.as_deref());
+            let path = credentials::config_path(std::path::Path::new(""));
+            credentials::store(
+                &path,
+                &host,
+                &credentials::Credentials { username, password },
+            )?;
+            println!("Login Succeeded (credentials stored in {})", path.display());
+        }
+        Command::Logout { server } => {
+            let host = registry_host(server.as_deref());
+            let path = credentials::config_path(std::path::Path::new(""));
+            if credentials::erase(&path, &host)? {
+                println!("Removing login credentials for {host}");
+            } else {
+                println!("Not logged in to {host}");
+            }
+        }
         Command::Tag { source, target } => {
             client.tag(&normalise(&source), &normalise(&target)).await?;
         }
     }
     Ok(())
+}
+
+/// The registry a login names: docker.io when none is given, the host of
+/// a URL as given.
+fn registry_host(server: Option<&str>) -> String {
+    let s = server.unwrap_or("docker.io");
+    let s = s
+        .trim_start_matches("https://")
+        .trim_start_matches("http://");
+    s.split('/').next().unwrap_or(s).to_owned()
+}
+
+/// The stored credentials for `reference`'s registry, if any.
+fn credentials_for(reference: &str) -> anyhow::Result<Option<credentials::Credentials>> {
+    let Ok(r) = hull_client::oci::oci_spec::distribution::Reference::try_from(reference) else {
+        // The daemon names a malformed reference.
+        return Ok(None);
+    };
+    let path = credentials::config_path(std::path::Path::new(""));
+    Ok(credentials::lookup(&path, r.registry())?)
 }
 
 /// A reference as the store names images (`busybox` is

@@ -9,8 +9,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use hull_proto::containerd::services::streaming::v1::StreamInit;
 use hull_proto::containerd::services::transfer::v1::{TransferOptions, TransferRequest};
 use hull_proto::containerd::types::transfer::{
-    Data, ImageExportStream, ImageImportStream, ImageStore, OciRegistry, Progress,
-    RegistryResolver, UnpackConfiguration, WindowUpdate,
+    AuthRequest, AuthResponse, AuthType, Data, ImageExportStream, ImageImportStream, ImageStore,
+    OciRegistry, Progress, RegistryResolver, UnpackConfiguration, WindowUpdate,
 };
 use hull_proto::containerd::types::Platform;
 use hull_proto::typeurl;
@@ -31,6 +31,10 @@ pub struct PullOptions {
     pub host_dir: String,
     /// `http` to reach unconfigured hosts over plain HTTP.
     pub default_scheme: String,
+    /// Credentials handed to the daemon when the registry asks for them
+    /// (through the Transfer API's auth stream); they win over the
+    /// daemon's own.
+    pub credentials: Option<hull_oci::credentials::Credentials>,
 }
 
 /// A platform string as the wire message.
@@ -78,11 +82,7 @@ impl Client {
         };
         let source = OciRegistry {
             reference: reference.to_owned(),
-            resolver: Some(RegistryResolver {
-                host_dir: options.host_dir.clone(),
-                default_scheme: options.default_scheme.clone(),
-                ..Default::default()
-            }),
+            resolver: Some(self.resolver(options).await?),
         };
         let dest = ImageStore {
             name: String::new(),
@@ -309,6 +309,37 @@ impl Client {
             ))));
         }
         result.map(|_| ()).map_err(Error::Status)
+    }
+
+    /// The resolver settings of `options`; with credentials, an auth
+    /// stream that answers each of the daemon's AuthRequests with them.
+    async fn resolver(&self, options: &PullOptions) -> Result<RegistryResolver, Error> {
+        let mut resolver = RegistryResolver {
+            host_dir: options.host_dir.clone(),
+            default_scheme: options.default_scheme.clone(),
+            ..Default::default()
+        };
+        if let Some(creds) = options.credentials.clone() {
+            let (id, tx, mut inbound) = self.open_stream("auth").await?;
+            tokio::spawn(async move {
+                while let Ok(Some(any)) = inbound.message().await {
+                    if !any.type_url.ends_with(&AuthRequest::full_name()) {
+                        continue;
+                    }
+                    let answer = AuthResponse {
+                        auth_type: AuthType::Credentials as i32,
+                        secret: creds.password.clone(),
+                        username: creds.username.clone(),
+                        expire_at: None,
+                    };
+                    if tx.send(typeurl::pack(&answer)).await.is_err() {
+                        break;
+                    }
+                }
+            });
+            resolver.auth_stream = id;
+        }
+        Ok(resolver)
     }
 
     /// Opens a stream on the Streaming service and waits for the daemon

@@ -265,3 +265,91 @@ async fn bearer_tokens_from_the_registry_challenge_and_renewed_when_expired() {
     let err = stderr(&out);
     assert!(err.contains("401") && err.contains("token"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hullctl_login_hands_its_credentials_to_the_daemon_and_logout_takes_them_back() {
+    if !is_root() || !have_tools() {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let users = tmp.path().join("htpasswd");
+    htpasswd(&users, "hull", "s3cret");
+    let reg = Registry::start(&format!(
+        "auth:\n  htpasswd:\n    realm: hull-test\n    path: {}\n",
+        users.display()
+    ));
+    reg.seed(
+        &archive(tmp.path(), "logged in\n"),
+        "private/app",
+        "1",
+        Some("hull:s3cret"),
+    );
+    let certs = tmp.path().join("certs.d");
+    hosts_toml(
+        &certs,
+        &reg.host,
+        &format!("server = \"http://{}\"\n", reg.host),
+    );
+    // The daemon has no credentials of its own: they come from the client.
+    let d = Daemon::start_with_config(
+        "auth-login",
+        &format!(
+            "[registry]\nconfig_path = \"{}\"\ndocker_config = \"{}\"\n",
+            certs.display(),
+            tmp.path().join("daemon-has-none.json").display()
+        ),
+    )
+    .await;
+    let client_config = tmp.path().join("client-docker");
+    let hull = |args: &[&str], stdin: &str| {
+        use std::io::Write as _;
+        let mut child = Command::new(workspace_bin("hullctl"))
+            .env("DOCKER_CONFIG", &client_config)
+            .arg("--address")
+            .arg(d.address())
+            .arg("--namespace")
+            .arg(&d.ns)
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("hullctl");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(stdin.as_bytes())
+            .expect("write stdin");
+        child.wait_with_output().expect("hullctl")
+    };
+    let name = format!("{}/private/app:1", reg.host);
+    let out = hull(&["pull", "-q", &name], "");
+    assert!(!out.status.success(), "pulled without credentials");
+    let out = hull(
+        &["login", &reg.host, "-u", "hull", "--password-stdin"],
+        "s3cret\n",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let stored = std::fs::read_to_string(client_config.join("config.json")).expect("config.json");
+    assert!(
+        stored.contains(&reg.host) && stored.contains("aHVsbDpzM2NyZXQ="),
+        "{stored}"
+    );
+    let out = hull(&["pull", "-q", &name], "");
+    assert!(out.status.success(), "{}\n{}", stderr(&out), d.log());
+    assert_eq!(
+        d.ctr_ok(&["run", "--rm", &name, "login", "cat", "/hello"]),
+        "logged in\n"
+    );
+    let out = hull(&["logout", &reg.host], "");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Removing login credentials"));
+    d.ctr_ok(&["images", "rm", "--sync", &name]);
+    let out = hull(&["pull", "-q", &name], "");
+    assert!(!out.status.success(), "pulled after logout");
+    assert!(
+        stderr(&out).contains("needs credentials"),
+        "{}",
+        stderr(&out)
+    );
+}
