@@ -292,6 +292,10 @@ impl Classify for ContentError {
             ContentError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
                 Kind::NotFound
             }
+            // Disk full, or over quota: a limit, not a fault.
+            ContentError::Io { source, .. } if crate::out_of_space(source) => {
+                Kind::ResourceExhausted
+            }
             ContentError::Io { .. }
             | ContentError::Join(_)
             | ContentError::CorruptIngest { .. } => Kind::Unknown,

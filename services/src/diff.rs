@@ -103,6 +103,7 @@ impl Classify for DiffError {
             | DiffError::Decompress(_)
             | DiffError::Tar(_)
             | DiffError::Mounts(_) => Kind::InvalidArgument,
+            DiffError::Io { source, .. } if crate::out_of_space(source) => Kind::ResourceExhausted,
             DiffError::Io { .. } => Kind::Unknown,
             DiffError::Snapshot(e) => e.kind(),
         }

@@ -65,6 +65,15 @@ impl hull_proto::errdefs::Classify for JoinError {
     }
 }
 
+/// Whether `e` says the disk is full (or the quota reached).
+pub(crate) fn out_of_space(e: &std::io::Error) -> bool {
+    use nix::errno::Errno;
+    e.kind() == std::io::ErrorKind::StorageFull
+        || e.kind() == std::io::ErrorKind::QuotaExceeded
+        || e.raw_os_error()
+            .is_some_and(|n| n == Errno::ENOSPC as i32 || n == Errno::EDQUOT as i32)
+}
+
 /// Wall-clock time as nanoseconds since the Unix epoch, the form records keep.
 pub(crate) fn now_nanos() -> i64 {
     let now = std::time::SystemTime::now()

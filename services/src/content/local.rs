@@ -690,6 +690,42 @@ mod tests {
         Digest::sha256(&Sha256::digest(data).into())
     }
 
+    /// A full disk is ResourceExhausted, naming the file: on a 1 MiB tmpfs
+    /// (needs root to mount; skipped otherwise).
+    #[test]
+    fn full_disk_is_resource_exhausted() {
+        let tmp = tempfile::tempdir().unwrap();
+        let fs = tmp.path().join("fs");
+        std::fs::create_dir(&fs).unwrap();
+        if nix::mount::mount(
+            Some("tmpfs"),
+            &fs,
+            Some("tmpfs"),
+            nix::mount::MsFlags::empty(),
+            Some("size=1m"),
+        )
+        .is_err()
+        {
+            eprintln!("skipped: cannot mount a tmpfs here");
+            return;
+        }
+        let result = (|| {
+            let store = LocalContentStore::open(&fs)?;
+            let mut w = store.writer("ns/big", 0, None)?;
+            for _ in 0..4 {
+                w.write(&vec![7u8; 512 << 10])?;
+            }
+            Ok::<_, ContentError>(())
+        })();
+        let _ = nix::mount::umount2(&fs, nix::mount::MntFlags::MNT_DETACH);
+        let e = result.expect_err("4 MiB fitted into 1 MiB");
+        assert_eq!(e.kind(), Kind::ResourceExhausted, "{e}");
+        assert!(
+            hull_proto::errdefs::message(&e).contains("No space left"),
+            "{e}"
+        );
+    }
+
     #[test]
     fn write_resume_commit() {
         let tmp = tempfile::tempdir().unwrap();
