@@ -671,3 +671,71 @@ async fn a_committed_image_pushes_mounting_what_the_registry_has_and_pulls_back_
         .lines()
         .any(|l| l.starts_with(&tagged) && l.contains(&digest)));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_pulls_at_once_share_one_download_and_an_unknown_tag_is_not_found() {
+    if !is_root() || !have_registry_tools() {
+        return;
+    }
+    use hull_tests::tcpproxy::TcpProxy;
+    use std::sync::atomic::Ordering;
+    let reg = Registry::start("");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let path = tmp.path().join("two.tar");
+    let (_, (_, big_len)) = two_layer_image(&path, 8 << 20);
+    reg.seed_ref(
+        &format!("oci-archive:{}", path.display()),
+        "two",
+        "1",
+        None,
+        &[],
+    );
+    let proxy = TcpProxy::start(&reg.host);
+    proxy.behaviour.rate.store(8 << 20, Ordering::SeqCst);
+    let certs = tmp.path().join("certs.d");
+    hosts_toml(
+        &certs,
+        &reg.host,
+        &format!("server = \"http://{}\"\n", proxy.addr),
+    );
+    let d = Daemon::start_with_config("pull-shared", &config_for(&certs)).await;
+    let name = format!("{}/two:1", reg.host);
+    let spawn = || {
+        Command::new(workspace_bin("hullctl"))
+            .arg("--address")
+            .arg(d.address())
+            .arg("--namespace")
+            .arg(&d.ns)
+            .args(["pull", "-q", &name])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("hullctl")
+    };
+    let (a, b) = (spawn(), spawn());
+    for p in [a, b] {
+        let out = p.wait_with_output().expect("wait");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // One copy of the big layer (plus the small one and documents), not two.
+    let served = proxy.served();
+    assert!(
+        served < (big_len as u64) * 3 / 2,
+        "served {served} bytes for two pulls of a {big_len}-byte layer"
+    );
+    assert_eq!(
+        d.ctr_ok(&["run", "--rm", &name, "shared", "cat", "/hello"]),
+        "resumed\n"
+    );
+
+    let out = hullctl(&d, &["pull", &format!("{}/two:nope", reg.host)]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("two:nope: not found"), "{err}");
+    let out = hullctl(&d, &["pull", "UPPER CASE"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("invalid reference"));
+}
