@@ -13,14 +13,24 @@ use thiserror::Error;
 
 use crate::document::Object;
 
-/// A user name and password (or token) for one registry.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// A user name and password (or token) for one registry. Its Debug form
+/// never shows the password.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Credentials {
     /// User name (empty with an identity token).
     pub username: String,
     /// Password, personal token or identity token.
     pub password: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .finish()
+    }
 }
 
 /// Credentials could not be read or written.
@@ -313,6 +323,7 @@ mod tests {
         assert!(!erase(&path, "127.0.0.1:5000").unwrap());
         assert!(lookup(&path, "127.0.0.1:5000").unwrap().is_none());
         assert!(lookup(&path, "other.example").unwrap().is_some());
+        assert!(!format!("{c:?}").contains("pa:ss"));
         // docker.io goes under docker's own key.
         store(&path, "docker.io", &c).unwrap();
         assert!(std::fs::read_to_string(&path)
