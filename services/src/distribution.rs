@@ -1,6 +1,6 @@
 //! Images from and to registries over the OCI distribution API.
 //!
-//! - [`reference`]: image references, normalised as docker and containerd
+//! - [`reference`](mod@reference): image references, normalised as docker and containerd
 //!   do (`busybox` is `docker.io/library/busybox:latest`).
 //! - [`hosts`]: which hosts serve a registry name, and how to reach them:
 //!   containerd's `hosts.toml` directories plus the `[registry]` keys
