@@ -30,6 +30,9 @@ application/vnd.docker.distribution.manifest.v2+json, */*";
 /// Manifests and indexes larger than this are refused.
 const MAX_MANIFEST: usize = 8 << 20;
 
+/// Token server answers larger than this are refused.
+const MAX_TOKEN: usize = 1 << 20;
+
 /// Per-request choices a client may make (the Transfer API's resolver).
 #[derive(Debug, Clone, Default)]
 pub struct ResolveOptions {
@@ -322,13 +325,8 @@ impl Repository {
                     with_credentials: self.credentials.is_some(),
                 });
             }
-            let body = resp
-                .bytes()
-                .await
-                .map_err(|source| DistributionError::Connect {
-                    url: realm.clone(),
-                    source,
-                })?;
+            // A token answer is small; a larger one is refused, not buffered.
+            let body = read_limited(resp, realm, MAX_TOKEN).await?;
             if !status.is_success() {
                 return Err(protocol(realm, status, &body));
             }
@@ -407,7 +405,7 @@ impl Repository {
             .get(reqwest::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .map(|v| v.split(';').next().unwrap_or("").trim().to_owned());
-        let body = read_limited(resp, &url).await?;
+        let body = read_limited(resp, &url, MAX_MANIFEST).await?;
         if !status.is_success() {
             return Err(protocol(&url, status, &body));
         }
@@ -496,7 +494,7 @@ impl Repository {
                         });
                     }
                     let status = resp.status();
-                    let body = resp.bytes().await.unwrap_or_default();
+                    let body = error_body(resp).await;
                     last = Some(protocol(&url, status, &body));
                 }
                 StatusCode::NOT_FOUND => {
@@ -506,7 +504,7 @@ impl Repository {
                     });
                 }
                 status => {
-                    let body = resp.bytes().await.unwrap_or_default();
+                    let body = error_body(resp).await;
                     last = Some(protocol(&url, status, &body));
                 }
             }
@@ -580,7 +578,7 @@ impl Repository {
             .await?;
         let status = resp.status();
         if status != StatusCode::ACCEPTED {
-            let body = resp.bytes().await.unwrap_or_default();
+            let body = error_body(resp).await;
             return Err(protocol(&start, status, &body));
         }
         let location = resp
@@ -612,7 +610,7 @@ impl Repository {
             .await?;
         let status = resp.status();
         if status != StatusCode::CREATED {
-            let text = resp.bytes().await.unwrap_or_default();
+            let text = error_body(resp).await;
             return Err(protocol(url.as_str(), status, &text));
         }
         Ok(())
@@ -632,7 +630,7 @@ impl Repository {
             .await?;
         let status = resp.status();
         if status != StatusCode::CREATED {
-            let text = resp.bytes().await.unwrap_or_default();
+            let text = error_body(resp).await;
             return Err(protocol(&url, status, &text));
         }
         Ok(())
@@ -655,8 +653,21 @@ fn append(headers: &mut HeaderMap, k: &str, v: &str, url: &str) -> Result<()> {
     Ok(())
 }
 
-/// The body of a manifest response, refused past [`MAX_MANIFEST`].
-async fn read_limited(mut resp: Response, url: &str) -> Result<Bytes> {
+/// The start of an error response's body, for its message: a registry
+/// cannot make hulld buffer more than this.
+async fn error_body(mut resp: Response) -> Bytes {
+    let mut body = Vec::new();
+    while let Ok(Some(chunk)) = resp.chunk().await {
+        body.extend_from_slice(&chunk);
+        if body.len() >= 4096 {
+            break;
+        }
+    }
+    Bytes::from(body)
+}
+
+/// A response's body, refused past `limit` bytes.
+async fn read_limited(mut resp: Response, url: &str, limit: usize) -> Result<Bytes> {
     let mut body = Vec::new();
     while let Some(chunk) = resp
         .chunk()
@@ -667,11 +678,11 @@ async fn read_limited(mut resp: Response, url: &str) -> Result<Bytes> {
         })?
     {
         body.extend_from_slice(&chunk);
-        if body.len() > MAX_MANIFEST {
+        if body.len() > limit {
             return Err(DistributionError::Protocol {
                 url: url.to_owned(),
                 status: 200,
-                body: format!("manifest larger than {MAX_MANIFEST} bytes"),
+                body: format!("response larger than {limit} bytes"),
             });
         }
     }
@@ -722,6 +733,22 @@ fn media_type_of(body: &[u8], content_type: Option<&str>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn oversized_answers_are_refused_not_buffered() {
+        let big = http::Response::new(vec![b'x'; (1 << 20) + 1]);
+        let e = read_limited(Response::from(big), "http://t/token", MAX_TOKEN)
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("larger than 1048576 bytes"), "{e}");
+        let ok = http::Response::new(b"{}".to_vec());
+        assert_eq!(
+            read_limited(Response::from(ok), "u", MAX_TOKEN)
+                .await
+                .unwrap(),
+            Bytes::from_static(b"{}")
+        );
+    }
 
     #[test]
     fn media_types_from_documents() {
