@@ -14,8 +14,7 @@ use prost_types::Any;
 use tonic::{Request, Response, Status};
 
 use hull_proto::containerd::services::images::v1::{
-    images_server::Images, CreateImageRequest, GetImageRequest, Image as ProtoImage,
-    UpdateImageRequest,
+    images_server::Images, GetImageRequest, Image as ProtoImage,
 };
 use hull_proto::containerd::services::transfer::v1::{transfer_server::Transfer, TransferRequest};
 use hull_proto::containerd::types::transfer::{
@@ -30,7 +29,7 @@ use super::images::ImagesService;
 use super::streaming::{receive_data, send_data, type_name, StreamEnds, Streams};
 use super::{namespace, status};
 use crate::distribution::archive::{ExportOptions, ImportOptions};
-use crate::distribution::pull::{self, PullRequest, Puller};
+use crate::distribution::pull::{self, req, PullRequest, Puller};
 use crate::distribution::push::PushRequest;
 use crate::distribution::registry::ResolveOptions;
 
@@ -74,6 +73,11 @@ fn platform(p: &ProtoPlatform) -> Result<hull_oci::oci_spec::image::Platform, St
         .map_err(|e| errdefs::status(Kind::InvalidArgument, format!("platform {text:?}: {e}")))
 }
 
+/// Wire platforms as oci-spec's.
+fn platforms(list: &[ProtoPlatform]) -> Result<Vec<hull_oci::oci_spec::image::Platform>, Status> {
+    list.iter().map(platform).collect()
+}
+
 #[tonic::async_trait]
 impl Transfer for TransferService {
     async fn transfer(&self, req: Request<TransferRequest>) -> Result<Response<()>, Status> {
@@ -97,10 +101,7 @@ impl Transfer for TransferService {
         ) {
             let resolver = from.resolver.unwrap_or_default();
             let credentials = self.credentials(&ns, &resolver, &from.reference).await?;
-            let mut platforms = Vec::new();
-            for p in &to.platforms {
-                platforms.push(platform(p)?);
-            }
+            let mut platforms = platforms(&to.platforms)?;
             let unpack = to.unpacks.first().map(|u| u.snapshotter.clone());
             if let Some(u) = to.unpacks.first().and_then(|u| u.platform.as_ref()) {
                 if platforms.is_empty() {
@@ -136,10 +137,7 @@ impl Transfer for TransferService {
                 &to.reference
             };
             let credentials = self.credentials(&ns, &resolver, target).await?;
-            let mut platforms = Vec::new();
-            for p in &from.platforms {
-                platforms.push(platform(p)?);
-            }
+            let platforms = platforms(&from.platforms)?;
             let request = PushRequest {
                 image: from.name.clone(),
                 reference: to.reference.clone(),
@@ -177,10 +175,7 @@ impl Transfer for TransferService {
             unpack::<ImageExportStream>(&dest)?,
         ) {
             let ends = self.streams.take(&ns, &to.stream)?;
-            let mut platforms = Vec::new();
-            for p in &to.platforms {
-                platforms.push(platform(p)?);
-            }
+            let platforms = platforms(&to.platforms)?;
             let mut images = from.export_images.clone();
             if images.is_empty() && !from.name.is_empty() {
                 images.push(from.name.clone());
@@ -245,13 +240,15 @@ impl TransferService {
         from: &str,
         to: ImageStore,
     ) -> Result<(), Status> {
-        let mut get = Request::new(GetImageRequest {
-            name: from.to_owned(),
-        });
-        set_ns(&mut get, ns);
         let found = self
             .images
-            .get(get)
+            .get(req(
+                ns,
+                None,
+                GetImageRequest {
+                    name: from.to_owned(),
+                },
+            ))
             .await?
             .into_inner()
             .image
@@ -267,22 +264,8 @@ impl TransferService {
             created_at: None,
             updated_at: None,
         };
-        let mut create = Request::new(CreateImageRequest {
-            image: Some(image.clone()),
-        });
-        set_ns(&mut create, ns);
-        match self.images.create(create).await {
-            Ok(_) => Ok(()),
-            Err(e) if Kind::from_code(e.code() as i32) == Kind::AlreadyExists => {
-                let mut update = Request::new(UpdateImageRequest {
-                    image: Some(image),
-                    update_mask: None,
-                });
-                set_ns(&mut update, ns);
-                self.images.update(update).await.map(|_| ())
-            }
-            Err(e) => Err(e),
-        }
+        self.puller.save_image(ns, image).await.map_err(status)?;
+        Ok(())
     }
 }
 
@@ -353,12 +336,6 @@ fn sink(stream: Option<Arc<StreamEnds>>) -> pull::ProgressSink {
     Arc::new(move |p| {
         let _ = tx.send(p);
     })
-}
-
-fn set_ns<T>(r: &mut Request<T>, ns: &hull_proto::identifiers::Namespace) {
-    if let Ok(v) = ns.as_str().parse() {
-        r.metadata_mut().insert(hull_proto::headers::NAMESPACE, v);
-    }
 }
 
 #[cfg(test)]

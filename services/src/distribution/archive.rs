@@ -38,7 +38,8 @@ use hull_proto::identifiers::Namespace;
 use hull_proto::labels;
 
 use super::pull::{
-    content_err, descriptor, lease_id, req, Download, Progress, ProgressSink, Puller,
+    content_err, descriptor, lease_id, req, write_document, Download, Progress, ProgressSink,
+    Puller,
 };
 use super::reference::ImageRef;
 use super::{DistributionError, Result};
@@ -576,24 +577,14 @@ async fn docker_manifest(
         size: body.len() as i64,
         annotations: Default::default(),
     };
-    let dg = digest(&d)?;
-    match content
-        .writer(&format!("import-manifest-{d}"), desc.size, Some(dg.clone()))
-        .await
-    {
-        Ok(mut w) => {
-            w.write(body.to_vec())
-                .await
-                .map_err(|e| content_err("write", &e))?;
-            match w.commit(desc.size, Some(dg), labels).await {
-                Ok(_) => {}
-                Err(e) if errdefs::Classify::kind(&e) == Kind::AlreadyExists => {}
-                Err(e) => return Err(content_err("commit", &e)),
-            }
-        }
-        Err(e) if errdefs::Classify::kind(&e) == Kind::AlreadyExists => {}
-        Err(e) => return Err(content_err("open ingest", &e)),
-    }
+    write_document(
+        content,
+        &format!("import-manifest-{d}"),
+        &desc,
+        body,
+        labels,
+    )
+    .await?;
     Ok(desc)
 }
 
@@ -654,10 +645,9 @@ fn read_archive(
             if k == 0 {
                 break;
             }
-            for (i, b) in buf[..k].iter().enumerate() {
-                if written + i < 2 {
-                    first[written + i] = *b;
-                }
+            if written < first.len() {
+                let n = (first.len() - written).min(k);
+                first[written..written + n].copy_from_slice(&buf[..n]);
             }
             written += k;
             writer

@@ -105,6 +105,19 @@ pub struct Progress {
     pub total: i64,
 }
 
+impl Progress {
+    /// Event `event` about blob `desc`, `done` of its bytes there.
+    pub fn blob(event: &str, desc: &Descriptor, done: i64) -> Progress {
+        Progress {
+            event: event.to_owned(),
+            name: desc.digest.clone(),
+            desc: Some(desc.clone()),
+            progress: done,
+            total: desc.size,
+        }
+    }
+}
+
 /// Where progress goes.
 pub type ProgressSink = Arc<dyn Fn(Progress) + Send + Sync>;
 
@@ -134,7 +147,7 @@ impl std::fmt::Debug for Puller {
     }
 }
 
-pub(super) fn req<T>(ns: &Namespace, lease: Option<&str>, msg: T) -> Request<T> {
+pub(crate) fn req<T>(ns: &Namespace, lease: Option<&str>, msg: T) -> Request<T> {
     let mut r = Request::new(msg);
     if let Ok(v) = ns.as_str().parse() {
         r.metadata_mut().insert(headers::NAMESPACE, v);
@@ -586,19 +599,8 @@ impl Puller {
     ) -> Result<()> {
         let content =
             NamespacedContent::new(self.stores.db.clone(), ns.clone(), Some(lease_id(lease)?));
-        let expected: Digest = desc.digest.parse().map_err(|_| DistributionError::Verify {
-            digest: desc.digest.clone(),
-            reason: "not a digest".into(),
-        })?;
-        let event = |e: &str, done: i64| {
-            progress(Progress {
-                event: e.into(),
-                name: desc.digest.clone(),
-                desc: Some(desc.clone()),
-                progress: done,
-                total: desc.size,
-            });
-        };
+        let expected: Digest = parse_digest(&desc.digest)?;
+        let event = |e: &str, done: i64| progress(Progress::blob(e, desc, done));
         event("waiting", 0);
         let _permit = self
             .permits
@@ -742,13 +744,7 @@ impl Puller {
                 parent = chain;
                 continue;
             }
-            progress(Progress {
-                event: "unpacking".into(),
-                name: desc.digest.clone(),
-                desc: Some(desc.clone()),
-                progress: 0,
-                total: desc.size,
-            });
+            progress(Progress::blob("unpacking", &desc, 0));
             let key = format!("extract-{}-{}", crate::now_nanos(), chain);
             let mounts = self
                 .stores
@@ -841,10 +837,7 @@ impl Puller {
                 }
             }
             let mut info = content
-                .info(&desc.digest.parse().map_err(|_| DistributionError::Verify {
-                    digest: desc.digest.clone(),
-                    reason: "not a digest".into(),
-                })?)
+                .info(&parse_digest(&desc.digest)?)
                 .await
                 .map_err(|e| content_err("layer info", &e))?;
             info.labels
@@ -853,13 +846,7 @@ impl Puller {
                 .update(info, vec![format!("labels.{}", labels::UNCOMPRESSED)])
                 .await
                 .map_err(|e| content_err("label layer", &e))?;
-            progress(Progress {
-                event: "unpacked".into(),
-                name: desc.digest.clone(),
-                desc: Some(desc.clone()),
-                progress: desc.size,
-                total: desc.size,
-            });
+            progress(Progress::blob("unpacked", &desc, desc.size));
             parent = chain;
         }
         Ok(())
@@ -867,7 +854,7 @@ impl Puller {
 
     /// Creates the image record, or points an existing one at what was
     /// pulled.
-    pub(super) async fn save_image(&self, ns: &Namespace, image: ProtoImage) -> Result<ProtoImage> {
+    pub(crate) async fn save_image(&self, ns: &Namespace, image: ProtoImage) -> Result<ProtoImage> {
         let created = self
             .stores
             .images
@@ -900,6 +887,14 @@ impl Puller {
             Err(e) => Err(DistributionError::store("create image")(e)),
         }
     }
+}
+
+/// A descriptor's digest; Verify naming it when it is not one.
+pub(super) fn parse_digest(d: &str) -> Result<Digest> {
+    d.parse().map_err(|_| DistributionError::Verify {
+        digest: d.to_owned(),
+        reason: "not a digest".into(),
+    })
 }
 
 pub(super) fn lease_id(lease: &str) -> Result<hull_proto::identifiers::LeaseId> {
@@ -981,8 +976,8 @@ fn verify(desc: &Descriptor, body: &[u8]) -> Result<()> {
     Ok(())
 }
 
-/// Writes a small verified document into the store (AlreadyExists: its
-/// labels are added).
+/// Writes a small document fetched from `repo` into the store, with
+/// `labels` and the label naming where it came from.
 async fn store_bytes(
     content: &NamespacedContent,
     repo: &Repository,
@@ -995,12 +990,27 @@ async fn store_bytes(
         super::push::source_label(repo.registry()),
         repo.name().to_owned(),
     );
-    let digest: Digest = desc.digest.parse().map_err(|_| DistributionError::Verify {
-        digest: desc.digest.clone(),
-        reason: "not a digest".into(),
-    })?;
-    let r = format!("{kind}-{}", desc.digest);
-    match content.writer(&r, desc.size, Some(digest.clone())).await {
+    write_document(
+        content,
+        &format!("{kind}-{}", desc.digest),
+        desc,
+        body,
+        labels,
+    )
+    .await
+}
+
+/// Writes a small verified document under ingest `r` (AlreadyExists: the
+/// labels it lacks are added).
+pub(super) async fn write_document(
+    content: &NamespacedContent,
+    r: &str,
+    desc: &Descriptor,
+    body: Bytes,
+    mut labels: BTreeMap<String, String>,
+) -> Result<()> {
+    let digest: Digest = parse_digest(&desc.digest)?;
+    match content.writer(r, desc.size, Some(digest.clone())).await {
         Ok(mut w) => {
             w.truncate()
                 .await

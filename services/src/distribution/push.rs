@@ -16,12 +16,11 @@ use hull_oci::oci_spec::image::{ImageIndex, ImageManifest};
 use hull_oci::platform::Matcher;
 use hull_proto::containerd::services::images::v1::{images_server::Images, GetImageRequest};
 use hull_proto::containerd::types::Descriptor;
-use hull_proto::digest::Digest;
 use hull_proto::errdefs::{self, Classify, Kind};
 use hull_proto::headers;
 use hull_proto::identifiers::Namespace;
 
-use super::pull::{Progress, ProgressSink, Puller};
+use super::pull::{content_err, parse_digest, Progress, ProgressSink, Puller};
 use super::reference::ImageRef;
 use super::registry::{Repository, ResolveOptions};
 use super::{DistributionError, Result};
@@ -45,20 +44,6 @@ pub struct PushRequest {
     pub platforms: Vec<hull_oci::oci_spec::image::Platform>,
     /// Registry options of this request.
     pub resolve: ResolveOptions,
-}
-
-fn store_err(op: &str, e: &crate::content::ContentError) -> DistributionError {
-    DistributionError::Store {
-        op: op.to_owned(),
-        status: Box::new(errdefs::to_status(e)),
-    }
-}
-
-fn digest(d: &str) -> Result<Digest> {
-    d.parse().map_err(|_| DistributionError::Verify {
-        digest: d.to_owned(),
-        reason: "not a digest".into(),
-    })
 }
 
 impl Puller {
@@ -100,11 +85,11 @@ impl Puller {
         let read = |d: Descriptor| {
             let content = content.clone();
             async move {
-                let dg = digest(&d.digest)?;
+                let dg = parse_digest(&d.digest)?;
                 let data = content
                     .read_at(&dg, 0, usize::try_from(d.size).unwrap_or(0))
                     .await
-                    .map_err(|e| store_err("read", &e))?;
+                    .map_err(|e| content_err("read", &e))?;
                 Ok::<_, DistributionError>(Bytes::from(data))
             }
         };
@@ -140,7 +125,7 @@ impl Puller {
                     let d = super::pull::descriptor(m);
                     // Only what the store has: a pull of one platform
                     // leaves the others out.
-                    if content.info(&digest(&d.digest)?).await.is_err() {
+                    if content.info(&parse_digest(&d.digest)?).await.is_err() {
                         continue;
                     }
                     let body = read(d.clone()).await?;
@@ -178,12 +163,8 @@ impl Puller {
                     .await?;
             }
         }
+        // A reference with only a digest pushes the root by its digest.
         let tag = reference.tag().unwrap_or(&root.digest).to_owned();
-        let tag = if reference.digest().is_some() && reference.tag().is_none() {
-            root.digest.clone()
-        } else {
-            tag
-        };
         repo.put_manifest(&tag, &root.media_type, root_body).await?;
         progress(Progress {
             event: "pushed".into(),
@@ -205,20 +186,12 @@ impl Puller {
         progress: ProgressSink,
     ) -> Result<()> {
         let _permit = self.upload_permit().await?;
-        let event = |e: &str, done: i64| {
-            progress(Progress {
-                event: e.into(),
-                name: desc.digest.clone(),
-                desc: Some(desc.clone()),
-                progress: done,
-                total: desc.size,
-            });
-        };
+        let event = |e: &str, done: i64| progress(Progress::blob(e, &desc, done));
         if repo.has_blob(&desc.digest).await? {
             event("exists", desc.size);
             return Ok(());
         }
-        let dg = digest(&desc.digest)?;
+        let dg = parse_digest(&desc.digest)?;
         let mut info = content.info(&dg).await.map_err(|e| {
             if e.kind() == Kind::NotFound {
                 DistributionError::NotFound {
@@ -226,7 +199,7 @@ impl Puller {
                     name: desc.digest.clone(),
                 }
             } else {
-                store_err("blob info", &e)
+                content_err("blob info", &e)
             }
         })?;
         let label = source_label(repo.registry());
@@ -274,7 +247,7 @@ impl Puller {
             content
                 .update(info, vec![format!("labels.{label}")])
                 .await
-                .map_err(|e| store_err("label blob", &e))?;
+                .map_err(|e| content_err("label blob", &e))?;
         }
         Ok(())
     }
