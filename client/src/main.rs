@@ -33,6 +33,33 @@ struct Cli {
     command: Command,
 }
 
+/// How pull and push reach registries.
+#[derive(Debug, clap::Args)]
+struct HostArgs {
+    /// Directory of `<host>/hosts.toml` files instead of the daemon's.
+    #[arg(long, default_value = "")]
+    hosts_dir: String,
+    /// Reach hosts without a configuration over plain HTTP.
+    #[arg(long)]
+    plain_http: bool,
+}
+
+impl HostArgs {
+    /// These choices and `reference`'s stored credentials as options.
+    fn options(self, reference: &str) -> anyhow::Result<PullOptions> {
+        Ok(PullOptions {
+            credentials: credentials_for(reference)?,
+            host_dir: self.hosts_dir,
+            default_scheme: if self.plain_http {
+                "http".into()
+            } else {
+                String::new()
+            },
+            ..Default::default()
+        })
+    }
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Print client and server versions.
@@ -56,12 +83,8 @@ enum Command {
         /// Snapshotter to unpack into.
         #[arg(long, default_value = "")]
         snapshotter: String,
-        /// Directory of `<host>/hosts.toml` files instead of the daemon's.
-        #[arg(long, default_value = "")]
-        hosts_dir: String,
-        /// Reach hosts without a configuration over plain HTTP.
-        #[arg(long)]
-        plain_http: bool,
+        #[command(flatten)]
+        hosts: HostArgs,
         /// Print only the image name at the end.
         #[arg(long, short = 'q')]
         quiet: bool,
@@ -70,12 +93,8 @@ enum Command {
     Push {
         /// The image (as named in the store); it is pushed under its name.
         name: String,
-        /// Directory of `<host>/hosts.toml` files instead of the daemon's.
-        #[arg(long, default_value = "")]
-        hosts_dir: String,
-        /// Reach hosts without a configuration over plain HTTP.
-        #[arg(long)]
-        plain_http: bool,
+        #[command(flatten)]
+        hosts: HostArgs,
         /// Print nothing but errors.
         #[arg(long, short = 'q')]
         quiet: bool,
@@ -190,21 +209,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             platform,
             all_platforms,
             snapshotter,
-            hosts_dir,
-            plain_http,
+            hosts,
             quiet,
         } => {
             let options = PullOptions {
-                credentials: credentials_for(&reference)?,
                 platforms: platform.into_iter().collect(),
                 all_platforms,
                 unpack: Some(snapshotter),
-                host_dir: hosts_dir,
-                default_scheme: if plain_http {
-                    "http".into()
-                } else {
-                    String::new()
-                },
+                ..hosts.options(&reference)?
             };
             let mut view = progress::PullView::new(quiet);
             client
@@ -212,22 +224,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .await?;
             view.finish();
         }
-        Command::Push {
-            name,
-            hosts_dir,
-            plain_http,
-            quiet,
-        } => {
-            let options = PullOptions {
-                credentials: credentials_for(&name)?,
-                host_dir: hosts_dir,
-                default_scheme: if plain_http {
-                    "http".into()
-                } else {
-                    String::new()
-                },
-                ..Default::default()
-            };
+        Command::Push { name, hosts, quiet } => {
+            let options = hosts.options(&name)?;
             let name = normalise(&name);
             let mut view = progress::PushView::new(quiet);
             client.push(&name, "", &options, |p| view.event(&p)).await?;
