@@ -224,6 +224,36 @@ impl Daemon {
             .expect("run ctr (is the containerd package installed?)")
     }
 
+    /// `hullctl` against this daemon in the test's namespace.
+    pub fn hullctl(&self) -> Command {
+        let mut c = Command::new(workspace_bin("hullctl"));
+        c.arg("--address")
+            .arg(self.address())
+            .arg("--namespace")
+            .arg(&self.ns);
+        c.stdin(Stdio::null());
+        c
+    }
+
+    /// Runs `hullctl args...`, returning its output whatever the status.
+    pub fn hullctl_run(&self, args: &[&str]) -> Output {
+        self.hullctl().args(args).output().expect("run hullctl")
+    }
+
+    /// Runs `hullctl args...`, asserting success (the daemon's log is in
+    /// the failure); returns stdout.
+    pub fn hullctl_ok(&self, args: &[&str]) -> String {
+        let out = self.hullctl_run(args);
+        assert!(
+            out.status.success(),
+            "hullctl {args:?} failed: {}\n{}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout),
+            self.log()
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     /// Blob files in the content store, whichever namespace holds them.
     pub fn blob_files(&self) -> Vec<String> {
         let dir = self.root().join("content/blobs/sha256");

@@ -75,11 +75,6 @@ impl Registry {
         }
     }
 
-    /// The registry's own directory (config, log, storage).
-    pub fn dir(&self) -> &Path {
-        self.dir.path()
-    }
-
     /// What the registry logged (its access log included).
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default()
@@ -120,55 +115,13 @@ impl Registry {
             self.log()
         );
     }
-
-    /// Bytes the registry served for GETs of blob `digest`, from its
-    /// access log.
-    pub fn served_bytes(&self, digest: &str) -> u64 {
-        let needle = "GET /v2/";
-        self.log()
-            .lines()
-            .filter(|l| l.contains(needle) && l.contains(&format!("/blobs/{digest}")))
-            .filter_map(|l| {
-                // Combined log format: "GET path HTTP/1.1" status bytes ...
-                let after = l.split("HTTP/1.1\" ").nth(1)?;
-                let mut fields = after.split_whitespace();
-                let _status = fields.next()?;
-                fields.next()?.parse::<u64>().ok()
-            })
-            .sum()
-    }
-
-    /// Stops the registry (its storage stays until drop).
-    pub fn stop(&mut self) {
-        if let Some(c) = self.child.take() {
-            crate::daemon::terminate(c);
-        }
-    }
-
-    /// Starts it again on the same port and storage.
-    pub fn restart(&mut self) {
-        self.stop();
-        let config_path = self.dir.path().join("config.yml");
-        let log = std::fs::OpenOptions::new()
-            .append(true)
-            .open(self.dir.path().join("registry.log"))
-            .expect("log");
-        let child = Command::new("docker-registry")
-            .arg("serve")
-            .arg(&config_path)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log fd"))
-            .stderr(log)
-            .spawn()
-            .expect("start docker-registry");
-        self.child = Some(child);
-        self.wait_listening();
-    }
 }
 
 impl Drop for Registry {
     fn drop(&mut self) {
-        self.stop();
+        if let Some(c) = self.child.take() {
+            crate::daemon::terminate(c);
+        }
     }
 }
 

@@ -3,32 +3,10 @@
 //! interplay with `ctr images export`/`import`.
 
 use std::collections::BTreeMap;
-use std::process::{Command, Output};
+use std::process::Command;
 
-use hull_tests::daemon::{is_root, workspace_bin, Daemon};
+use hull_tests::daemon::{is_root, Daemon};
 use hull_tests::image::{busybox_layer, image, write_docker_archive, write_oci_archive};
-
-fn hullctl(d: &Daemon, args: &[&str]) -> Output {
-    Command::new(workspace_bin("hullctl"))
-        .arg("--address")
-        .arg(d.address())
-        .arg("--namespace")
-        .arg(&d.ns)
-        .args(args)
-        .output()
-        .expect("run hullctl")
-}
-
-fn ok(out: Output, what: &str, d: &Daemon) -> String {
-    assert!(
-        out.status.success(),
-        "{what}: {}\n{}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        String::from_utf8_lossy(&out.stdout),
-        d.log()
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 fn test_image(text: &str) -> hull_tests::image::TestImage {
     image(busybox_layer(&BTreeMap::from([(
@@ -57,19 +35,11 @@ async fn oci_and_docker_archives_round_trip_through_save_and_load() {
     // An OCI layout and a docker-archive, loaded and unpacked.
     let oci = tmp.path().join("oci.tar");
     write_oci_archive(&oci, &test_image("from oci\n"), "docker.io/hull/oci:1");
-    let out = ok(
-        hullctl(&a, &["load", "-i", oci.to_str().expect("path")]),
-        "load oci",
-        &a,
-    );
+    let out = a.hullctl_ok(&["load", "-i", oci.to_str().expect("path")]);
     assert_eq!(out, "Loaded image: docker.io/hull/oci:1\n");
     let docker = tmp.path().join("docker.tar");
     write_docker_archive(&docker, &test_image("from docker\n"), "hull/docker:2");
-    let out = ok(
-        hullctl(&a, &["load", "-i", docker.to_str().expect("path")]),
-        "load docker",
-        &a,
-    );
+    let out = a.hullctl_ok(&["load", "-i", docker.to_str().expect("path")]);
     assert_eq!(out, "Loaded image: docker.io/hull/docker:2\n");
     assert_eq!(
         a.ctr_ok(&["run", "--rm", "docker.io/hull/oci:1", "o", "cat", "/hello"]),
@@ -89,26 +59,15 @@ async fn oci_and_docker_archives_round_trip_through_save_and_load() {
 
     // Both in one archive, into a fresh root: same digests, and they run.
     let both = tmp.path().join("both.tar");
-    ok(
-        hullctl(
-            &a,
-            &[
-                "save",
-                "-o",
-                both.to_str().expect("path"),
-                "hull/oci:1",
-                "docker.io/hull/docker:2",
-            ],
-        ),
+    a.hullctl_ok(&[
         "save",
-        &a,
-    );
+        "-o",
+        both.to_str().expect("path"),
+        "hull/oci:1",
+        "docker.io/hull/docker:2",
+    ]);
     let b = Daemon::start("archive-b").await;
-    let out = ok(
-        hullctl(&b, &["load", "-i", both.to_str().expect("path")]),
-        "load both",
-        &b,
-    );
+    let out = b.hullctl_ok(&["load", "-i", both.to_str().expect("path")]);
     assert!(
         out.contains("docker.io/hull/oci:1") && out.contains("docker.io/hull/docker:2"),
         "{out}"
@@ -141,7 +100,7 @@ async fn oci_and_docker_archives_round_trip_through_save_and_load() {
     // A broken archive is a clear error and leaves the store as it was.
     let junk = tmp.path().join("junk.tar");
     std::fs::write(&junk, b"not a tar at all").expect("junk");
-    let out = hullctl(&b, &["load", "-i", junk.to_str().expect("path")]);
+    let out = b.hullctl_run(&["load", "-i", junk.to_str().expect("path")]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -174,11 +133,7 @@ async fn hull_archives_and_ctr_archives_interoperate() {
         "docker.io/hull/interop:1",
     ]);
     let b = Daemon::start("archive-ctr-b").await;
-    ok(
-        hullctl(&b, &["load", "-i", from_ctr.to_str().expect("path")]),
-        "load ctr export",
-        &b,
-    );
+    b.hullctl_ok(&["load", "-i", from_ctr.to_str().expect("path")]);
     assert_eq!(
         b.ctr_ok(&[
             "run",
@@ -193,19 +148,12 @@ async fn hull_archives_and_ctr_archives_interoperate() {
 
     // hull's save, ctr's import.
     let from_hull = tmp.path().join("hull-save.tar");
-    ok(
-        hullctl(
-            &a,
-            &[
-                "save",
-                "-o",
-                from_hull.to_str().expect("path"),
-                "docker.io/hull/interop:1",
-            ],
-        ),
+    a.hullctl_ok(&[
         "save",
-        &a,
-    );
+        "-o",
+        from_hull.to_str().expect("path"),
+        "docker.io/hull/interop:1",
+    ]);
     let c = Daemon::start("archive-ctr-c").await;
     c.ctr_ok(&["images", "import", from_hull.to_str().expect("path")]);
     assert_eq!(

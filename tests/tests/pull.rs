@@ -5,9 +5,9 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 
-use hull_tests::daemon::{is_root, workspace_bin, Daemon};
+use hull_tests::daemon::{is_root, Daemon};
 use hull_tests::image::{busybox_layer, image, write_oci_archive, write_oci_multi_platform};
 use hull_tests::registry::{free_port, hosts_toml, Registry};
 
@@ -33,28 +33,6 @@ fn archive(dir: &Path, text: &str) -> std::path::PathBuf {
     let path = dir.join(format!("img-{}.tar", text.len()));
     write_oci_archive(&path, &image(busybox_layer(&extra)), "seed");
     path
-}
-
-fn hullctl(d: &Daemon, args: &[&str]) -> Output {
-    Command::new(workspace_bin("hullctl"))
-        .arg("--address")
-        .arg(d.address())
-        .arg("--namespace")
-        .arg(&d.ns)
-        .args(args)
-        .output()
-        .expect("run hullctl")
-}
-
-fn ok(out: &Output, what: &str, d: &Daemon) -> String {
-    assert!(
-        out.status.success(),
-        "{what} failed: {}\n{}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        String::from_utf8_lossy(&out.stdout),
-        d.log()
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 fn config_for(certs: &Path) -> String {
@@ -83,7 +61,7 @@ async fn hullctl_pulls_over_http_from_hosts_toml_and_ctr_runs_it() {
     let d = Daemon::start_with_config("pull-http", &config_for(&certs)).await;
     let name = format!("{}/team/app:v1", reg.host);
 
-    let out = ok(&hullctl(&d, &["pull", &name]), "hullctl pull", &d);
+    let out = d.hullctl_ok(&["pull", &name]);
     assert!(out.contains("Pull complete"), "{out}");
     assert!(out.trim_end().ends_with(&name), "{out}");
     let listed = d.ctr_ok(&["images", "ls", "-q"]);
@@ -91,7 +69,7 @@ async fn hullctl_pulls_over_http_from_hosts_toml_and_ctr_runs_it() {
     let run = d.ctr_ok(&["run", "--rm", &name, "pulled", "cat", "/hello"]);
     assert_eq!(run, "pulled by hulld\n");
     // Pulled again: nothing is downloaded, the layer is already there.
-    let again = ok(&hullctl(&d, &["pull", &name]), "second pull", &d);
+    let again = d.hullctl_ok(&["pull", &name]);
     assert!(again.contains("Already exists"), "{again}");
 
     // ctr's own client-side pull against hulld still works.
@@ -109,7 +87,7 @@ async fn hullctl_pulls_over_http_from_hosts_toml_and_ctr_runs_it() {
     // Without a hosts.toml for the host, https is tried and fails clearly.
     let other = Registry::start("");
     other.seed(&archive(tmp.path(), "x\n"), "a", "1", None);
-    let out = hullctl(&d, &["pull", &format!("{}/a:1", other.host)]);
+    let out = d.hullctl_run(&["pull", &format!("{}/a:1", other.host)]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -117,14 +95,7 @@ async fn hullctl_pulls_over_http_from_hosts_toml_and_ctr_runs_it() {
         "{err}"
     );
     // --plain-http reaches it.
-    ok(
-        &hullctl(
-            &d,
-            &["pull", "--plain-http", &format!("{}/a:1", other.host)],
-        ),
-        "plain-http pull",
-        &d,
-    );
+    d.hullctl_ok(&["pull", "--plain-http", &format!("{}/a:1", other.host)]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -165,7 +136,7 @@ async fn an_index_pulls_the_host_platform_unless_all_are_asked() {
     );
     let d = Daemon::start_with_config("pull-platforms", &config_for(&certs)).await;
     let name = format!("{}/multi:1", reg.host);
-    ok(&hullctl(&d, &["pull", &name]), "pull", &d);
+    d.hullctl_ok(&["pull", &name]);
     // skopeo recompresses layers on the way in, so digests are the
     // registry's: count what came instead. Index, the host's manifest,
     // config and layer; nothing of the other platform.
@@ -182,14 +153,10 @@ async fn an_index_pulls_the_host_platform_unless_all_are_asked() {
         "host\n"
     );
 
-    ok(
-        &hullctl(&d, &["pull", "--all-platforms", &name]),
-        "pull all",
-        &d,
-    );
+    d.hullctl_ok(&["pull", "--all-platforms", &name]);
     assert_eq!(blobs(&d), 7, "{}", d.ctr_ok(&["content", "ls"]));
     // A platform the index does not have is a clear NotFound.
-    let out = hullctl(&d, &["pull", "--platform", "linux/s390x", &name]);
+    let out = d.hullctl_run(&["pull", "--platform", "linux/s390x", &name]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -225,11 +192,7 @@ async fn a_mirror_serves_the_pull_and_a_dead_one_falls_back() {
     );
     let d = Daemon::start_with_config("pull-mirror", &config_for(&certs)).await;
     let name = format!("{}/lib/app:1", upstream.host);
-    ok(
-        &hullctl(&d, &["pull", &name]),
-        "pull through the mirror",
-        &d,
-    );
+    d.hullctl_ok(&["pull", &name]);
     let listed = d.ctr_ok(&["images", "ls", "-q"]);
     assert!(listed.lines().any(|l| l == name), "{listed}");
     assert_eq!(
@@ -279,6 +242,52 @@ fn two_layer_image(path: &Path, big: usize) -> ((String, usize), (String, usize)
     out
 }
 
+/// The two-layer image in a registry that a fresh hulld reaches through a
+/// proxy in the test (counting, and slowing or spoiling what it serves).
+struct Proxied {
+    proxy: hull_tests::tcpproxy::TcpProxy,
+    d: Daemon,
+    reg: Registry,
+    /// `REGISTRY/two:1`.
+    name: String,
+    /// (digest, compressed size) of the busybox layer and the noise layer.
+    small: (String, usize),
+    big: (String, usize),
+    _tmp: tempfile::TempDir,
+}
+
+async fn proxied(ns: &str, big: usize) -> Proxied {
+    let reg = Registry::start("");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let path = tmp.path().join("two.tar");
+    let (small, big) = two_layer_image(&path, big);
+    reg.seed_ref(
+        &format!("oci-archive:{}", path.display()),
+        "two",
+        "1",
+        None,
+        &[],
+    );
+    let proxy = hull_tests::tcpproxy::TcpProxy::start(&reg.host);
+    let certs = tmp.path().join("certs.d");
+    hosts_toml(
+        &certs,
+        &reg.host,
+        &format!("server = \"http://{}\"\n", proxy.addr),
+    );
+    let d = Daemon::start_with_config(ns, &config_for(&certs)).await;
+    let name = format!("{}/two:1", reg.host);
+    Proxied {
+        proxy,
+        d,
+        reg,
+        name,
+        small,
+        big,
+        _tmp: tmp,
+    }
+}
+
 /// The offset of ingest `r`, if it exists (through the content API:
 /// `ctr content active` rounds sizes for people).
 async fn ingest_offset(d: &Daemon, r: &str) -> Option<u64> {
@@ -304,37 +313,23 @@ async fn a_pull_killed_half_way_resumes_without_fetching_finished_layers() {
     if !is_root() || !have_registry_tools() {
         return;
     }
-    use hull_tests::tcpproxy::TcpProxy;
     use std::sync::atomic::Ordering;
-    let reg = Registry::start("");
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let path = tmp.path().join("two.tar");
-    let ((small, _), (big, big_len)) = two_layer_image(&path, 24 << 20);
-    reg.seed_ref(
-        &format!("oci-archive:{}", path.display()),
-        "two",
-        "1",
-        None,
-        &[],
-    );
+    let Proxied {
+        proxy,
+        mut d,
+        reg: _reg,
+        name,
+        small,
+        big,
+        _tmp,
+    } = proxied("pull-resume", 24 << 20).await;
+    let ((small, _), (big, big_len)) = (small, big);
     // The daemon reaches the registry through a proxy that counts and
     // slows what it serves.
-    let proxy = TcpProxy::start(&reg.host);
     proxy.behaviour.rate.store(4 << 20, Ordering::SeqCst);
-    let certs = tmp.path().join("certs.d");
-    hosts_toml(
-        &certs,
-        &reg.host,
-        &format!("server = \"http://{}\"\n", proxy.addr),
-    );
-    let mut d = Daemon::start_with_config("pull-resume", &config_for(&certs)).await;
-    let name = format!("{}/two:1", reg.host);
 
-    let mut pulling = Command::new(workspace_bin("hullctl"))
-        .arg("--address")
-        .arg(d.address())
-        .arg("--namespace")
-        .arg(&d.ns)
+    let mut pulling = d
+        .hullctl()
         .args(["pull", "-q", &name])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -373,7 +368,7 @@ async fn a_pull_killed_half_way_resumes_without_fetching_finished_layers() {
     );
     proxy.behaviour.rate.store(0, Ordering::SeqCst);
     let before = proxy.served();
-    ok(&hullctl(&d, &["pull", "-q", &name]), "resumed pull", &d);
+    d.hullctl_ok(&["pull", "-q", &name]);
     let second = proxy.served() - before;
     // The rest of the big layer plus small documents and headers: never
     // the small layer again, never the big one from its start.
@@ -402,32 +397,21 @@ async fn a_layer_with_wrong_bytes_fails_naming_it_and_leaves_nothing_corrupt() {
     if !is_root() || !have_registry_tools() {
         return;
     }
-    use hull_tests::tcpproxy::TcpProxy;
     use std::sync::atomic::Ordering;
-    let reg = Registry::start("");
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let path = tmp.path().join("two.tar");
-    let (_, (big, _)) = two_layer_image(&path, 8 << 20);
-    reg.seed_ref(
-        &format!("oci-archive:{}", path.display()),
-        "two",
-        "1",
-        None,
-        &[],
-    );
-    let proxy = TcpProxy::start(&reg.host);
+    let Proxied {
+        proxy,
+        d,
+        reg: _reg,
+        name,
+        small,
+        big,
+        _tmp,
+    } = proxied("pull-corrupt", 8 << 20).await;
+    let (_, (big, _)) = (small, big);
     // Past the documents and the small layer (about 1 MB), inside the big
     // one, on whichever connection carries it.
     proxy.behaviour.corrupt_at.store(3 << 20, Ordering::SeqCst);
-    let certs = tmp.path().join("certs.d");
-    hosts_toml(
-        &certs,
-        &reg.host,
-        &format!("server = \"http://{}\"\n", proxy.addr),
-    );
-    let d = Daemon::start_with_config("pull-corrupt", &config_for(&certs)).await;
-    let name = format!("{}/two:1", reg.host);
-    let out = hullctl(&d, &["pull", "-q", &name]);
+    let out = d.hullctl_run(&["pull", "-q", &name]);
     assert!(!out.status.success(), "a corrupt pull succeeded");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -449,7 +433,7 @@ async fn a_layer_with_wrong_bytes_fails_naming_it_and_leaves_nothing_corrupt() {
     }
     // With the proxy honest again the same pull works.
     proxy.behaviour.corrupt_at.store(0, Ordering::SeqCst);
-    ok(&hullctl(&d, &["pull", "-q", &name]), "honest pull", &d);
+    d.hullctl_ok(&["pull", "-q", &name]);
 }
 
 /// Commits a layer on top of image `base` the way a client's `commit`
@@ -627,18 +611,18 @@ async fn a_committed_image_pushes_mounting_what_the_registry_has_and_pulls_back_
     );
     let a = Daemon::start_with_config("push-a", &config_for(&certs)).await;
     let base = format!("{}/team/base:1", reg.host);
-    ok(&hullctl(&a, &["pull", "-q", &base]), "pull base", &a);
+    a.hullctl_ok(&["pull", "-q", &base]);
     let name = format!("{}/team/committed:1", reg.host);
     let digest = commit_layer(&a, &base, &name, "committed.txt", "made here\n").await;
 
-    let out = ok(&hullctl(&a, &["push", &name]), "push", &a);
+    let out = a.hullctl_ok(&["push", &name]);
     // The base layer came from team/base of this registry: mounted, not
     // uploaded; the new layer and config are uploaded.
     assert!(out.contains("Mounted from another repository"), "{out}");
     assert!(out.contains("Pushed"), "{out}");
     assert!(out.contains(&format!("digest: {digest}")), "{out}");
     // Pushing again uploads nothing.
-    let again = ok(&hullctl(&a, &["push", &name]), "push again", &a);
+    let again = a.hullctl_ok(&["push", &name]);
     assert!(
         !again.contains("Pushed\n") && again.contains("Layer already exists"),
         "{again}"
@@ -646,7 +630,7 @@ async fn a_committed_image_pushes_mounting_what_the_registry_has_and_pulls_back_
 
     // A fresh root pulls the same digests back and runs it.
     let b = Daemon::start_with_config("push-b", &config_for(&certs)).await;
-    ok(&hullctl(&b, &["pull", "-q", &name]), "pull pushed", &b);
+    b.hullctl_ok(&["pull", "-q", &name]);
     let listed = b.ctr_ok(&["images", "ls"]);
     assert!(listed.contains(&digest), "{listed}");
     assert_eq!(
@@ -663,9 +647,9 @@ async fn a_committed_image_pushes_mounting_what_the_registry_has_and_pulls_back_
     );
     // tag: another name for the same image, pushed under that name.
     let tagged = format!("{}/team/tagged:2", reg.host);
-    ok(&hullctl(&a, &["tag", &name, &tagged]), "tag", &a);
-    ok(&hullctl(&a, &["push", "-q", &tagged]), "push tag", &a);
-    ok(&hullctl(&b, &["pull", "-q", &tagged]), "pull tag", &b);
+    a.hullctl_ok(&["tag", &name, &tagged]);
+    a.hullctl_ok(&["push", "-q", &tagged]);
+    b.hullctl_ok(&["pull", "-q", &tagged]);
     assert!(b
         .ctr_ok(&["images", "ls"])
         .lines()
@@ -677,35 +661,20 @@ async fn two_pulls_at_once_share_one_download_and_an_unknown_tag_is_not_found() 
     if !is_root() || !have_registry_tools() {
         return;
     }
-    use hull_tests::tcpproxy::TcpProxy;
     use std::sync::atomic::Ordering;
-    let reg = Registry::start("");
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let path = tmp.path().join("two.tar");
-    let (_, (_, big_len)) = two_layer_image(&path, 8 << 20);
-    reg.seed_ref(
-        &format!("oci-archive:{}", path.display()),
-        "two",
-        "1",
-        None,
-        &[],
-    );
-    let proxy = TcpProxy::start(&reg.host);
+    let Proxied {
+        proxy,
+        d,
+        reg,
+        name,
+        small,
+        big,
+        _tmp,
+    } = proxied("pull-shared", 8 << 20).await;
+    let (_, (_, big_len)) = (small, big);
     proxy.behaviour.rate.store(8 << 20, Ordering::SeqCst);
-    let certs = tmp.path().join("certs.d");
-    hosts_toml(
-        &certs,
-        &reg.host,
-        &format!("server = \"http://{}\"\n", proxy.addr),
-    );
-    let d = Daemon::start_with_config("pull-shared", &config_for(&certs)).await;
-    let name = format!("{}/two:1", reg.host);
     let spawn = || {
-        Command::new(workspace_bin("hullctl"))
-            .arg("--address")
-            .arg(d.address())
-            .arg("--namespace")
-            .arg(&d.ns)
+        d.hullctl()
             .args(["pull", "-q", &name])
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
@@ -732,10 +701,10 @@ async fn two_pulls_at_once_share_one_download_and_an_unknown_tag_is_not_found() 
         "resumed\n"
     );
 
-    let out = hullctl(&d, &["pull", &format!("{}/two:nope", reg.host)]);
+    let out = d.hullctl_run(&["pull", &format!("{}/two:nope", reg.host)]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("two:nope: not found"), "{err}");
-    let out = hullctl(&d, &["pull", "UPPER CASE"]);
+    let out = d.hullctl_run(&["pull", "UPPER CASE"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("invalid reference"));
 }

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use hull_tests::daemon::{is_root, workspace_bin, Daemon};
+use hull_tests::daemon::{is_root, Daemon};
 use hull_tests::image::{busybox_layer, image, write_oci_archive};
 use hull_tests::registry::{hosts_toml, htpasswd, test_certificates, Registry};
 
@@ -35,14 +35,7 @@ fn archive(dir: &Path, text: &str) -> std::path::PathBuf {
 }
 
 fn pull(d: &Daemon, name: &str) -> Output {
-    Command::new(workspace_bin("hullctl"))
-        .arg("--address")
-        .arg(d.address())
-        .arg("--namespace")
-        .arg(&d.ns)
-        .args(["pull", "-q", name])
-        .output()
-        .expect("run hullctl")
+    d.hullctl_run(&["pull", "-q", name])
 }
 
 fn stderr(o: &Output) -> String {
@@ -303,12 +296,9 @@ async fn hullctl_login_hands_its_credentials_to_the_daemon_and_logout_takes_them
     let client_config = tmp.path().join("client-docker");
     let hull = |args: &[&str], stdin: &str| {
         use std::io::Write as _;
-        let mut child = Command::new(workspace_bin("hullctl"))
+        let mut child = d
+            .hullctl()
             .env("DOCKER_CONFIG", &client_config)
-            .arg("--address")
-            .arg(d.address())
-            .arg("--namespace")
-            .arg(&d.ns)
             .args(args)
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
