@@ -1,5 +1,6 @@
-//! A process's stdio: FIFOs named by the client, `file://` and `binary://`
-//! URIs, and terminals.
+//! A process's stdio: FIFOs named by the client, `file://`, `binary://` and
+//! `json-file://` (a container log the shim writes itself) URIs, and
+//! terminals.
 //!
 //! Output goes through a pipe that the shim copies into the client's FIFO.
 //! The shim opens that FIFO read-write, so a write never fails when the
@@ -18,6 +19,9 @@ use std::process::Stdio;
 use std::sync::Mutex;
 use std::thread::JoinHandle;
 
+use std::time::SystemTime;
+
+use hull_logs::{LineSplitter, LogUri, LogWriter, Stream};
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
@@ -157,6 +161,51 @@ fn copy_stdin(path: PathBuf, cancel: OwnedFd, mut to: File) {
     }
 }
 
+/// One log file both output streams of a process write to.
+type SharedLog = std::sync::Arc<Mutex<LogWriter>>;
+
+/// Opens the log a `json-file://` URI names, if `uri` is one.
+fn open_log(uri: &str) -> std::io::Result<Option<SharedLog>> {
+    let parsed =
+        LogUri::parse(uri).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    let Some(parsed) = parsed else {
+        return Ok(None);
+    };
+    let writer = LogWriter::open(&parsed).map_err(std::io::Error::other)?;
+    Ok(Some(std::sync::Arc::new(Mutex::new(writer))))
+}
+
+/// Copies `from` into the log line by line, as `stream`, until it ends.
+/// A failing write is reported once and the copy goes on draining, so the
+/// process never blocks on a full disk.
+fn copy_to_log(mut from: File, log: SharedLog, stream: Stream) {
+    let mut buf = vec![0u8; BUF];
+    let mut lines = LineSplitter::default();
+    let mut reported = false;
+    let mut write = |line: &[u8]| {
+        let res =
+            log.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .write(stream, line, SystemTime::now());
+        if let Err(e) = res {
+            if !reported {
+                tracing::warn!(error = %e, "container log write failed");
+                reported = true;
+            }
+        }
+    };
+    loop {
+        match from.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => lines.feed(&buf[..n], &mut write),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            // A terminal master reads EIO once its slave side closes.
+            Err(_) => break,
+        }
+    }
+    lines.finish(&mut write);
+}
+
 /// Where one output stream goes.
 fn output(path: &str, name: &str, copies: &mut Vec<JoinHandle<()>>) -> std::io::Result<Stdio> {
     if path.is_empty() {
@@ -247,7 +296,23 @@ impl ProcessIo {
         let mut io = ProcessIo::default();
         let mut copies = Vec::new();
         let stdin = io.open_stdin(&paths.stdin, &mut copies)?;
-        let child = if paths.stdout.starts_with("binary://") {
+        let log = open_log(&paths.stdout)?;
+        let child = if let Some(log) = log {
+            let (out_r, out_w) = pipe()?;
+            let (err_r, err_w) = pipe()?;
+            let l = log.clone();
+            copies.push(spawn_copy("stdout", move || {
+                copy_to_log(File::from(out_r), l, Stream::Stdout)
+            })?);
+            copies.push(spawn_copy("stderr", move || {
+                copy_to_log(File::from(err_r), log, Stream::Stderr)
+            })?);
+            ChildIo {
+                stdin: stdin.map_or_else(Stdio::null, Stdio::from),
+                stdout: out_w.into(),
+                stderr: err_w.into(),
+            }
+        } else if paths.stdout.starts_with("binary://") {
             let (mut child, _pid) = binary_logger(&paths.stdout, owner)?;
             child.stdin = stdin.map_or_else(Stdio::null, Stdio::from);
             child
@@ -298,7 +363,12 @@ impl ProcessIo {
             copies.push(spawn_copy("stdin", move || copy_stdin(p, cancel_r, to))?);
             io.stdin_close = Mutex::new(Some((cancel_w, fifo)));
         }
-        if !paths.stdout.is_empty() {
+        if let Some(log) = open_log(&paths.stdout)? {
+            let from = master.try_clone()?;
+            copies.push(spawn_copy("stdout", move || {
+                copy_to_log(from, log, Stream::Stdout)
+            })?);
+        } else if !paths.stdout.is_empty() {
             let out = if let Some(file) = paths.stdout.strip_prefix("file://") {
                 OpenOptions::new().create(true).append(true).open(file)?
             } else {
@@ -519,5 +589,47 @@ mod tests {
             .stderr(child.stderr);
         assert!(cmd.status().unwrap().success());
         assert_eq!(std::fs::read_to_string(&out).unwrap(), "abc\n");
+    }
+
+    #[test]
+    fn json_file_logs_both_streams_in_docker_format() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("c/c-json.log");
+        let uri = format!("json-file://{}?max-size=1m&max-file=2", log.display());
+        let paths = StdioPaths {
+            stdout: uri.clone(),
+            stderr: uri,
+            ..Default::default()
+        };
+        let owner = Owner {
+            namespace: "n".into(),
+            id: "c".into(),
+        };
+        let (io, child) = ProcessIo::open(&paths, &owner).unwrap();
+        let mut cmd = std::process::Command::new("sh");
+        cmd.args(["-c", "echo out; echo err >&2; printf tail"])
+            .stdin(child.stdin)
+            .stdout(child.stdout)
+            .stderr(child.stderr);
+        assert!(cmd.status().unwrap().success());
+        drop(cmd);
+        for _ in 0..200 {
+            if io.finished() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let (entries, _) = hull_logs::read(&log, 2).unwrap();
+        let mut got: Vec<(Stream, String)> =
+            entries.into_iter().map(|e| (e.stream, e.log)).collect();
+        got.sort_by(|a, b| a.1.cmp(&b.1));
+        assert_eq!(
+            got,
+            [
+                (Stream::Stderr, "err\n".to_owned()),
+                (Stream::Stdout, "out\n".to_owned()),
+                (Stream::Stdout, "tail".to_owned()),
+            ]
+        );
     }
 }

@@ -1,0 +1,163 @@
+//! Writing a log: lines in, encoded lines out, rotated at the size limit.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use serde::Serialize;
+
+use crate::{io_err, rotated, Format, LogError, LogUri, Rotation, Stream};
+
+/// Longest line kept whole; a longer one is written in pieces of this size
+/// (as Docker's 16 KiB log buffer splits them).
+pub const MAX_LINE: usize = 16 * 1024;
+
+/// One log file being written. Not shared between threads by itself:
+/// wrap it in a mutex when both streams write to it.
+#[derive(Debug)]
+pub struct LogWriter {
+    format: Format,
+    path: PathBuf,
+    rotation: Rotation,
+    file: File,
+    size: u64,
+    /// Reused buffer for one encoded line.
+    line: Vec<u8>,
+}
+
+#[derive(Serialize)]
+struct JsonLine<'a> {
+    log: &'a str,
+    stream: &'a str,
+    time: String,
+}
+
+impl LogWriter {
+    /// Opens (appending to) the log `uri` names, creating its directory.
+    ///
+    /// # Errors
+    /// When the directory or file cannot be created.
+    pub fn open(uri: &LogUri) -> Result<LogWriter, LogError> {
+        if let Some(dir) = uri.path.parent() {
+            std::fs::create_dir_all(dir).map_err(io_err("create", dir))?;
+        }
+        let file = open_append(&uri.path)?;
+        let size = file.metadata().map_err(io_err("stat", &uri.path))?.len();
+        Ok(LogWriter {
+            format: uri.format,
+            path: uri.path.clone(),
+            rotation: uri.rotation,
+            file,
+            size,
+            line: Vec::with_capacity(256),
+        })
+    }
+
+    /// Writes one line (its trailing newline included, if it had one) read
+    /// from `stream` at `time`, rotating first if it would pass the limit.
+    ///
+    /// # Errors
+    /// When writing or rotating fails; the writer stays usable.
+    pub fn write(&mut self, stream: Stream, text: &[u8], time: SystemTime) -> Result<(), LogError> {
+        self.line.clear();
+        match self.format {
+            Format::JsonFile => {
+                let log = String::from_utf8_lossy(text);
+                let rec = JsonLine {
+                    log: &log,
+                    stream: stream.as_str(),
+                    time: humantime::format_rfc3339_nanos(time).to_string(),
+                };
+                // Serialising strings into a Vec cannot fail.
+                let _ = serde_json::to_writer(&mut self.line, &rec);
+                self.line.push(b'\n');
+            }
+        }
+        let max = self.rotation.max_size;
+        if max > 0 && self.size > 0 && self.size + self.line.len() as u64 > max {
+            self.rotate()?;
+        }
+        self.file
+            .write_all(&self.line)
+            .map_err(io_err("write", &self.path))?;
+        self.size += self.line.len() as u64;
+        Ok(())
+    }
+
+    /// Moves `PATH` to `PATH.1` (and each older file one further, dropping
+    /// the oldest), or truncates it when only one file is kept.
+    fn rotate(&mut self) -> Result<(), LogError> {
+        let keep = self.rotation.max_file.max(1);
+        if keep > 1 {
+            let oldest = rotated(&self.path, keep - 1);
+            match std::fs::remove_file(&oldest) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_err("remove", &oldest)(e)),
+            }
+            for n in (0..keep - 1).rev() {
+                let from = rotated(&self.path, n);
+                let to = rotated(&self.path, n + 1);
+                match std::fs::rename(&from, &to) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(io_err("rename", &from)(e)),
+                }
+            }
+            self.file = open_append(&self.path)?;
+        } else {
+            self.file
+                .set_len(0)
+                .map_err(io_err("truncate", &self.path))?;
+        }
+        self.size = 0;
+        Ok(())
+    }
+}
+
+fn open_append(path: &Path) -> Result<File, LogError> {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(io_err("open", path))
+}
+
+/// Cuts one stream's output into lines, holding a partial line until its
+/// newline arrives, it grows to [`MAX_LINE`], or the stream ends.
+#[derive(Debug, Default)]
+pub struct LineSplitter {
+    pending: Vec<u8>,
+}
+
+impl LineSplitter {
+    /// Feeds `data`, calling `line` for each complete line.
+    pub fn feed(&mut self, mut data: &[u8], mut line: impl FnMut(&[u8])) {
+        while let Some(i) = data.iter().position(|b| *b == b'\n') {
+            let (head, rest) = data.split_at(i + 1);
+            if self.pending.is_empty() {
+                line(head);
+            } else {
+                self.pending.extend_from_slice(head);
+                line(&self.pending);
+                self.pending.clear();
+            }
+            data = rest;
+        }
+        self.pending.extend_from_slice(data);
+        while self.pending.len() >= MAX_LINE {
+            let rest = self.pending.split_off(MAX_LINE);
+            line(&self.pending);
+            self.pending = rest;
+        }
+    }
+
+    /// The stream ended: a last partial line, if any.
+    pub fn finish(&mut self, mut line: impl FnMut(&[u8])) {
+        if !self.pending.is_empty() {
+            line(&self.pending);
+            self.pending.clear();
+        }
+    }
+}
