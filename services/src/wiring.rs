@@ -159,13 +159,20 @@ impl RootLock {
     }
 }
 
-/// What hulld serves, as introspection lists it.
-pub fn plugins() -> Vec<PluginInfo> {
+/// What hulld serves, as introspection lists it; the content plugin
+/// exports its directory under `root` as `root`, as containerd's does, so
+/// that clients find the daemon's root (logs and volumes live beside it).
+pub fn plugins(root: &Path) -> Vec<PluginInfo> {
     const GRPC: &str = "io.containerd.grpc.v1";
     const SERVICE: &str = "io.containerd.service.v1";
     const METADATA: &str = "io.containerd.metadata.v1";
+    let mut content = PluginInfo::new("io.containerd.content.v1", "content", &[]);
+    content.exports.insert(
+        "root".to_owned(),
+        root.join("content").to_string_lossy().into_owned(),
+    );
     let mut out = vec![
-        PluginInfo::new("io.containerd.content.v1", "content", &[]),
+        content,
         PluginInfo::new("io.containerd.event.v1", "exchange", &[]),
         PluginInfo::new(METADATA, "sled", &["io.containerd.content.v1"]),
         PluginInfo::new("io.containerd.gc.v1", "scheduler", &[METADATA]),
@@ -383,7 +390,7 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), Wi
             tasks.clone(),
         )))
         .add_service(limits!(IntrospectionServer::new(
-            IntrospectionService::new(db.clone(), plugins())
+            IntrospectionService::new(db.clone(), plugins(&config.root))
         )))
         .add_service(limits!(NamespacesServer::new(NamespacesService::new(
             db.clone(),

@@ -25,6 +25,9 @@ pub struct PluginInfo {
     pub platform_bound: bool,
     /// Optional features.
     pub capabilities: Vec<String>,
+    /// Facts a client may rely on, as containerd's plugins export them
+    /// (the content plugin's `root`).
+    pub exports: std::collections::BTreeMap<String, String>,
 }
 
 impl PluginInfo {
@@ -36,6 +39,7 @@ impl PluginInfo {
             requires: requires.iter().map(|s| (*s).to_owned()).collect(),
             platform_bound: false,
             capabilities: Vec::new(),
+            exports: Default::default(),
         }
     }
 }
@@ -97,7 +101,7 @@ impl Introspection for IntrospectionService {
                 } else {
                     Vec::new()
                 },
-                exports: Default::default(),
+                exports: p.exports.clone(),
                 capabilities: p.capabilities.clone(),
                 init_err: None,
             })
