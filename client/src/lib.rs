@@ -14,6 +14,7 @@
 
 pub use hull_oci as oci;
 
+pub mod docker;
 pub mod transfer;
 
 use std::path::{Path, PathBuf};

@@ -16,7 +16,9 @@ pub mod netns;
 mod network;
 mod subnet;
 
-pub use network::{Network, NetworkOptions};
+pub use network::{
+    Network, NetworkOptions, DEFAULT_BRIDGE, DEFAULT_NETWORK as DEFAULT_NETWORK_NAME,
+};
 pub use subnet::{pick_subnet, Ipv4Net};
 
 use std::io::Write;

@@ -142,7 +142,7 @@ impl Cni {
     /// Exists for a taken name; Invalid for a bad name or a subnet that
     /// overlaps another network's.
     pub fn create_network(&self, name: &str, opts: &NetworkOptions) -> Result<Network, CniError> {
-        if !valid_name(name) || matches!(name, "host" | "none") {
+        if !valid_name(name) || matches!(name, "host" | "none" | "default") {
             return Err(CniError::Invalid(format!("invalid network name {name:?}")));
         }
         if self.conf_path(name).exists() {
@@ -216,21 +216,17 @@ impl Cni {
         Ok(net)
     }
 
-    /// The default `bridge` network, made on first use with `subnet` (or
-    /// a free one).
+    /// The default `bridge` network, made on first use as `opts` say
+    /// (device `hull0` and a free subnet unless they say otherwise).
     ///
     /// # Errors
     /// As [`Cni::create_network`].
-    pub fn default_network(&self, subnet: Option<&str>) -> Result<Network, CniError> {
+    pub fn default_network(&self, opts: &NetworkOptions) -> Result<Network, CniError> {
         match self.network(DEFAULT_NETWORK) {
             Err(CniError::NotFound(_)) => {}
             other => return other,
         }
-        let opts = NetworkOptions {
-            subnet: subnet.map(str::to_owned),
-            bridge: None,
-        };
-        match self.create_network(DEFAULT_NETWORK, &opts) {
+        match self.create_network(DEFAULT_NETWORK, opts) {
             Err(CniError::Exists(_)) => self.network(DEFAULT_NETWORK),
             other => other,
         }
@@ -305,7 +301,10 @@ mod tests {
             .collect();
         assert_eq!(names, ["a-very-long-network-name", "front"]);
         assert_eq!(
-            cni.default_network(None).unwrap().bridge.as_deref(),
+            cni.default_network(&NetworkOptions::default())
+                .unwrap()
+                .bridge
+                .as_deref(),
             Some(DEFAULT_BRIDGE)
         );
         assert!(matches!(cni.network("nope"), Err(CniError::NotFound(_))));
