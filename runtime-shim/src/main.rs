@@ -93,6 +93,10 @@ fn serve(args: &Args) -> ExitCode {
         }
     };
     let socket = args.socket_path();
+    // The socket file this shim listens on: a shim started for the same
+    // container after this one shut down binds a new file at the same
+    // path, which this one must then leave alone.
+    let own_socket = socket_inode(&socket);
     let code = rt.block_on(async {
         // SAFETY: `start` put the bound listening socket on this fd, and
         // nothing else in this process owns it. Taking ownership of an
@@ -131,14 +135,26 @@ fn serve(args: &Args) -> ExitCode {
         server
             .serve(listener, async move { svc.wait_shutdown().await })
             .await;
+        // No new connection may reach a shim that is going away.
+        if own_socket.is_some() && socket_inode(&socket) == own_socket {
+            let _ = std::fs::remove_file(&socket);
+        }
         publisher.flush(Duration::from_secs(2)).await;
         // Let the Shutdown reply reach the daemon before the socket goes.
         tokio::time::sleep(Duration::from_millis(20)).await;
         ExitCode::SUCCESS
     });
-    let _ = std::fs::remove_file(&socket);
+    if own_socket.is_some() && socket_inode(&socket) == own_socket {
+        let _ = std::fs::remove_file(&socket);
+    }
     // Copy threads may still block on FIFOs; they end with the process.
     rt.shutdown_timeout(Duration::from_millis(100));
     tracing::info!("shim exited");
     code
+}
+
+/// The inode of the socket file at `path`, if there is one.
+fn socket_inode(path: &std::path::Path) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(path).ok().map(|m| m.ino())
 }

@@ -505,6 +505,9 @@ impl TaskManager {
             )
             .await?;
         shim.shutdown(false).await;
+        // A task created for the same container right after this returns
+        // must get a new shim, not this one on its way out.
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), shim.closed()).await;
         self.lock().remove(&(ns.to_string(), id.to_owned()));
         shim.log_stop.cancel();
         self.reap_shim(&shim.bundle);
