@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod cli;
 mod progress;
 
 use hull_client::oci::credentials;
@@ -62,6 +63,8 @@ impl HostArgs {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    #[command(flatten)]
+    Docker(Box<cli::DockerCommand>),
     /// Print client and server versions.
     Version,
     /// List namespaces.
@@ -154,11 +157,45 @@ enum Command {
     },
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
+/// Pulls an image the Docker way (`run` of a missing image): through the
+/// daemon, with progress, using stored credentials.
+async fn pull_for_run(
+    client: &Client,
+    reference: String,
+    platform: Option<String>,
+) -> anyhow::Result<()> {
+    let options = PullOptions {
+        platforms: platform.into_iter().collect(),
+        unpack: Some(String::new()),
+        credentials: credentials_for(&reference)?,
+        ..Default::default()
+    };
+    let mut view = progress::PullView::new(false);
+    client
+        .pull(&reference, &options, |p| view.event(&p))
+        .await?;
+    view.finish();
+    Ok(())
+}
+
+async fn run(cli: Cli) -> anyhow::Result<u8> {
     let client = Client::connect(&cli.address)
         .await?
         .with_namespace(&cli.namespace);
     match cli.command {
+        Command::Docker(cmd) => {
+            let d = cli::docker(&client, &cli.namespace).await?;
+            let c = client.clone();
+            let mut pull = move |r: String,
+                                 p: Option<String>|
+                  -> std::pin::Pin<
+                Box<dyn std::future::Future<Output = anyhow::Result<()>>>,
+            > {
+                let c = c.clone();
+                Box::pin(async move { pull_for_run(&c, r, p).await })
+            };
+            return cli::run_docker(&d, *cmd, &mut pull).await;
+        }
         Command::Version => {
             let v = client.version().version(()).await?.into_inner();
             println!(
@@ -323,7 +360,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             client.tag(&normalise(&source), &normalise(&target)).await?;
         }
     }
-    Ok(())
+    Ok(0)
 }
 
 /// The registry a login names: docker.io when none is given, the host of
@@ -356,6 +393,11 @@ fn normalise(name: &str) -> String {
 }
 
 fn main() -> ExitCode {
+    // Started by containerd's shim as a container's logger.
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if hull_client::docker::is_log_driver(&args) {
+        return ExitCode::from(hull_client::docker::run_log_driver(&args) as u8);
+    }
     let cli = Cli::parse();
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -368,9 +410,11 @@ fn main() -> ExitCode {
         }
     };
     match rt.block_on(run(cli)) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("hullctl: {e:#}");
+            if e.downcast_ref::<cli::Silent>().is_none() {
+                eprintln!("Error: {e:#}");
+            }
             ExitCode::FAILURE
         }
     }

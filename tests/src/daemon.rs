@@ -19,6 +19,20 @@ pub struct Daemon {
     env: Vec<(String, String)>,
     /// Namespace the test works in.
     pub ns: String,
+    /// The default bridge device and subnet hullctl's containers of this
+    /// daemon get, so that tests running side by side never share one.
+    pub bridge: (String, String),
+}
+
+/// A bridge device name and /24 no other daemon of this test process has.
+fn unique_bridge() -> (String, String) {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let pid = std::process::id();
+    (
+        format!("ht{}x{n}", pid % 100_000),
+        format!("10.{}.{}.0/24", 100 + pid % 100, n % 256),
+    )
 }
 
 /// Path of a binary built by this workspace, next to the test executable.
@@ -65,6 +79,7 @@ impl Daemon {
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
                 .collect(),
             ns: ns.to_owned(),
+            bridge: unique_bridge(),
         };
         d.spawn().await;
         d
@@ -227,7 +242,9 @@ impl Daemon {
     /// `hullctl` against this daemon in the test's namespace.
     pub fn hullctl(&self) -> Command {
         let mut c = Command::new(workspace_bin("hullctl"));
-        c.arg("--address")
+        c.env("HULL_BRIDGE", &self.bridge.0)
+            .env("HULL_BRIDGE_SUBNET", &self.bridge.1)
+            .arg("--address")
             .arg(self.address())
             .arg("--namespace")
             .arg(&self.ns);
@@ -308,6 +325,7 @@ impl Drop for Daemon {
             );
         }
         self.remove_leftover_tasks();
+        self.remove_leftover_networks();
         remove_ns_cgroups(&self.ns);
     }
 }
@@ -316,6 +334,38 @@ impl Daemon {
     /// hulld's pid.
     pub fn pid(&self) -> u32 {
         self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// What a failed test may leave of hullctl's networking: CNI
+    /// attachments (iptables rules, addresses), namespaces and the bridge.
+    fn remove_leftover_networks(&self) {
+        let cni = hull_cni::Cni::under(&self.root().join("cni"));
+        let containers = self.root().join("containers");
+        for net in cni.networks().unwrap_or_default() {
+            for id in cni.attached(&net.name) {
+                let ns = std::fs::read_dir(&containers)
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                    .map(|n| n.path().join(&id).join("netns"))
+                    .find(|p| p.exists())
+                    .unwrap_or_default();
+                let _ = cni.del(&net, &id, &ns, "eth0");
+            }
+        }
+        for ns in std::fs::read_dir(&containers)
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            for c in std::fs::read_dir(ns.path()).into_iter().flatten().flatten() {
+                let _ = hull_cni::netns::remove(&c.path().join("netns"));
+            }
+        }
+        let _ = Command::new("ip")
+            .args(["link", "delete", &self.bridge.0])
+            .stderr(Stdio::null())
+            .status();
     }
 
     /// Shims outlive hulld by design: after a test (failed or not), end the
