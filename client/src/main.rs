@@ -412,7 +412,12 @@ fn main() -> ExitCode {
     match rt.block_on(run(cli)) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            if e.downcast_ref::<cli::Silent>().is_none() {
+            if e.downcast_ref::<cli::Silent>().is_some() {
+                // Already reported.
+            } else if let Some(e) = e.downcast_ref::<hull_client::Error>() {
+                // The daemon's message is the whole story.
+                eprintln!("Error: {e}");
+            } else {
                 eprintln!("Error: {e:#}");
             }
             ExitCode::FAILURE
