@@ -31,6 +31,7 @@ pub mod events;
 pub mod filters;
 pub mod listener;
 pub mod metadata;
+pub mod restart;
 pub mod snapshots;
 pub mod tasks;
 pub mod wiring;

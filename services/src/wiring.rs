@@ -372,6 +372,24 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), Wi
         },
     );
 
+    let containers_svc = Arc::new(ContainersService::new(db.clone(), events.clone()));
+    let tasks_svc = Arc::new(TasksService::new(
+        db.clone(),
+        snapshotters.clone(),
+        manager.clone(),
+    ));
+    // After restore: containers whose shims died while hulld was down are
+    // restarted on the first sweep.
+    tasks.spawn(
+        crate::restart::RestartMonitor::new(
+            db.clone(),
+            tasks_svc.clone(),
+            containers_svc.clone(),
+            events.clone(),
+        )
+        .run(shutdown.clone()),
+    );
+
     macro_rules! limits {
         ($svc:expr) => {
             $svc.max_decoding_message_size(MAX_MESSAGE_SIZE)
@@ -405,15 +423,8 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), Wi
         .add_service(limits!(LeasesServer::from_arc(leases)))
         .add_service(limits!(SnapshotsServer::from_arc(snapshots)))
         .add_service(limits!(DiffServer::from_arc(diff)))
-        .add_service(limits!(ContainersServer::new(ContainersService::new(
-            db.clone(),
-            events.clone()
-        ))))
-        .add_service(limits!(TasksServer::new(TasksService::new(
-            db.clone(),
-            snapshotters.clone(),
-            manager.clone()
-        ))))
+        .add_service(limits!(ContainersServer::from_arc(containers_svc)))
+        .add_service(limits!(TasksServer::from_arc(tasks_svc)))
         .add_service(limits!(EventsServer::new(EventsService::new(
             events.clone(),
             shutdown.clone(),
