@@ -283,9 +283,14 @@ async fn a_published_port_answers_on_loopback_and_rm_leaves_no_rules() {
     import_busybox(&d);
     let port = free_port();
     let spec = format!("127.0.0.1:{port}:80");
-    let id = d.hullctl_ok(&["run", "-d", "--name", "web", "-p", &spec, IMAGE, "busybox", "httpd", "-f", "-p", "80", "-h", "/etc"]);
+    let id = d.hullctl_ok(&[
+        "run", "-d", "--name", "web", "-p", &spec, IMAGE, "busybox", "httpd", "-f", "-p", "80",
+        "-h", "/etc",
+    ]);
     let id = id.trim().to_owned();
-    let body = http_get(port, "/hostname").await.expect("httpd answers through the published port");
+    let body = http_get(port, "/hostname")
+        .await
+        .expect("httpd answers through the published port");
     assert!(body.contains(&id[..12]), "{body}");
     let ps = d.hullctl_ok(&["ps"]);
     assert!(ps.contains(&format!("127.0.0.1:{port}->80/tcp")), "{ps}");
@@ -293,7 +298,10 @@ async fn a_published_port_answers_on_loopback_and_rm_leaves_no_rules() {
     let ip: std::net::Ipv4Addr = ip.trim().parse().expect("an IPv4 address");
     let subnet = d.bridge.1.trim_end_matches(".0/24");
     assert!(ip.to_string().starts_with(subnet), "{ip} in {}", d.bridge.1);
-    assert!(nat_rules().contains(&format!("--dport {port}")), "a DNAT rule for the port");
+    assert!(
+        nat_rules().contains(&format!("--dport {port}")),
+        "a DNAT rule for the port"
+    );
     let netns = d.root().join("containers/dw-ports").join(&id).join("netns");
     assert!(netns.exists());
 
@@ -304,13 +312,23 @@ async fn a_published_port_answers_on_loopback_and_rm_leaves_no_rules() {
     assert_eq!(d.hullctl_ok(&["ps", "-a", "-q"]).lines().count(), 1);
 
     d.hullctl_ok(&["rm", "-f", "web"]);
-    assert!(!nat_rules().contains(&format!("--dport {port}")), "the DNAT rule is gone");
+    assert!(
+        !nat_rules().contains(&format!("--dport {port}")),
+        "the DNAT rule is gone"
+    );
     assert!(!netns.exists(), "the namespace is gone");
     let ipam = d.root().join("cni/state/ipam/bridge");
     let leased: Vec<String> = std::fs::read_dir(&ipam)
-        .map(|r| r.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .map(|r| {
+            r.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
         .unwrap_or_default();
-    assert!(!leased.iter().any(|f| f == &ip.to_string()), "the address is released: {leased:?}");
+    assert!(
+        !leased.iter().any(|f| f == &ip.to_string()),
+        "the address is released: {leased:?}"
+    );
     // Removing again is a clear NotFound, and teardown twice is harmless.
     let o = d.hullctl_run(&["rm", "-f", "web"]);
     assert!(err(&o).contains("No such container: web"));
@@ -324,26 +342,74 @@ async fn networks_host_none_and_named() {
     }
     let d = Daemon::start("dw-nets").await;
     import_busybox(&d);
-    let none = d.hullctl_ok(&["run", "--rm", "--network", "none", IMAGE, "cat", "/proc/net/dev"]);
+    let none = d.hullctl_ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        IMAGE,
+        "cat",
+        "/proc/net/dev",
+    ]);
     assert!(none.contains("lo:") && !none.contains("eth0"), "{none}");
-    let host = d.hullctl_ok(&["run", "--rm", "--network", "host", IMAGE, "cat", "/proc/net/dev"]);
+    let host = d.hullctl_ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "host",
+        IMAGE,
+        "cat",
+        "/proc/net/dev",
+    ]);
     assert!(host.contains("eth0"), "{host}");
     let name = format!("n{}", &d.bridge.0[2..]);
     d.hullctl_ok(&["network", "create", &name]);
-    let info: serde_json::Value = serde_json::from_str(&d.hullctl_ok(&["network", "inspect", &name])).expect("json");
-    let subnet = info[0]["IPAM"]["Config"][0]["Subnet"].as_str().expect("subnet").to_owned();
+    let info: serde_json::Value =
+        serde_json::from_str(&d.hullctl_ok(&["network", "inspect", &name])).expect("json");
+    let subnet = info[0]["IPAM"]["Config"][0]["Subnet"]
+        .as_str()
+        .expect("subnet")
+        .to_owned();
     let prefix: String = subnet.split('.').take(2).collect::<Vec<_>>().join(".");
     let ls = d.hullctl_ok(&["network", "ls"]);
-    assert!(ls.contains(&name) && ls.contains("host") && ls.contains("none"), "{ls}");
+    assert!(
+        ls.contains(&name) && ls.contains("host") && ls.contains("none"),
+        "{ls}"
+    );
     let o = d.hullctl_run(&["network", "create", &name]);
-    assert!(!o.status.success() && err(&o).contains("already exists"), "{}", err(&o));
-    d.hullctl_ok(&["run", "-d", "--name", "a", "--network", &name, IMAGE, "sleep", "30"]);
+    assert!(
+        !o.status.success() && err(&o).contains("already exists"),
+        "{}",
+        err(&o)
+    );
+    d.hullctl_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "a",
+        "--network",
+        &name,
+        IMAGE,
+        "sleep",
+        "30",
+    ]);
     let ip = d.hullctl_ok(&["inspect", "-f", "{{.NetworkSettings.IPAddress}}", "a"]);
-    assert!(ip.trim().starts_with(&format!("{prefix}.")), "{ip} is in the named network's {subnet}");
+    assert!(
+        ip.trim().starts_with(&format!("{prefix}.")),
+        "{ip} is in the named network's {subnet}"
+    );
     let o = d.hullctl_run(&["network", "rm", &name]);
-    assert!(!o.status.success() && err(&o).contains("active endpoints"), "{}", err(&o));
+    assert!(
+        !o.status.success() && err(&o).contains("active endpoints"),
+        "{}",
+        err(&o)
+    );
     let o = d.hullctl_run(&["run", "--rm", "--network", "nosuch", IMAGE, "true"]);
-    assert!(!o.status.success() && err(&o).contains("network nosuch not found"), "{}", err(&o));
+    assert!(
+        !o.status.success() && err(&o).contains("network nosuch not found"),
+        "{}",
+        err(&o)
+    );
     d.hullctl_ok(&["rm", "-f", "a"]);
     d.hullctl_ok(&["network", "rm", &name]);
     let bridge = net_bridge_gone(&name);
@@ -351,7 +417,10 @@ async fn networks_host_none_and_named() {
 }
 
 fn net_bridge_gone(name: &str) -> bool {
-    let o = std::process::Command::new("ip").args(["-br", "link"]).output().expect("ip");
+    let o = std::process::Command::new("ip")
+        .args(["-br", "link"])
+        .output()
+        .expect("ip");
     !String::from_utf8_lossy(&o.stdout).contains(&format!("hull-{name}"))
 }
 
@@ -372,39 +441,99 @@ async fn volumes_keep_data_are_prefilled_and_prune_only_unused() {
     let d = Daemon::start("dw-vol").await;
     import_with_data(&d);
     // A new named volume over /data is filled from the image first.
-    let got = d.hullctl_ok(&["run", "--rm", "-v", "store:/data", IMAGE, "sh", "-c", "cat /data/seed.txt; echo kept > /data/new.txt"]);
+    let got = d.hullctl_ok(&[
+        "run",
+        "--rm",
+        "-v",
+        "store:/data",
+        IMAGE,
+        "sh",
+        "-c",
+        "cat /data/seed.txt; echo kept > /data/new.txt",
+    ]);
     assert_eq!(got, "from the image\n");
     let vol = d.root().join("volumes/store/_data");
-    assert_eq!(std::fs::read_to_string(vol.join("new.txt")).expect("written through"), "kept\n");
+    assert_eq!(
+        std::fs::read_to_string(vol.join("new.txt")).expect("written through"),
+        "kept\n"
+    );
     use std::os::unix::fs::MetadataExt;
     let meta = std::fs::metadata(vol.join("seed.txt")).expect("seed");
-    assert_eq!((meta.mode() & 0o777, meta.uid()), (0o644, 0), "modes and owners kept");
+    assert_eq!(
+        (meta.mode() & 0o777, meta.uid()),
+        (0o644, 0),
+        "modes and owners kept"
+    );
     // Another container sees what the first wrote.
-    assert_eq!(d.hullctl_ok(&["run", "--rm", "-v", "store:/data", IMAGE, "cat", "/data/new.txt"]), "kept\n");
+    assert_eq!(
+        d.hullctl_ok(&[
+            "run",
+            "--rm",
+            "-v",
+            "store:/data",
+            IMAGE,
+            "cat",
+            "/data/new.txt"
+        ]),
+        "kept\n"
+    );
     assert!(d.hullctl_ok(&["volume", "ls"]).contains("store"));
 
     // A read-only bind mount refuses writes.
     let host = tempfile::tempdir().expect("tempdir");
     std::fs::write(host.path().join("f"), "host file").expect("write");
     let bind = format!("{}:/x:ro", host.path().display());
-    assert_eq!(d.hullctl_ok(&["run", "--rm", "-v", &bind, IMAGE, "cat", "/x/f"]), "host file");
-    let o = d.hullctl_run(&["run", "--rm", "-v", &bind, IMAGE, "sh", "-c", "echo no > /x/g"]);
+    assert_eq!(
+        d.hullctl_ok(&["run", "--rm", "-v", &bind, IMAGE, "cat", "/x/f"]),
+        "host file"
+    );
+    let o = d.hullctl_run(&[
+        "run",
+        "--rm",
+        "-v",
+        &bind,
+        IMAGE,
+        "sh",
+        "-c",
+        "echo no > /x/g",
+    ]);
     assert!(!o.status.success(), "write to a read-only bind mount fails");
     assert!(err(&o).contains("Read-only file system"), "{}", err(&o));
     assert!(!host.path().join("g").exists());
     // tmpfs.
     let t = d.hullctl_ok(&["run", "--rm", "--tmpfs", "/scratch", IMAGE, "mount"]);
-    assert!(t.lines().any(|l| l.contains(" /scratch ") && l.starts_with("tmpfs")), "{t}");
+    assert!(
+        t.lines()
+            .any(|l| l.contains(" /scratch ") && l.starts_with("tmpfs")),
+        "{t}"
+    );
 
     // prune removes only unused volumes.
     d.hullctl_ok(&["volume", "create", "spare"]);
-    d.hullctl_ok(&["run", "-d", "--name", "user", "-v", "busy:/data", IMAGE, "sleep", "30"]);
+    d.hullctl_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "user",
+        "-v",
+        "busy:/data",
+        IMAGE,
+        "sleep",
+        "30",
+    ]);
     let pruned = d.hullctl_ok(&["volume", "prune", "-f"]);
-    assert!(pruned.contains("spare") && pruned.contains("store") && !pruned.contains("busy"), "{pruned}");
+    assert!(
+        pruned.contains("spare") && pruned.contains("store") && !pruned.contains("busy"),
+        "{pruned}"
+    );
     let ls = d.hullctl_ok(&["volume", "ls", "-q"]);
     assert_eq!(ls.trim(), "busy");
     let o = d.hullctl_run(&["volume", "rm", "busy"]);
-    assert!(!o.status.success() && err(&o).contains("volume is in use"), "{}", err(&o));
+    assert!(
+        !o.status.success() && err(&o).contains("volume is in use"),
+        "{}",
+        err(&o)
+    );
     d.hullctl_ok(&["rm", "-f", "user"]);
     d.hullctl_ok(&["volume", "rm", "busy"]);
     assert_eq!(d.hullctl_ok(&["volume", "ls", "-q"]), "");
@@ -428,16 +557,46 @@ async fn bad_input_is_one_clear_line_and_changes_nothing() {
         (vec!["rm", "nosuch"], "No such container: nosuch"),
         (vec!["exec", "nosuch", "true"], "No such container: nosuch"),
         (vec!["inspect", "nosuch"], "No such container: nosuch"),
-        (vec!["run", "--rm", "-v", "rel/path:/x", IMAGE, "true"], "invalid characters for a local volume name"),
-        (vec!["run", "--rm", "-v", "/a:b", IMAGE, "true"], "mount path must be absolute"),
-        (vec!["run", "--rm", "-p", "99999:80", IMAGE, "true"], "invalid port"),
-        (vec!["run", "--rm", "-p", "80/icmp", IMAGE, "true"], "invalid proto"),
-        (vec!["run", "--rm", "-e", "BAD KEY=1", IMAGE, "true"], "contains whitespaces"),
-        (vec!["run", "--rm", "--env-file", &env_file, IMAGE, "true"], "line 2"),
-        (vec!["run", "-d", "--name", "taken", IMAGE, "true"], "is already in use"),
-        (vec!["run", "--rm", "--name", "bad/name", IMAGE, "true"], "Invalid container name"),
-        (vec!["run", "--rm", "--restart", "sometimes", IMAGE, "true"], "invalid restart policy"),
-        (vec!["run", "--rm", "--log-opt", "max-size=lots", IMAGE, "true"], "invalid size"),
+        (
+            vec!["run", "--rm", "-v", "rel/path:/x", IMAGE, "true"],
+            "invalid characters for a local volume name",
+        ),
+        (
+            vec!["run", "--rm", "-v", "/a:b", IMAGE, "true"],
+            "mount path must be absolute",
+        ),
+        (
+            vec!["run", "--rm", "-p", "99999:80", IMAGE, "true"],
+            "invalid port",
+        ),
+        (
+            vec!["run", "--rm", "-p", "80/icmp", IMAGE, "true"],
+            "invalid proto",
+        ),
+        (
+            vec!["run", "--rm", "-e", "BAD KEY=1", IMAGE, "true"],
+            "contains whitespaces",
+        ),
+        (
+            vec!["run", "--rm", "--env-file", &env_file, IMAGE, "true"],
+            "line 2",
+        ),
+        (
+            vec!["run", "-d", "--name", "taken", IMAGE, "true"],
+            "is already in use",
+        ),
+        (
+            vec!["run", "--rm", "--name", "bad/name", IMAGE, "true"],
+            "Invalid container name",
+        ),
+        (
+            vec!["run", "--rm", "--restart", "sometimes", IMAGE, "true"],
+            "invalid restart policy",
+        ),
+        (
+            vec!["run", "--rm", "--log-opt", "max-size=lots", IMAGE, "true"],
+            "invalid size",
+        ),
         (vec!["rename", "taken", "taken"], "same name"),
         (vec!["kill", "-s", "NOPE", "taken"], "invalid signal"),
     ];
@@ -446,14 +605,184 @@ async fn bad_input_is_one_clear_line_and_changes_nothing() {
         assert!(!o.status.success(), "{args:?} succeeded");
         let e = err(&o);
         assert!(e.contains(want), "{args:?}: {e}");
-        assert_eq!(e.trim_end().lines().count(), 1, "{args:?}: one line, got {e:?}");
+        assert_eq!(
+            e.trim_end().lines().count(),
+            1,
+            "{args:?}: one line, got {e:?}"
+        );
     }
     // run of an image that is nowhere: pull fails, nothing is created.
     let o = d.hullctl_run(&["run", "--rm", "127.0.0.1:1/none:1", "true"]);
     assert!(!o.status.success());
-    assert!(err(&o).contains("Unable to find image '127.0.0.1:1/none:1' locally"), "{}", err(&o));
-    assert_eq!(d.hullctl_ok(&["ps", "-a", "-q"]).lines().count(), 1, "only the first container exists");
+    assert!(
+        err(&o).contains("Unable to find image '127.0.0.1:1/none:1' locally"),
+        "{}",
+        err(&o)
+    );
+    assert_eq!(
+        d.hullctl_ok(&["ps", "-a", "-q"]).lines().count(),
+        1,
+        "only the first container exists"
+    );
     assert!(d.hullctl_ok(&["ps"]).contains("taken"));
     assert_eq!(d.hullctl_ok(&["volume", "ls", "-q"]), "");
     d.hullctl_ok(&["rm", "-f", "taken"]);
+}
+
+fn inspect(d: &Daemon, name: &str, template: &str) -> String {
+    d.hullctl_ok(&["inspect", "-f", template, name])
+        .trim()
+        .to_owned()
+}
+
+fn kill9(pid: &str) {
+    let pid: i32 = pid.parse().expect("pid");
+    assert!(pid > 1);
+    // A container process this test started.
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn restart_policies_are_kept_by_hulld() {
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let mut d = Daemon::start("dw-restart").await;
+    import_busybox(&d);
+
+    // on-failure:3 restarts a failing container exactly three times.
+    d.hullctl_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "flaky",
+        "--restart",
+        "on-failure:3",
+        IMAGE,
+        "sh",
+        "-c",
+        "echo run; exit 1",
+    ]);
+    assert!(
+        eventually(Duration::from_secs(20), || inspect(
+            &d,
+            "flaky",
+            "{{.RestartCount}}"
+        ) == "3"
+            && inspect(&d, "flaky", "{{.State.Status}}") == "exited")
+        .await,
+        "restart count {}\n{}",
+        inspect(&d, "flaky", "{{.RestartCount}}"),
+        d.log()
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        inspect(&d, "flaky", "{{.RestartCount}}"),
+        "3",
+        "no fourth restart"
+    );
+    assert_eq!(
+        d.hullctl_ok(&["logs", "flaky"]),
+        "run\nrun\nrun\nrun\n",
+        "one run and three restarts"
+    );
+
+    // always: restarted after its process is killed.
+    d.hullctl_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "steady",
+        "--restart",
+        "always",
+        IMAGE,
+        "sleep",
+        "1000",
+    ]);
+    let pid1 = inspect(&d, "steady", "{{.State.Pid}}");
+    kill9(&pid1);
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            let p = inspect(&d, "steady", "{{.State.Pid}}");
+            p != pid1 && p != "0"
+        })
+        .await,
+        "steady was not restarted"
+    );
+    // ... and after hulld is killed, its process dies meanwhile, and
+    // hulld comes back.
+    let pid2 = inspect(&d, "steady", "{{.State.Pid}}");
+    d.kill();
+    kill9(&pid2);
+    d.start_again().await;
+    assert!(
+        eventually(Duration::from_secs(15), || {
+            let p = inspect(&d, "steady", "{{.State.Pid}}");
+            p != pid2 && p != "0" && inspect(&d, "steady", "{{.State.Status}}") == "running"
+        })
+        .await,
+        "steady was not restarted after hulld came back\n{}",
+        d.log()
+    );
+
+    // stop is not undone, not even across a hulld restart.
+    d.hullctl_ok(&["stop", "-t", "1", "steady"]);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(inspect(&d, "steady", "{{.State.Status}}"), "exited");
+    d.restart().await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(inspect(&d, "steady", "{{.State.Status}}"), "exited");
+    // start brings the policy back.
+    d.hullctl_ok(&["start", "steady"]);
+    let pid3 = inspect(&d, "steady", "{{.State.Pid}}");
+    kill9(&pid3);
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            let p = inspect(&d, "steady", "{{.State.Pid}}");
+            p != pid3 && p != "0"
+        })
+        .await
+    );
+    d.hullctl_ok(&["rm", "-f", "steady", "flaky"]);
+
+    // containerd's own labels, set by ctr, are honoured too.
+    let log = d.dir().join("ctr.log");
+    let uri = format!("containerd.io/restart.loguri=file://{}", log.display());
+    d.ctr_ok(&[
+        "run",
+        "-d",
+        "--label",
+        "containerd.io/restart.status=running",
+        "--label",
+        "containerd.io/restart.policy=on-failure:2",
+        "--label",
+        &uri,
+        IMAGE,
+        "byctr",
+        "sh",
+        "-c",
+        "echo hi; exit 2",
+    ]);
+    assert!(
+        eventually(Duration::from_secs(15), || {
+            d.ctr_ok(&["containers", "info", "byctr"])
+                .contains("\"containerd.io/restart.count\": \"2\"")
+        })
+        .await,
+        "{}",
+        d.ctr_ok(&["containers", "info", "byctr"])
+    );
+    // ctr's own run printed to ctr; the two restarts to the log URI.
+    assert!(
+        eventually(Duration::from_secs(5), || std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            == "hi\nhi\n")
+        .await
+    );
+    let _ = d.ctr_run(&["task", "delete", "-f", "byctr"]);
+    d.ctr_ok(&["containers", "delete", "byctr"]);
 }

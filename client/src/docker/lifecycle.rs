@@ -160,6 +160,8 @@ impl Docker {
                 &[
                     (labels::RESTART_STATUS, Some("running".into())),
                     (labels::RESTART_EXPLICITLY_STOPPED, None),
+                    // A person's start begins the count again, as in Docker.
+                    (labels::RESTART_COUNT, None),
                 ],
             )
             .await?;

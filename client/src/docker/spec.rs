@@ -376,9 +376,11 @@ impl RestartPolicy {
                     ))
                 })?
             }),
-            _ => return Err(invalid(format!(
+            _ => {
+                return Err(invalid(format!(
                 "invalid restart policy {text:?}: use no, always, unless-stopped or on-failure[:N]"
-            ))),
+            )))
+            }
         };
         Ok(policy)
     }
