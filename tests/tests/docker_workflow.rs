@@ -786,3 +786,51 @@ async fn restart_policies_are_kept_by_hulld() {
     let _ = d.ctr_run(&["task", "delete", "-f", "byctr"]);
     d.ctr_ok(&["containers", "delete", "byctr"]);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn logs_rotate_and_survive_a_hulld_restart() {
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let mut d = Daemon::start("dw-logs").await;
+    import_busybox(&d);
+    let script = "i=0; while [ $i -lt 400 ]; do echo line-$i; i=$((i+1)); done; sleep 1000";
+    d.hullctl_ok(&["run", "-d", "--name", "chatty", "--log-opt", "max-size=2k", "--log-opt", "max-file=3", IMAGE, "sh", "-c", script]);
+    assert!(eventually(Duration::from_secs(10), || d.hullctl_ok(&["logs", "--tail", "1", "chatty"]) == "line-399\n").await);
+    let path = inspect(&d, "chatty", "{{.LogPath}}");
+    let dir = std::path::Path::new(&path).parent().expect("dir").to_owned();
+    let mut files: Vec<String> = std::fs::read_dir(&dir)
+        .expect("log dir")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("-json.log"))
+        .collect();
+    files.sort();
+    let base = std::path::Path::new(&path).file_name().expect("name").to_string_lossy().into_owned();
+    assert_eq!(files, [base.clone(), format!("{base}.1"), format!("{base}.2")], "max-file files kept");
+    for f in &files {
+        let len = std::fs::metadata(dir.join(f)).expect("stat").len();
+        assert!(len <= 2048, "{f} is {len} bytes");
+    }
+    let all = d.hullctl_ok(&["logs", "chatty"]);
+    let lines: Vec<&str> = all.lines().collect();
+    assert!(lines.len() > 20 && lines.len() < 400, "older lines rotated away: {}", lines.len());
+    assert_eq!(*lines.last().expect("last"), "line-399");
+    let first: u32 = lines[0].trim_start_matches("line-").parse().expect("n");
+    let want: Vec<String> = (first..400).map(|i| format!("line-{i}")).collect();
+    assert_eq!(lines, want, "what is kept is contiguous and in order");
+    let ts = d.hullctl_ok(&["logs", "--tail", "1", "--timestamps", "chatty"]);
+    let (t, rest) = ts.split_once(' ').expect("timestamp prefix");
+    assert!(humantime::parse_rfc3339_weak(t).is_ok() && rest == "line-399\n", "{ts}");
+
+    // The shim keeps writing while hulld is away.
+    d.hullctl_ok(&["exec", "chatty", "sh", "-c", "echo before > /proc/1/fd/1"]);
+    d.kill();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    d.start_again().await;
+    d.hullctl_ok(&["exec", "chatty", "sh", "-c", "echo after > /proc/1/fd/1"]);
+    assert!(eventually(Duration::from_secs(5), || d.hullctl_ok(&["logs", "--tail", "2", "chatty"]) == "before\nafter\n").await);
+    d.hullctl_ok(&["rm", "-f", "chatty"]);
+    assert!(!dir.exists(), "rm removes the logs");
+}
