@@ -409,7 +409,10 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(run(cli)) {
+    let result = rt.block_on(run(cli));
+    // A read of stdin may still block a runtime thread: do not wait for it.
+    rt.shutdown_background();
+    match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             if e.downcast_ref::<cli::Silent>().is_some() {

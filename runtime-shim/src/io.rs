@@ -49,6 +49,14 @@ pub struct ProcessIo {
     copies: Mutex<Vec<JoinHandle<()>>>,
 }
 
+impl Drop for ProcessIo {
+    fn drop(&mut self) {
+        // A stdin copy waiting for the next client to attach ends with the
+        // process.
+        self.close_stdin();
+    }
+}
+
 impl std::fmt::Debug for ProcessIo {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ProcessIo").finish_non_exhaustive()
@@ -114,48 +122,59 @@ fn open_fifo_writer(path: &str) -> std::io::Result<File> {
 /// Copies the stdin FIFO into `to` until the client closes its end (EOF)
 /// or `cancel` becomes readable (CloseIO dropped its writer); in the
 /// latter case what the client already wrote is delivered first. Returning
-/// drops `to`, which closes the process's stdin.
-fn copy_stdin(path: PathBuf, cancel: OwnedFd, mut to: File) {
-    // Blocks until the client opens its end, as containerd's shim does; a
-    // CloseIO before that wakes it by opening the FIFO itself.
-    let Ok(fifo) = File::open(&path) else { return };
-    if fcntl(&fifo, FcntlArg::F_SETFL(OFlag::O_NONBLOCK)).is_err() {
-        return;
-    }
-    let mut fifo = fifo;
+/// drops `to`, which closes the process's stdin. With `reopen` (a
+/// terminal), EOF only means this client left: the FIFO is opened again
+/// for the next one to attach, as Docker keeps a terminal's stdin open.
+fn copy_stdin(path: PathBuf, cancel: OwnedFd, mut to: File, reopen: bool) {
     let mut buf = vec![0u8; BUF];
-    // Reads what is there: Some(true) at EOF, Some(false) when drained,
-    // None when the process side broke.
-    let mut drain = |fifo: &mut File, to: &mut File| -> Option<bool> {
-        loop {
-            match fifo.read(&mut buf) {
-                Ok(0) => return Some(true),
-                Ok(n) => to.write_all(&buf[..n]).ok()?,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Some(false),
-                Err(_) => return None,
-            }
-        }
-    };
     loop {
-        let (data, cancelled) = {
-            let mut fds = [
-                PollFd::new(fifo.as_fd(), PollFlags::POLLIN),
-                PollFd::new(cancel.as_fd(), PollFlags::POLLIN),
-            ];
-            match poll(&mut fds, PollTimeout::NONE) {
-                Ok(_) => {}
-                Err(nix::Error::EINTR) => continue,
-                Err(_) => return,
-            }
-            let ready = |f: &PollFd| f.revents().is_some_and(|r| !r.is_empty());
-            (ready(&fds[0]), ready(&fds[1]))
-        };
-        if data && drain(&mut fifo, &mut to) != Some(false) {
+        // Blocks until a client opens its end, as containerd's shim does;
+        // a CloseIO before that wakes it by opening the FIFO itself.
+        let Ok(fifo) = File::open(&path) else { return };
+        if fcntl(&fifo, FcntlArg::F_SETFL(OFlag::O_NONBLOCK)).is_err() {
             return;
         }
-        if cancelled {
-            drain(&mut fifo, &mut to);
+        let mut fifo = fifo;
+        // Reads what is there: Some(true) at EOF, Some(false) when
+        // drained, None when the process side broke.
+        let mut drain = |fifo: &mut File, to: &mut File| -> Option<bool> {
+            loop {
+                match fifo.read(&mut buf) {
+                    Ok(0) => return Some(true),
+                    Ok(n) => to.write_all(&buf[..n]).ok()?,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Some(false),
+                    Err(_) => return None,
+                }
+            }
+        };
+        let eof = loop {
+            let (data, cancelled) = {
+                let mut fds = [
+                    PollFd::new(fifo.as_fd(), PollFlags::POLLIN),
+                    PollFd::new(cancel.as_fd(), PollFlags::POLLIN),
+                ];
+                match poll(&mut fds, PollTimeout::NONE) {
+                    Ok(_) => {}
+                    Err(nix::Error::EINTR) => continue,
+                    Err(_) => return,
+                }
+                let ready = |f: &PollFd| f.revents().is_some_and(|r| !r.is_empty());
+                (ready(&fds[0]), ready(&fds[1]))
+            };
+            if cancelled {
+                drain(&mut fifo, &mut to);
+                return;
+            }
+            if data {
+                match drain(&mut fifo, &mut to) {
+                    Some(false) => {}
+                    Some(true) => break true,
+                    None => return,
+                }
+            }
+        };
+        if !(eof && reopen) {
             return;
         }
     }
@@ -341,7 +360,7 @@ impl ProcessIo {
         let fifo = PathBuf::from(path);
         let p = fifo.clone();
         copies.push(spawn_copy("stdin", move || {
-            copy_stdin(p, cancel_r, File::from(w))
+            copy_stdin(p, cancel_r, File::from(w), false)
         })?);
         self.stdin_close = Mutex::new(Some((cancel_w, fifo)));
         Ok(Some(r))
@@ -360,7 +379,9 @@ impl ProcessIo {
             let to = master.try_clone()?;
             let fifo = PathBuf::from(&paths.stdin);
             let p = fifo.clone();
-            copies.push(spawn_copy("stdin", move || copy_stdin(p, cancel_r, to))?);
+            copies.push(spawn_copy("stdin", move || {
+                copy_stdin(p, cancel_r, to, true)
+            })?);
             io.stdin_close = Mutex::new(Some((cancel_w, fifo)));
         }
         if let Some(log) = open_log(&paths.stdout)? {

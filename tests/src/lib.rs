@@ -8,6 +8,7 @@ pub mod blobs;
 pub mod daemon;
 pub mod h2raw;
 pub mod image;
+pub mod pty;
 pub mod registry;
 pub mod tcpproxy;
 pub mod tokens;

@@ -796,10 +796,31 @@ async fn logs_rotate_and_survive_a_hulld_restart() {
     let mut d = Daemon::start("dw-logs").await;
     import_busybox(&d);
     let script = "i=0; while [ $i -lt 400 ]; do echo line-$i; i=$((i+1)); done; sleep 1000";
-    d.hullctl_ok(&["run", "-d", "--name", "chatty", "--log-opt", "max-size=2k", "--log-opt", "max-file=3", IMAGE, "sh", "-c", script]);
-    assert!(eventually(Duration::from_secs(10), || d.hullctl_ok(&["logs", "--tail", "1", "chatty"]) == "line-399\n").await);
+    d.hullctl_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "chatty",
+        "--log-opt",
+        "max-size=2k",
+        "--log-opt",
+        "max-file=3",
+        IMAGE,
+        "sh",
+        "-c",
+        script,
+    ]);
+    assert!(
+        eventually(Duration::from_secs(10), || d
+            .hullctl_ok(&["logs", "--tail", "1", "chatty"])
+            == "line-399\n")
+        .await
+    );
     let path = inspect(&d, "chatty", "{{.LogPath}}");
-    let dir = std::path::Path::new(&path).parent().expect("dir").to_owned();
+    let dir = std::path::Path::new(&path)
+        .parent()
+        .expect("dir")
+        .to_owned();
     let mut files: Vec<String> = std::fs::read_dir(&dir)
         .expect("log dir")
         .flatten()
@@ -807,22 +828,37 @@ async fn logs_rotate_and_survive_a_hulld_restart() {
         .filter(|n| n.contains("-json.log"))
         .collect();
     files.sort();
-    let base = std::path::Path::new(&path).file_name().expect("name").to_string_lossy().into_owned();
-    assert_eq!(files, [base.clone(), format!("{base}.1"), format!("{base}.2")], "max-file files kept");
+    let base = std::path::Path::new(&path)
+        .file_name()
+        .expect("name")
+        .to_string_lossy()
+        .into_owned();
+    assert_eq!(
+        files,
+        [base.clone(), format!("{base}.1"), format!("{base}.2")],
+        "max-file files kept"
+    );
     for f in &files {
         let len = std::fs::metadata(dir.join(f)).expect("stat").len();
         assert!(len <= 2048, "{f} is {len} bytes");
     }
     let all = d.hullctl_ok(&["logs", "chatty"]);
     let lines: Vec<&str> = all.lines().collect();
-    assert!(lines.len() > 20 && lines.len() < 400, "older lines rotated away: {}", lines.len());
+    assert!(
+        lines.len() > 20 && lines.len() < 400,
+        "older lines rotated away: {}",
+        lines.len()
+    );
     assert_eq!(*lines.last().expect("last"), "line-399");
     let first: u32 = lines[0].trim_start_matches("line-").parse().expect("n");
     let want: Vec<String> = (first..400).map(|i| format!("line-{i}")).collect();
     assert_eq!(lines, want, "what is kept is contiguous and in order");
     let ts = d.hullctl_ok(&["logs", "--tail", "1", "--timestamps", "chatty"]);
     let (t, rest) = ts.split_once(' ').expect("timestamp prefix");
-    assert!(humantime::parse_rfc3339_weak(t).is_ok() && rest == "line-399\n", "{ts}");
+    assert!(
+        humantime::parse_rfc3339_weak(t).is_ok() && rest == "line-399\n",
+        "{ts}"
+    );
 
     // The shim keeps writing while hulld is away.
     d.hullctl_ok(&["exec", "chatty", "sh", "-c", "echo before > /proc/1/fd/1"]);
@@ -830,7 +866,77 @@ async fn logs_rotate_and_survive_a_hulld_restart() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     d.start_again().await;
     d.hullctl_ok(&["exec", "chatty", "sh", "-c", "echo after > /proc/1/fd/1"]);
-    assert!(eventually(Duration::from_secs(5), || d.hullctl_ok(&["logs", "--tail", "2", "chatty"]) == "before\nafter\n").await);
+    assert!(
+        eventually(Duration::from_secs(5), || d
+            .hullctl_ok(&["logs", "--tail", "2", "chatty"])
+            == "before\nafter\n")
+        .await
+    );
     d.hullctl_ok(&["rm", "-f", "chatty"]);
     assert!(!dir.exists(), "rm removes the logs");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_terminal_session_runs_detaches_attaches_and_restarts() {
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    use hull_tests::pty::Pty;
+    let d = Daemon::start("dw-tty").await;
+    import_busybox(&d);
+    let t = Duration::from_secs(10);
+
+    // run --rm -it: a shell that answers and exits with its code.
+    let mut cmd = d.hullctl();
+    cmd.args(["run", "--rm", "-it", IMAGE, "sh"]);
+    let mut p = Pty::spawn(cmd);
+    p.send(b"echo hi-$((40+2))\r");
+    assert!(p.expect("hi-42", t), "screen: {:?}", p.screen());
+    p.send(b"exit 5\r");
+    let status = tokio::task::block_in_place(|| p.wait(t)).expect("exits");
+    assert_eq!(status.code(), Some(5), "screen: {:?}", p.screen());
+    assert_eq!(d.hullctl_ok(&["ps", "-a", "-q"]), "");
+
+    // Ctrl-P Ctrl-Q detaches; attach comes back to the same shell.
+    let mut cmd = d.hullctl();
+    cmd.args(["run", "-it", "--name", "sess", IMAGE, "sh"]);
+    let mut p = Pty::spawn(cmd);
+    p.send(b"X=kept; echo one-$((0+1))\r");
+    assert!(p.expect("one-1", t), "screen: {:?}", p.screen());
+    p.send(&[0x10, 0x11]);
+    let status = tokio::task::block_in_place(|| p.wait(t)).expect("detaches");
+    assert!(status.success(), "screen: {:?}", p.screen());
+    assert!(
+        d.hullctl_ok(&["ps"]).contains("sess"),
+        "still running after detach"
+    );
+
+    let mut cmd = d.hullctl();
+    cmd.args(["attach", "sess"]);
+    let mut p = Pty::spawn(cmd);
+    p.send(b"echo again-$X\r");
+    assert!(
+        p.expect("again-kept", t),
+        "the same shell: {:?}",
+        p.screen()
+    );
+    p.send(&[0x10, 0x11]);
+    assert!(tokio::task::block_in_place(|| p.wait(t))
+        .expect("detaches")
+        .success());
+
+    // Stopped, then start -i re-enters a shell.
+    d.hullctl_ok(&["stop", "-t", "1", "sess"]);
+    let mut cmd = d.hullctl();
+    cmd.args(["start", "-i", "sess"]);
+    let mut p = Pty::spawn(cmd);
+    // The new shell prints its prompt once it reads the terminal.
+    std::thread::sleep(Duration::from_millis(300));
+    p.send(b"echo three-$((1+2))\r");
+    assert!(p.expect("three-3", t), "screen: {:?}", p.screen());
+    p.send(b"exit 0\r");
+    let status = tokio::task::block_in_place(|| p.wait(t)).expect("exits");
+    assert_eq!(status.code(), Some(0));
+    d.hullctl_ok(&["rm", "-f", "sess"]);
 }
