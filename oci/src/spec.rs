@@ -205,7 +205,13 @@ pub fn default_spec(ns: &str, id: &str) -> Result<Spec, SpecError> {
     build(
         SpecBuilder::default()
             .version("1.0.2-dev")
-            .root(build(RootBuilder::default().path("rootfs").build())?)
+            // Writable, as containerd's (oci-spec's default root is read-only).
+            .root(build(
+                RootBuilder::default()
+                    .path("rootfs")
+                    .readonly(false)
+                    .build(),
+            )?)
             .process(process)
             .mounts(default_mounts()?)
             .linux(linux)
@@ -407,6 +413,8 @@ mod tests {
         assert_eq!(linux.namespaces().as_ref().unwrap().len(), 5);
         assert_eq!(s.mounts().as_ref().unwrap().len(), 7);
         assert!(json.contains("\"rootfs\""));
+        // A container's root is writable unless asked otherwise.
+        assert_eq!(s.root().as_ref().unwrap().readonly(), Some(false));
     }
 
     #[test]
