@@ -11,9 +11,6 @@ mod progress;
 use hull_client::oci::credentials;
 use hull_client::transfer::PullOptions;
 use hull_client::Client;
-use hull_proto::containerd::services::content::v1::ListContentRequest;
-use hull_proto::containerd::services::images::v1::ListImagesRequest;
-use hull_proto::containerd::services::namespaces::v1::ListNamespacesRequest;
 
 /// Talk to hulld (or containerd).
 #[derive(Debug, Parser)]
@@ -67,12 +64,8 @@ enum Command {
     Docker(Box<cli::DockerCommand>),
     /// Print client and server versions.
     Version,
-    /// List namespaces.
-    Namespaces,
-    /// List images.
-    Images,
-    /// List blobs.
-    Content,
+    #[command(flatten)]
+    Debug(Box<cli::debug::DebugCommand>),
     /// Pull an image from a registry (on the daemon's side) and unpack it.
     Pull {
         /// Image reference, e.g. `busybox` or `127.0.0.1:5000/app:1`.
@@ -205,41 +198,9 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
                 v.revision
             );
         }
-        Command::Namespaces => {
-            let list = client
-                .namespaces()
-                .list(ListNamespacesRequest::default())
-                .await?
-                .into_inner();
-            println!("NAME");
-            for ns in list.namespaces {
-                println!("{}", ns.name);
-            }
-        }
-        Command::Images => {
-            let list = client
-                .images()
-                .list(ListImagesRequest::default())
-                .await?
-                .into_inner();
-            println!("{:<50} {:<72} SIZE", "REF", "DIGEST");
-            for i in list.images {
-                let t = i.target.unwrap_or_default();
-                println!("{:<50} {:<72} {}", i.name, t.digest, t.size);
-            }
-        }
-        Command::Content => {
-            let mut stream = client
-                .content()
-                .list(ListContentRequest::default())
-                .await?
-                .into_inner();
-            println!("{:<72} SIZE", "DIGEST");
-            while let Some(batch) = stream.message().await? {
-                for i in batch.info {
-                    println!("{:<72} {}", i.digest, i.size);
-                }
-            }
+        Command::Debug(cmd) => {
+            let d = cli::docker(&client, &cli.namespace).await?;
+            cli::debug::run_debug(&client, &d, *cmd).await?;
         }
         Command::Pull {
             reference,

@@ -500,6 +500,25 @@ async fn volumes_keep_data_are_prefilled_and_prune_only_unused() {
     assert!(!o.status.success(), "write to a read-only bind mount fails");
     assert!(err(&o).contains("Read-only file system"), "{}", err(&o));
     assert!(!host.path().join("g").exists());
+    // The root is writable, unless --read-only.
+    assert_eq!(
+        d.hullctl_ok(&["run", "--rm", IMAGE, "sh", "-c", "echo w > /w && cat /w"]),
+        "w\n"
+    );
+    let o = d.hullctl_run(&[
+        "run",
+        "--rm",
+        "--read-only",
+        IMAGE,
+        "sh",
+        "-c",
+        "echo w > /w",
+    ]);
+    assert!(
+        !o.status.success() && err(&o).contains("Read-only file system"),
+        "{}",
+        err(&o)
+    );
     // tmpfs.
     let t = d.hullctl_ok(&["run", "--rm", "--tmpfs", "/scratch", IMAGE, "mount"]);
     assert!(
@@ -939,4 +958,243 @@ async fn a_terminal_session_runs_detaches_attaches_and_restarts() {
     let status = tokio::task::block_in_place(|| p.wait(t)).expect("exits");
     assert_eq!(status.code(), Some(0));
     d.hullctl_ok(&["rm", "-f", "sess"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cp_commit_history_and_images() {
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let d = Daemon::start("dw-commit").await;
+    import_busybox(&d);
+    d.hullctl_ok(&["run", "-d", "--name", "box", IMAGE, "sleep", "1000"]);
+    // cp both ways, on a running container.
+    let host = tempfile::tempdir().expect("tempdir");
+    std::fs::write(host.path().join("in.txt"), "from the host\n").expect("write");
+    let src = host.path().join("in.txt");
+    d.hullctl_ok(&["cp", src.to_str().expect("path"), "box:/tmp/"]);
+    assert_eq!(
+        d.hullctl_ok(&["exec", "box", "cat", "/tmp/in.txt"]),
+        "from the host\n"
+    );
+    d.hullctl_ok(&[
+        "exec",
+        "box",
+        "sh",
+        "-c",
+        "mkdir -p /made/sub && echo inside > /made/sub/f",
+    ]);
+    let out_dir = host.path().join("out");
+    d.hullctl_ok(&["cp", "box:/made", out_dir.to_str().expect("path")]);
+    assert_eq!(
+        std::fs::read_to_string(out_dir.join("sub/f")).expect("copied out"),
+        "inside\n"
+    );
+    let o = d.hullctl_run(&["cp", "box:/nope", out_dir.to_str().expect("path")]);
+    assert!(
+        !o.status.success() && err(&o).contains("Could not find the file /nope"),
+        "{}",
+        err(&o)
+    );
+
+    // commit, then run the new image: it sees the change.
+    let id = d.hullctl_ok(&["commit", "-m", "added files", "box", "hull/committed:v1"]);
+    assert!(id.trim().starts_with("sha256:"), "{id}");
+    assert_eq!(
+        d.hullctl_ok(&[
+            "run",
+            "--rm",
+            "hull/committed:v1",
+            "cat",
+            "/tmp/in.txt",
+            "/made/sub/f"
+        ]),
+        "from the host\ninside\n"
+    );
+    let hist = d.hullctl_ok(&["history", "hull/committed:v1"]);
+    let rows: Vec<&str> = hist.lines().collect();
+    assert!(
+        rows[0].starts_with("IMAGE") && rows[0].contains("CREATED BY"),
+        "{hist}"
+    );
+    assert!(rows.len() >= 3, "the new layer over the image's: {hist}");
+    assert!(
+        rows[1].contains("sleep 1000") && rows[1].contains("added files"),
+        "{hist}"
+    );
+    let images = d.hullctl_ok(&["images"]);
+    let header = images.lines().next().expect("header");
+    for col in ["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"] {
+        assert!(header.contains(col), "{header}");
+    }
+    assert!(
+        images
+            .lines()
+            .any(|l| l.starts_with("hull/committed") && l.contains("v1")),
+        "{images}"
+    );
+    assert!(
+        images
+            .lines()
+            .any(|l| l.starts_with("hull/busybox") && l.contains(" 1 ")),
+        "{images}"
+    );
+    assert!(d
+        .hullctl_ok(&["images", "check"])
+        .lines()
+        .skip(1)
+        .all(|l| l.contains("complete")));
+    let o = d.hullctl_run(&["rmi", IMAGE]);
+    assert!(
+        !o.status.success() && err(&o).contains("is using its referenced image"),
+        "{}",
+        err(&o)
+    );
+    d.hullctl_ok(&["rm", "-f", "box"]);
+    d.hullctl_ok(&["rmi", "hull/committed:v1"]);
+    assert!(!d.hullctl_ok(&["images"]).contains("committed"));
+    // The base still runs: its layers were kept.
+    assert_eq!(d.hullctl_ok(&["run", "--rm", IMAGE, "echo", "ok"]), "ok\n");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn system_prune_removes_exactly_what_is_unused() {
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let d = Daemon::start("dw-prune").await;
+    import_busybox(&d);
+    d.hullctl_ok(&["tag", IMAGE, "hull/spare:1"]);
+    d.hullctl_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "alive",
+        "-v",
+        "inuse:/data",
+        IMAGE,
+        "sleep",
+        "1000",
+    ]);
+    d.hullctl_ok(&[
+        "run",
+        "--name",
+        "done",
+        "-v",
+        "leftover:/data",
+        IMAGE,
+        "true",
+    ]);
+    d.hullctl_ok(&["create", "--name", "fresh", IMAGE, "true"]);
+    d.hullctl_ok(&["volume", "create", "orphan"]);
+    let net = format!("p{}", &d.bridge.0[2..]);
+    d.hullctl_ok(&["network", "create", &net]);
+    let df = d.hullctl_ok(&["system", "df"]);
+    assert!(
+        df.contains("Images") && df.contains("Containers") && df.contains("Local Volumes"),
+        "{df}"
+    );
+    let blobs_before = d.blob_files().len();
+
+    let out = d.hullctl_ok(&["system", "prune", "-a", "--volumes", "-f"]);
+    assert!(out.contains("Deleted Containers"), "{out}");
+    let ps = d.hullctl_ok(&["ps", "-a", "--format", "{{.Names}}"]);
+    assert_eq!(
+        ps.trim(),
+        "alive",
+        "stopped and created containers are gone, the running one stays"
+    );
+    let images = d.hullctl_ok(&["images", "ls", "-q"]);
+    assert_eq!(
+        images.trim(),
+        IMAGE,
+        "the unused tag is gone, the used image stays"
+    );
+    let vols = d.hullctl_ok(&["volume", "ls", "-q"]);
+    assert_eq!(vols.trim(), "inuse", "unused volumes are gone");
+    assert!(
+        !d.hullctl_ok(&["network", "ls"]).contains(&net),
+        "the unused network is gone"
+    );
+    assert_eq!(
+        d.blob_files().len(),
+        blobs_before,
+        "the running container's image keeps its blobs"
+    );
+    assert_eq!(d.hullctl_ok(&["exec", "alive", "echo", "still"]), "still\n");
+    d.hullctl_ok(&["rm", "-f", "alive"]);
+    // Now the image is unused: prune -a takes it and the daemon's GC its blobs.
+    d.hullctl_ok(&["system", "prune", "-a", "-f"]);
+    assert_eq!(d.hullctl_ok(&["images", "ls", "-q"]), "");
+    assert!(
+        eventually(Duration::from_secs(5), || d.blob_files().is_empty()).await,
+        "{:?}",
+        d.blob_files()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ctr_groups_show_the_daemons_objects() {
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let d = Daemon::start("dw-debug").await;
+    import_busybox(&d);
+    let id = d.hullctl_ok(&["run", "-d", "--name", "dbg", IMAGE, "sleep", "1000"]);
+    let id = id.trim();
+    let plugins = d.hullctl_ok(&["plugins"]);
+    assert!(
+        plugins.contains("io.containerd.snapshotter.v1")
+            || plugins.contains("io.containerd.runtime.v2"),
+        "{plugins}"
+    );
+    assert!(d.hullctl_ok(&["namespaces"]).contains("dw-debug"));
+    assert!(d.hullctl_ok(&["containers"]).contains(id));
+    assert!(d
+        .hullctl_ok(&["containers", "info", id])
+        .contains("io.hull.name"));
+    let tasks = d.hullctl_ok(&["tasks"]);
+    assert!(
+        tasks
+            .lines()
+            .any(|l| l.starts_with(id) && l.contains("RUNNING")),
+        "{tasks}"
+    );
+    assert!(d
+        .hullctl_ok(&["snapshots"])
+        .lines()
+        .any(|l| l.starts_with(id) && l.contains("Active")));
+    assert!(d.hullctl_ok(&["images", "ls"]).contains(IMAGE));
+    assert!(d.hullctl_ok(&["content"]).contains("sha256:"));
+    let lease = d.hullctl_ok(&["leases", "create", "--id", "L1", "--expires", "1h"]);
+    assert_eq!(lease.trim(), "L1");
+    assert!(d
+        .hullctl_ok(&["leases"])
+        .contains("containerd.io/gc.expire"));
+    d.hullctl_ok(&["leases", "rm", "L1"]);
+    let mnt = d.dir().join("mnt");
+    d.hullctl_ok(&["images", "mount", IMAGE, mnt.to_str().expect("path")]);
+    assert!(mnt.join("bin/busybox").exists());
+    d.hullctl_ok(&["images", "unmount", mnt.to_str().expect("path")]);
+    assert!(!mnt.join("bin/busybox").exists());
+    // events: a subscriber sees a container's deletion.
+    let mut ev = d
+        .hullctl()
+        .arg("events")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("events");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    d.hullctl_ok(&["rm", "-f", "dbg"]);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let _ = ev.kill();
+    let o = ev.wait_with_output().expect("events output");
+    let text = out(&o);
+    assert!(
+        text.contains("/containers/delete") && text.contains("/tasks/delete"),
+        "{text}"
+    );
 }

@@ -1,6 +1,7 @@
 //! hullctl's Docker-style verbs: argument parsing and rendering over
 //! [`hull_client::docker`].
 
+pub mod debug;
 mod table;
 mod tty;
 
@@ -175,12 +176,82 @@ pub enum DockerCommand {
         #[arg(required = true)]
         containers: Vec<String>,
     },
+    /// Copy files between a container and the host:
+    /// `cp CONTAINER:SRC DEST` or `cp SRC CONTAINER:DEST`.
+    Cp {
+        /// Source (`CONTAINER:PATH` or a host path).
+        src: String,
+        /// Destination (`CONTAINER:PATH` or a host path).
+        dest: String,
+    },
+    /// Make an image of a container's changes.
+    Commit {
+        /// Comment for the history entry.
+        #[arg(long, short = 'm', default_value = "")]
+        message: String,
+        /// Author.
+        #[arg(long, short = 'a', default_value = "")]
+        author: String,
+        /// Do not pause the container meanwhile.
+        #[arg(long, short = 'p', default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+        pause: bool,
+        /// Container name or id.
+        container: String,
+        /// The new image's name (`repo[:tag]`).
+        reference: Option<String>,
+    },
+    /// Show an image's layers and how they were made.
+    History {
+        /// Do not truncate.
+        #[arg(long)]
+        no_trunc: bool,
+        /// Only layer ids.
+        #[arg(long, short = 'q')]
+        quiet: bool,
+        /// The image.
+        image: String,
+    },
+    /// Remove images.
+    Rmi {
+        /// Even when containers use them.
+        #[arg(long, short = 'f')]
+        force: bool,
+        /// Images.
+        #[arg(required = true)]
+        images: Vec<String>,
+    },
+    /// Whole-system views and clean-up.
+    #[command(subcommand)]
+    System(SystemCommand),
+    /// What the daemon runs and holds.
+    Info,
     /// Manage volumes.
     #[command(subcommand)]
     Volume(VolumeCommand),
     /// Manage networks.
     #[command(subcommand)]
     Network(NetworkCommand),
+}
+
+/// `system …`.
+#[derive(Debug, Subcommand)]
+pub enum SystemCommand {
+    /// Remove stopped containers, dangling images (with -a: every unused
+    /// image), unused networks (and with --volumes, unused volumes); the
+    /// daemon then collects unreferenced layers and blobs.
+    Prune {
+        /// Every image no container uses, not only untagged ones.
+        #[arg(long, short = 'a')]
+        all: bool,
+        /// Unused volumes too.
+        #[arg(long)]
+        volumes: bool,
+        /// Do not ask.
+        #[arg(long, short = 'f')]
+        force: bool,
+    },
+    /// Disk use by images, containers and volumes.
+    Df,
 }
 
 /// `volume …`.
@@ -438,6 +509,14 @@ fn parse_time(text: &str) -> anyhow::Result<SystemTime> {
         }
     }
     anyhow::bail!("invalid time {text:?}: use RFC 3339, Unix seconds, or a duration like 10m")
+}
+
+fn short_layer(id: &str) -> String {
+    if id.starts_with("sha256:") {
+        docker::short(id)
+    } else {
+        id.to_owned()
+    }
 }
 
 fn short_image(name: &str) -> String {
@@ -792,6 +871,173 @@ pub async fn run_docker(d: &Docker, cmd: DockerCommand, pull: &mut PullFn) -> an
             for c in &containers {
                 println!("{}", d.wait(c).await?);
             }
+        }
+        DockerCommand::Cp { src, dest } => {
+            let split = |s: &str| -> Option<(String, String)> {
+                let (c, p) = s.split_once(':')?;
+                (!c.is_empty() && !c.contains('/')).then(|| (c.to_owned(), p.to_owned()))
+            };
+            match (split(&src), split(&dest)) {
+                (Some((c, p)), None) => d.copy_from(&c, &p, std::path::Path::new(&dest)).await?,
+                (None, Some((c, p))) => d.copy_to(&c, std::path::Path::new(&src), &p).await?,
+                (Some(_), Some(_)) => anyhow::bail!("copying between containers is not supported"),
+                (None, None) => {
+                    anyhow::bail!("must specify at least one container source (CONTAINER:PATH)")
+                }
+            }
+        }
+        DockerCommand::Commit {
+            message,
+            author,
+            pause,
+            container,
+            reference,
+        } => {
+            let opts = docker::CommitOptions {
+                reference: reference.unwrap_or_default(),
+                message,
+                author,
+                pause,
+            };
+            println!("{}", d.commit(&container, &opts).await?);
+        }
+        DockerCommand::History {
+            no_trunc,
+            quiet,
+            image,
+        } => {
+            let entries = d.history(&image).await?;
+            if quiet {
+                entries.iter().for_each(|e| {
+                    println!(
+                        "{}",
+                        if no_trunc {
+                            e.layer.clone()
+                        } else {
+                            short_layer(&e.layer)
+                        }
+                    )
+                });
+                return Ok(0);
+            }
+            let mut t = Table::new(&["IMAGE", "CREATED", "CREATED BY", "SIZE", "COMMENT"]);
+            for e in entries {
+                let created = e
+                    .created
+                    .map(|c| {
+                        format!(
+                            "{} ago",
+                            human_duration(SystemTime::now().duration_since(c).unwrap_or_default())
+                        )
+                    })
+                    .unwrap_or_else(|| "N/A".into());
+                let by = if no_trunc {
+                    e.created_by.clone()
+                } else {
+                    ellipsis(&e.created_by, 45)
+                };
+                let layer = if no_trunc {
+                    e.layer.clone()
+                } else {
+                    short_layer(&e.layer)
+                };
+                t.row(vec![
+                    layer,
+                    created,
+                    by,
+                    docker::human_size(e.size),
+                    e.comment,
+                ]);
+            }
+            t.print();
+        }
+        DockerCommand::Rmi { force, images } => {
+            for i in &images {
+                let name = d.remove_image(i, force).await?;
+                println!("Untagged: {name}");
+            }
+        }
+        DockerCommand::System(SystemCommand::Prune {
+            all,
+            volumes,
+            force: _,
+        }) => {
+            let r = d.prune(all, volumes).await?;
+            let section = |title: &str, items: &[String]| {
+                if !items.is_empty() {
+                    println!("{title}:");
+                    items.iter().for_each(|i| println!("{i}"));
+                    println!();
+                }
+            };
+            section("Deleted Containers", &r.containers);
+            section("Deleted Images", &r.images);
+            section("Deleted Networks", &r.networks);
+            section("Deleted Volumes", &r.volumes);
+            println!(
+                "Total reclaimed: {} container(s), {} image(s), {} network(s), {} volume(s)",
+                r.containers.len(),
+                r.images.len(),
+                r.networks.len(),
+                r.volumes.len()
+            );
+        }
+        DockerCommand::System(SystemCommand::Df) => {
+            let mut t = Table::new(&["TYPE", "TOTAL", "ACTIVE", "SIZE", "RECLAIMABLE"]);
+            for u in d.disk_usage().await? {
+                let pct = (u.reclaimable * 100).checked_div(u.size).unwrap_or(0);
+                t.row(vec![
+                    u.kind.into(),
+                    u.total.to_string(),
+                    u.active.to_string(),
+                    docker::human_size(u.size),
+                    format!("{} ({pct}%)", docker::human_size(u.reclaimable)),
+                ]);
+            }
+            t.print();
+        }
+        DockerCommand::Info => {
+            let v = d.client().version().version(()).await?.into_inner();
+            let list = d.list(true).await?;
+            let running = list
+                .iter()
+                .filter(|c| matches!(c.status, docker::State::Running { .. }))
+                .count();
+            let paused = list
+                .iter()
+                .filter(|c| matches!(c.status, docker::State::Paused { .. }))
+                .count();
+            let images = d.images().await?.len();
+            let uname = nix::sys::utsname::uname()?;
+            println!("Server:");
+            println!(" Containers: {}", list.len());
+            println!("  Running: {running}");
+            println!("  Paused: {paused}");
+            println!("  Stopped: {}", list.len() - running - paused);
+            println!(" Images: {images}");
+            println!(" Server Version: {}", v.version);
+            println!(" Storage Driver: overlayfs");
+            println!(" Logging Driver: json-file");
+            println!(
+                " Cgroup Version: {}",
+                if std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+                    2
+                } else {
+                    1
+                }
+            );
+            println!(" Runtimes: io.containerd.runc.v2");
+            println!(" Kernel Version: {}", uname.release().to_string_lossy());
+            println!(" Architecture: {}", uname.machine().to_string_lossy());
+            println!(
+                " CPUs: {}",
+                std::thread::available_parallelism().map_or(1, |n| n.get())
+            );
+            println!(" Docker Root Dir: {}", d.root().display());
+            println!(
+                " Containerd Daemon: {}",
+                if d.is_hull() { "hulld" } else { "containerd" }
+            );
         }
         DockerCommand::Volume(v) => volume(d, v).await?,
         DockerCommand::Network(n) => network(d, n).await?,

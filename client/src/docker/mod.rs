@@ -33,9 +33,12 @@
 
 pub mod labels;
 
+mod commit;
+mod cp;
 mod exec;
 mod fsutil;
 mod image;
+mod images;
 mod inspect;
 mod lifecycle;
 mod list;
@@ -43,13 +46,16 @@ mod logdriver;
 mod logs;
 mod names;
 mod network;
+mod prune;
 mod run;
 mod spec;
 mod top;
 mod volumes;
 
+pub use commit::CommitOptions;
 pub use exec::ExecOptions;
-pub use image::LocalImage;
+pub use image::{chain_id, normalize, LocalImage};
+pub use images::{human_size, repo_tag, short, HistoryEntry, ImageSummary};
 pub use inspect::{render_template, InspectFormat};
 pub use lifecycle::{parse_signal, DEFAULT_STOP_TIMEOUT};
 pub use list::human_duration;
@@ -58,6 +64,7 @@ pub use logdriver::{is_log_driver, run_log_driver};
 pub use logs::LogOptions;
 pub use logs::{AttachEnd, DETACH_KEYS};
 pub use network::NetworkMode;
+pub use prune::{DiskUsage, PruneReport};
 pub use run::{Created, RunOptions};
 pub use spec::{parse_env_file, MountSpec, PortSpec, RestartPolicy};
 pub use top::TOP_TITLES;
