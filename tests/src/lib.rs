@@ -5,6 +5,7 @@
 //! seeded with skopeo ([`registry`]).
 
 pub mod blobs;
+pub mod containerd;
 pub mod daemon;
 pub mod h2raw;
 pub mod image;

@@ -17,10 +17,18 @@ pub const MARKER: &str = "hull-log-driver";
 
 /// The logging binary: this program if it is hullctl, else hullctl on
 /// PATH.
-fn logger_binary() -> PathBuf {
-    std::env::current_exe()
+pub fn default_logger() -> PathBuf {
+    if let Some(me) = std::env::current_exe()
         .ok()
         .filter(|p| p.file_name().is_some_and(|n| n == "hullctl"))
+    {
+        return me;
+    }
+    std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .map(|d| d.join("hullctl"))
+        .find(|p| p.is_file())
         .unwrap_or_else(|| PathBuf::from("/usr/local/bin/hullctl"))
 }
 
@@ -55,12 +63,12 @@ fn unescape(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// The `binary://` URI that makes containerd's shim run hullctl as the
-/// logger for `log`.
-pub fn binary_uri(log: &LogUri) -> String {
+/// The `binary://` URI that makes containerd's shim run `logger` (hullctl)
+/// as the logger for `log`.
+pub fn binary_uri(logger: &std::path::Path, log: &LogUri) -> String {
     format!(
         "binary://{}?{MARKER}=json-file&path={}&max-size={}&max-file={}",
-        logger_binary().display(),
+        logger.display(),
         escape(&log.path.to_string_lossy()),
         log.rotation.max_size,
         log.rotation.max_file
@@ -167,7 +175,7 @@ mod tests {
                 max_file: 2,
             },
         };
-        let uri = binary_uri(&log);
+        let uri = binary_uri(std::path::Path::new("/usr/bin/hullctl"), &log);
         assert!(uri.contains("path=/var/lib/x%20y/c.log"), "{uri}");
         let query = uri.split_once('?').unwrap().1;
         let words: Vec<String> = query.split('&').map(str::to_owned).collect();

@@ -90,6 +90,8 @@ pub struct Docker {
     runtime: String,
     bridge_subnet: Option<String>,
     bridge_device: Option<String>,
+    /// The logging binary containerd's shim runs (hullctl).
+    logger: PathBuf,
 }
 
 /// Where containerd keeps its data when its content plugin says nothing.
@@ -134,6 +136,7 @@ impl Docker {
             runtime: "io.containerd.runc.v2".into(),
             bridge_subnet: None,
             bridge_device: None,
+            logger: logdriver::default_logger(),
         })
     }
 
@@ -143,6 +146,13 @@ impl Docker {
     pub fn with_default_bridge(mut self, subnet: Option<String>, device: Option<String>) -> Docker {
         self.bridge_subnet = subnet;
         self.bridge_device = device;
+        self
+    }
+
+    /// Uses `hullctl` at `path` as the logger containerd's shim starts
+    /// (hulld's shim writes logs itself).
+    pub fn with_logger(mut self, path: PathBuf) -> Docker {
+        self.logger = path;
         self
     }
 

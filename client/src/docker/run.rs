@@ -317,7 +317,7 @@ impl Docker {
             (uri.to_string(), path)
         } else {
             // containerd's own shim starts a logging binary: hullctl.
-            (super::logdriver::binary_uri(&uri), path)
+            (super::logdriver::binary_uri(&self.logger, &uri), path)
         }
     }
 
