@@ -141,10 +141,15 @@ pub fn default_spec(ns: &str, id: &str) -> Result<Spec, SpecError> {
             .env(vec![DEFAULT_PATH.to_owned()])
             .args(Vec::<String>::new())
             .capabilities(build(
+                // No inheritable or ambient capabilities, as containerd
+                // since CVE-2022-24769 (oci-spec would default both to a
+                // set, which also keeps dropped capabilities from working).
                 LinuxCapabilitiesBuilder::default()
                     .bounding(caps.clone())
                     .permitted(caps.clone())
                     .effective(caps)
+                    .inheritable(HashSet::new())
+                    .ambient(HashSet::new())
                     .build(),
             )?)
             .rlimits(vec![build(
@@ -413,6 +418,8 @@ mod tests {
         assert_eq!(linux.namespaces().as_ref().unwrap().len(), 5);
         assert_eq!(s.mounts().as_ref().unwrap().len(), 7);
         assert!(json.contains("\"rootfs\""));
+        assert!(caps.inheritable().as_ref().is_none_or(|c| c.is_empty()));
+        assert!(caps.ambient().as_ref().is_none_or(|c| c.is_empty()));
         // A container's root is writable unless asked otherwise.
         assert_eq!(s.root().as_ref().unwrap().readonly(), Some(false));
     }
