@@ -1198,3 +1198,121 @@ async fn ctr_groups_show_the_daemons_objects() {
         "{text}"
     );
 }
+
+fn cap_eff(status: &str) -> u64 {
+    let hex = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .expect("CapEff")
+        .trim();
+    u64::from_str_radix(hex, 16).expect("hex")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn run_and_exec_flags_reach_the_process() {
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let d = Daemon::start("dw-flags").await;
+    import_busybox(&d);
+    let run = |args: &[&str]| {
+        let mut all = vec!["run", "--rm", "--network", "none"];
+        all.extend_from_slice(args);
+        d.hullctl_ok(&all)
+    };
+    assert_eq!(run(&["--hostname", "h1", IMAGE, "hostname"]), "h1\n");
+    assert_eq!(run(&["-w", "/tmp", IMAGE, "pwd"]), "/tmp\n");
+    assert_eq!(
+        run(&["-u", "1234:5678", IMAGE, "id"]).trim(),
+        "uid=1234 gid=5678"
+    );
+    assert_eq!(run(&["--entrypoint", "echo", IMAGE, "a", "b"]), "a b\n");
+    let env_file = d.dir().join("ok.env");
+    std::fs::write(&env_file, "# comment\nFROM_FILE=yes\n").expect("write");
+    let env = run(&[
+        "-e",
+        "A=1",
+        "--env-file",
+        env_file.to_str().expect("path"),
+        IMAGE,
+        "env",
+    ]);
+    assert!(
+        env.lines().any(|l| l == "A=1") && env.lines().any(|l| l == "FROM_FILE=yes"),
+        "{env}"
+    );
+    let caps = cap_eff(&run(&[
+        "--cap-drop",
+        "ALL",
+        "--cap-add",
+        "NET_BIND_SERVICE",
+        IMAGE,
+        "cat",
+        "/proc/self/status",
+    ]));
+    assert_eq!(caps, 1 << 10, "only CAP_NET_BIND_SERVICE");
+    let default_caps = cap_eff(&run(&[IMAGE, "cat", "/proc/self/status"]));
+    let privileged = cap_eff(&run(&["--privileged", IMAGE, "cat", "/proc/self/status"]));
+    assert!(
+        privileged & (1 << 21) != 0 && default_caps & (1 << 21) == 0,
+        "CAP_SYS_ADMIN only when privileged"
+    );
+    // Resource limits land in the spec runc is given.
+    let id = d.hullctl_ok(&[
+        "create",
+        "--memory",
+        "64m",
+        "--pids-limit",
+        "20",
+        "--cpus",
+        "0.5",
+        IMAGE,
+        "true",
+    ]);
+    let info: serde_json::Value =
+        serde_json::from_str(&d.hullctl_ok(&["containers", "info", id.trim()])).expect("json");
+    let res = &info["Spec"]["linux"]["resources"];
+    assert_eq!(res["memory"]["limit"], 64 << 20);
+    assert_eq!(res["pids"]["limit"], 20);
+    assert_eq!(
+        (res["cpu"]["quota"].as_i64(), res["cpu"]["period"].as_u64()),
+        (Some(50_000), Some(100_000))
+    );
+    d.hullctl_ok(&["rm", id.trim()]);
+
+    // exec's own -w, -u, -e.
+    d.hullctl_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "x",
+        "--network",
+        "none",
+        IMAGE,
+        "sleep",
+        "1000",
+    ]);
+    assert_eq!(d.hullctl_ok(&["exec", "-w", "/tmp", "x", "pwd"]), "/tmp\n");
+    assert_eq!(d.hullctl_ok(&["exec", "-u", "42", "x", "id", "-u"]), "42\n");
+    assert_eq!(
+        d.hullctl_ok(&["exec", "-e", "Y=2", "x", "sh", "-c", "echo $Y"]),
+        "2\n"
+    );
+    let mut child = d
+        .hullctl()
+        .args(["exec", "-i", "x", "cat"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("exec -i");
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"piped\n")
+        .expect("write");
+    assert_eq!(out(&child.wait_with_output().expect("wait")), "piped\n");
+    d.hullctl_ok(&["rm", "-f", "x"]);
+}

@@ -163,8 +163,71 @@ fn capability(name: &str) -> Result<Capability, Error> {
         .map_err(|_| invalid(format!("unknown capability: {name:?}")))
 }
 
+/// Every capability this machine has (its bounding set, as Docker's
+/// privileged containers get): asking for more fails in the kernel.
 fn all_caps() -> Vec<Capability> {
-    ALL_CAPS.iter().filter_map(|c| c.parse().ok()).collect()
+    let bounding = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapBnd:"))
+                .and_then(|h| u64::from_str_radix(h.trim(), 16).ok())
+        })
+        .unwrap_or(u64::MAX);
+    ALL_CAPS
+        .iter()
+        .filter_map(|c| c.parse::<Capability>().ok())
+        .filter(|c| cap_number(*c).is_none_or(|n| bounding & (1 << n) != 0))
+        .collect()
+}
+
+/// A capability's number, as the kernel counts them.
+fn cap_number(c: Capability) -> Option<u32> {
+    const ORDER: &[&str] = &[
+        "CHOWN",
+        "DAC_OVERRIDE",
+        "DAC_READ_SEARCH",
+        "FOWNER",
+        "FSETID",
+        "KILL",
+        "SETGID",
+        "SETUID",
+        "SETPCAP",
+        "LINUX_IMMUTABLE",
+        "NET_BIND_SERVICE",
+        "NET_BROADCAST",
+        "NET_ADMIN",
+        "NET_RAW",
+        "IPC_LOCK",
+        "IPC_OWNER",
+        "SYS_MODULE",
+        "SYS_RAWIO",
+        "SYS_CHROOT",
+        "SYS_PTRACE",
+        "SYS_PACCT",
+        "SYS_ADMIN",
+        "SYS_BOOT",
+        "SYS_NICE",
+        "SYS_RESOURCE",
+        "SYS_TIME",
+        "SYS_TTY_CONFIG",
+        "MKNOD",
+        "LEASE",
+        "AUDIT_WRITE",
+        "AUDIT_CONTROL",
+        "SETFCAP",
+        "MAC_OVERRIDE",
+        "MAC_ADMIN",
+        "SYSLOG",
+        "WAKE_ALARM",
+        "BLOCK_SUSPEND",
+        "AUDIT_READ",
+        "PERFMON",
+        "BPF",
+        "CHECKPOINT_RESTORE",
+    ];
+    let name = c.to_string();
+    ORDER.iter().position(|n| *n == name).map(|p| p as u32)
 }
 
 impl Docker {
