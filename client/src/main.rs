@@ -12,9 +12,15 @@ use hull_client::oci::credentials;
 use hull_client::transfer::PullOptions;
 use hull_client::Client;
 
-/// Talk to hulld (or containerd).
+/// Run and inspect containers on hulld (or containerd) the way you would
+/// with docker: `hullctl run -d --name web -p 8080:80 nginx`, `hullctl ps`,
+/// `hullctl logs -f web`, `hullctl exec -it web sh`, `hullctl rm -f web`.
+///
+/// ctr's object groups (images, content, snapshots, containers, tasks,
+/// leases, events, plugins, namespaces) show the daemon's records as they
+/// are, for debugging.
 #[derive(Debug, Parser)]
-#[command(name = "hullctl", version)]
+#[command(name = "hullctl", version, about, long_about)]
 struct Cli {
     /// Daemon socket.
     #[arg(
@@ -141,6 +147,12 @@ enum Command {
         /// Registry host (default: docker.io).
         server: Option<String>,
     },
+    /// Print a shell completion script: `hullctl completion bash >
+    /// /etc/bash_completion.d/hullctl`.
+    Completion {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
     /// Give an image another name: `tag SOURCE TARGET`.
     Tag {
         /// An image of the store.
@@ -172,6 +184,15 @@ async fn pull_for_run(
 }
 
 async fn run(cli: Cli) -> anyhow::Result<u8> {
+    if let Command::Completion { shell } = &cli.command {
+        use clap::CommandFactory;
+        let mut script = Vec::new();
+        clap_complete::generate(*shell, &mut Cli::command(), "hullctl", &mut script);
+        // A closed pipe (`| head`) is not an error worth a word.
+        use std::io::Write as _;
+        let _ = std::io::stdout().write_all(&script);
+        return Ok(0);
+    }
     let client = Client::connect(&cli.address)
         .await?
         .with_namespace(&cli.namespace);
@@ -317,6 +338,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
                 println!("Not logged in to {host}");
             }
         }
+        Command::Completion { .. } => {}
         Command::Tag { source, target } => {
             client.tag(&normalise(&source), &normalise(&target)).await?;
         }
@@ -386,5 +408,57 @@ fn main() -> ExitCode {
             }
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_consistent_and_completes() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+        let mut script = Vec::new();
+        clap_complete::generate(
+            clap_complete::Shell::Bash,
+            &mut Cli::command(),
+            "hullctl",
+            &mut script,
+        );
+        let script = String::from_utf8(script).expect("text");
+        for verb in [
+            "run",
+            "ps",
+            "logs",
+            "exec",
+            "volume",
+            "network",
+            "snapshots",
+        ] {
+            assert!(script.contains(verb), "{verb}");
+        }
+        // Docker's flags parse as Docker's do.
+        let cli = Cli::try_parse_from([
+            "hullctl",
+            "run",
+            "-itd",
+            "--rm",
+            "--name",
+            "db",
+            "-p",
+            "3307:3306",
+            "-e",
+            "K=V",
+            "img",
+            "sh",
+            "-c",
+            "x",
+        ])
+        .expect("parse");
+        let Command::Docker(cmd) = cli.command else {
+            panic!("not a docker verb")
+        };
+        assert!(matches!(*cmd, cli::DockerCommand::Run(_)));
     }
 }
