@@ -11,7 +11,7 @@ if [[ "${1:-}" == "--deps" ]]; then
     apt-get update -q
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
         protobuf-compiler libprotobuf-dev gcc libc6-dev \
-        runc ca-certificates
+        runc ca-certificates containernetworking-plugins iptables iproute2
 fi
 
 cargo build --release --bins

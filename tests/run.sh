@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the tests drive (real ctr, containerd, runc, busybox,
-# umoci, docker-registry, skopeo, htpasswd, openssl) and runs every test
-# in the workspace. Needs root.
+# umoci, docker-registry, skopeo, htpasswd, openssl, CNI plugins,
+# iptables, ip) and runs every test in the workspace. Needs root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,6 +16,9 @@ command -v docker-registry >/dev/null || need+=(docker-registry)
 command -v skopeo >/dev/null || need+=(skopeo)
 command -v htpasswd >/dev/null || need+=(apache2-utils)
 command -v openssl >/dev/null || need+=(openssl)
+[[ -x /usr/lib/cni/bridge ]] || need+=(containernetworking-plugins)
+command -v iptables >/dev/null || need+=(iptables)
+command -v ip >/dev/null || need+=(iproute2)
 if ((${#need[@]})); then
     apt-get update -q
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need[@]}"
