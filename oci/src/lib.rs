@@ -25,4 +25,5 @@ pub mod credentials;
 pub mod document;
 pub mod media;
 pub mod platform;
+pub mod reference;
 pub mod spec;
