@@ -46,6 +46,7 @@ pub struct ProcessIo {
     /// stdin; with the FIFO's path, to wake a copy still waiting to open it.
     stdin_close: Mutex<Option<(OwnedFd, PathBuf)>>,
     console: Option<File>,
+    /// Output copies only: the stdin copy may wait for a client forever.
     copies: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -314,7 +315,9 @@ impl ProcessIo {
     pub fn open(paths: &StdioPaths, owner: &Owner) -> std::io::Result<(ProcessIo, ChildIo)> {
         let mut io = ProcessIo::default();
         let mut copies = Vec::new();
-        let stdin = io.open_stdin(&paths.stdin, &mut copies)?;
+        // The stdin copy runs detached: it may wait for a client forever.
+        let mut input: Vec<JoinHandle<()>> = Vec::new();
+        let stdin = io.open_stdin(&paths.stdin, &mut input)?;
         let log = open_log(&paths.stdout)?;
         let child = if let Some(log) = log {
             let (out_r, out_w) = pipe()?;
@@ -373,13 +376,15 @@ impl ProcessIo {
     pub fn with_console(paths: &StdioPaths, master: OwnedFd) -> std::io::Result<ProcessIo> {
         let mut io = ProcessIo::default();
         let mut copies = Vec::new();
+        // The stdin copy runs detached: it may wait for a client forever.
+        let mut input: Vec<JoinHandle<()>> = Vec::new();
         let master = File::from(master);
         if !paths.stdin.is_empty() {
             let (cancel_r, cancel_w) = pipe()?;
             let to = master.try_clone()?;
             let fifo = PathBuf::from(&paths.stdin);
             let p = fifo.clone();
-            copies.push(spawn_copy("stdin", move || {
+            input.push(spawn_copy("stdin", move || {
                 copy_stdin(p, cancel_r, to, true)
             })?);
             io.stdin_close = Mutex::new(Some((cancel_w, fifo)));

@@ -27,6 +27,9 @@ use crate::reaper::{Exit, Monitor};
 use crate::runc::{CallIo, Runc, RuncError, Spawn};
 use crate::stats;
 
+/// How long an exit waits for the process's output to be copied out.
+const OUTPUT_DRAIN: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Why a task request failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ShimError {
@@ -206,6 +209,7 @@ impl TaskService {
     }
 
     /// Marks the process with this pid exited and publishes its exit.
+    /// (Once its output is copied out, for at most [`OUTPUT_DRAIN`].)
     ///
     /// When the init of a container without a PID namespace of its own
     /// exits, its other processes would live on (no namespace dies with
@@ -219,17 +223,39 @@ impl TaskService {
                     .then(|| (c.id.clone(), c.runc.clone()))
             })
         };
-        if let Some((id, runc)) = kill_all {
-            let svc = self.clone();
-            tokio::spawn(async move {
+        // Its output still in the pipes is copied out (to a log file, or
+        // the client's FIFOs) before the exit is known: whoever waits for
+        // it then finds all of it written. A process whose output another
+        // process keeps open is waited for only so long.
+        let io = {
+            let state = self.lock();
+            state.containers.values().find_map(|c| {
+                std::iter::once(&c.init)
+                    .chain(c.execs.values())
+                    .find(|p| p.pid == exit.pid && p.exit().is_none())
+                    .and_then(|p| p.io.clone())
+            })
+        };
+        let pending = io.filter(|io| !io.finished());
+        if kill_all.is_none() && pending.is_none() {
+            self.record_exit(exit);
+            return;
+        }
+        let svc = self.clone();
+        tokio::spawn(async move {
+            if let Some((id, runc)) = kill_all {
                 if let Err(e) = runc.kill(&id, libc::SIGKILL as u32, true).await {
                     tracing::warn!(container_id = %id, cause = %errdefs::message(&e), "kill the processes left after init exited");
                 }
-                svc.record_exit(exit);
-            });
-            return;
-        }
-        self.record_exit(exit);
+            }
+            if let Some(io) = pending {
+                let deadline = tokio::time::Instant::now() + OUTPUT_DRAIN;
+                while !io.finished() && tokio::time::Instant::now() < deadline {
+                    tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+                }
+            }
+            svc.record_exit(exit);
+        });
     }
 
     fn record_exit(&self, exit: Exit) {
