@@ -4,7 +4,8 @@
 //!
 //! Run from a release build: `cargo build --release --workspace --bins &&
 //! target/release/hull-bench`. `--quick` shrinks the workloads for a smoke
-//! run; `--tasks` runs the container lifecycle measures instead, `--pull`
+//! run; `--tasks` runs the container lifecycle measures instead, `--cli`
+//! what hullctl adds over ctr on the same hulld, `--pull`
 //! the pull from a local registry.
 
 use std::collections::HashMap;
@@ -17,6 +18,7 @@ use sha2::{Digest as _, Sha256};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
+mod cli;
 mod pull;
 mod tasks;
 
@@ -574,9 +576,60 @@ async fn main_tasks(quick: bool) -> Result<()> {
     Ok(())
 }
 
+/// `--cli`: what hullctl adds over ctr on the same hulld.
+async fn main_cli(quick: bool) -> Result<()> {
+    let runs = if quick { 5 } else { 20 };
+    let work = tempfile::Builder::new()
+        .prefix("hull-bench-cli-")
+        .tempdir()?;
+    let image = tasks::build_image(work.path());
+    let (hull, _hc) = start_hulld().await?;
+    let address = hull.address.clone();
+    let hullctl = sibling("hullctl")?;
+    let r = tokio::task::spawn_blocking(move || cli::measure(&hullctl, &address, &image, runs))
+        .await??;
+    drop(hull);
+    hull_tests::daemon::remove_ns_cgroups("bench");
+    println!("hullctl on hulld, median of {runs} (version: of 30, ps: of 10)");
+    println!(
+        "{:<52} {:>10} {:>10} {:>8}",
+        "measure", "hullctl", "ctr", "ratio"
+    );
+    let row =
+        |name: &str, h: f64, c: f64| println!("{name:<52} {h:>10.4} {c:>10.4} {:>8.2}", h / c);
+    row(
+        "run --rm /bin/true, --network none (s)",
+        r.hullctl_run_none,
+        r.ctr_run,
+    );
+    row(
+        "run --rm /bin/true, default bridge (s)",
+        r.hullctl_run_bridge,
+        r.ctr_run,
+    );
+    row(
+        "version: start-up and one call (s)",
+        r.hullctl_version,
+        r.ctr_version,
+    );
+    row(
+        "ps -a / containers ls, 100 containers (s)",
+        r.ps_100,
+        r.ctr_ls_100,
+    );
+    println!(
+        "{:<52} {:>10.3}",
+        "100 x create --network none (s)", r.create_100
+    );
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
     let quick = std::env::args().any(|a| a == "--quick");
+    if std::env::args().any(|a| a == "--cli") {
+        return main_cli(quick).await;
+    }
     if std::env::args().any(|a| a == "--tasks") {
         return main_tasks(quick).await;
     }

@@ -358,21 +358,19 @@ fn registry_host(server: Option<&str>) -> String {
 
 /// The stored credentials for `reference`'s registry, if any.
 fn credentials_for(reference: &str) -> anyhow::Result<Option<credentials::Credentials>> {
-    let Ok(r) = hull_client::oci::oci_spec::distribution::Reference::try_from(reference) else {
+    let Ok(r) = hull_client::oci::reference::parse(reference) else {
         // The daemon names a malformed reference.
         return Ok(None);
     };
     let path = credentials::config_path(std::path::Path::new(""));
-    Ok(credentials::lookup(&path, r.registry())?)
+    Ok(credentials::lookup(&path, &r.registry)?)
 }
 
 /// A reference as the store names images (`busybox` is
 /// `docker.io/library/busybox:latest`); left as given when it does not
 /// parse, so that the daemon's error names it.
 fn normalise(name: &str) -> String {
-    hull_client::oci::oci_spec::distribution::Reference::try_from(name)
-        .map(|r| r.whole())
-        .unwrap_or_else(|_| name.to_owned())
+    hull_client::oci::reference::normalize(name).unwrap_or_else(|_| name.to_owned())
 }
 
 fn main() -> ExitCode {

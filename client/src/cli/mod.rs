@@ -581,9 +581,7 @@ fn matches_filter(c: &ContainerSummary, filters: &[(String, String)]) -> bool {
 }
 
 fn docker_image_name(name: &str) -> String {
-    hull_client::oci::oci_spec::distribution::Reference::try_from(name)
-        .map(|r| r.whole())
-        .unwrap_or_else(|_| name.to_owned())
+    hull_client::oci::reference::normalize(name).unwrap_or_else(|_| name.to_owned())
 }
 
 /// Runs one Docker verb; returns the exit code.

@@ -353,5 +353,5 @@ impl Docker {
 
 /// Whether `name` (normalised) is a reference Docker accepts.
 fn hull_client_ref_ok(name: &str) -> bool {
-    hull_oci::oci_spec::distribution::Reference::try_from(name).is_ok()
+    hull_oci::reference::parse(name).is_ok()
 }

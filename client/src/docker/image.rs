@@ -2,7 +2,6 @@
 //! manifest for this machine's platform, its config and layer chain.
 
 use hull_oci::media::{self, Kind};
-use hull_oci::oci_spec::distribution::Reference;
 use hull_oci::oci_spec::image::{ImageConfiguration, ImageIndex, ImageManifest};
 use hull_oci::platform::Matcher;
 use hull_proto::containerd::services::content::v1::ReadContentRequest;
@@ -38,9 +37,7 @@ pub struct LocalImage {
 /// Normalises a reference as Docker does (`busybox` is
 /// `docker.io/library/busybox:latest`); text that does not parse is kept.
 pub fn normalize(reference: &str) -> String {
-    Reference::try_from(reference)
-        .map(|r| r.whole())
-        .unwrap_or_else(|_| reference.to_owned())
+    hull_oci::reference::normalize(reference).unwrap_or_else(|_| reference.to_owned())
 }
 
 /// The chain ID of a layer stack: the first diff ID, then

@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use hull_logs::{Entry, Follower};
 use hull_proto::containerd::services::containers::v1::Container;
+use hull_proto::containerd::services::tasks::v1::WaitRequest;
 use hull_proto::containerd::v1::types::Status as TaskStatus;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tonic::Status;
@@ -28,7 +29,7 @@ pub struct LogOptions {
 }
 
 /// How often a followed log is read again.
-const POLL: Duration = Duration::from_millis(50);
+const POLL: Duration = Duration::from_millis(20);
 
 /// The detach sequence Docker uses: Ctrl-P Ctrl-Q.
 pub const DETACH_KEYS: [u8; 2] = [0x10, 0x11];
@@ -97,21 +98,30 @@ impl Docker {
         if !opts.follow {
             return Ok(());
         }
-        let mut checks = 0u32;
+        if !self.running(&c.id).await? {
+            // Nothing more will come.
+            let rest = follower
+                .poll()
+                .map_err(|e| local("read log")(std::io::Error::other(e)))?;
+            rest.iter().filter(|e| keep(e)).for_each(&mut out);
+            return Ok(());
+        }
+        let mut tasks = self.client.tasks();
+        let wait = tasks.wait(WaitRequest {
+            container_id: c.id.clone(),
+            exec_id: String::new(),
+        });
+        tokio::pin!(wait);
         loop {
-            tokio::time::sleep(POLL).await;
+            let done = tokio::select! {
+                _ = &mut wait => true,
+                _ = tokio::time::sleep(POLL) => false,
+            };
             let new = follower
                 .poll()
                 .map_err(|e| local("read log")(std::io::Error::other(e)))?;
             new.iter().filter(|e| keep(e)).for_each(&mut out);
-            checks += 1;
-            if checks.is_multiple_of(4) && !self.running(&c.id).await? {
-                // What the shim wrote before the exit.
-                tokio::time::sleep(POLL).await;
-                let rest = follower
-                    .poll()
-                    .map_err(|e| local("read log")(std::io::Error::other(e)))?;
-                rest.iter().filter(|e| keep(e)).for_each(&mut out);
+            if done {
                 return Ok(());
             }
         }
@@ -203,7 +213,14 @@ impl Docker {
             }
         };
         let mut detach_open = input.is_some();
-        let mut checks = 0u32;
+        // The exit ends the session; the shim reports it once the output
+        // is in the log.
+        let mut tasks = self.client.tasks();
+        let wait = tasks.wait(WaitRequest {
+            container_id: c.id.clone(),
+            exec_id: String::new(),
+        });
+        tokio::pin!(wait);
         let end = loop {
             tokio::select! {
                 r = &mut detached, if detach_open => {
@@ -212,22 +229,20 @@ impl Docker {
                         break AttachEnd::Detached;
                     }
                 }
+                w = &mut wait => {
+                    let code = w?.into_inner().exit_status;
+                    let rest = follower
+                        .poll()
+                        .map_err(|e| local("read log")(std::io::Error::other(e)))?;
+                    write_entries(&rest, &mut stdout, &mut stderr).await;
+                    break AttachEnd::Exited(code);
+                }
                 _ = tokio::time::sleep(POLL) => {}
             }
             let new = follower
                 .poll()
                 .map_err(|e| local("read log")(std::io::Error::other(e)))?;
             write_entries(&new, &mut stdout, &mut stderr).await;
-            checks += 1;
-            if checks.is_multiple_of(4) && !self.running(&c.id).await? {
-                // Wait returns once the shim has written all output.
-                let code = self.wait(&c.id).await?;
-                let rest = follower
-                    .poll()
-                    .map_err(|e| local("read log")(std::io::Error::other(e)))?;
-                write_entries(&rest, &mut stdout, &mut stderr).await;
-                break AttachEnd::Exited(code);
-            }
         };
         if let Some(t) = input {
             t.abort();
