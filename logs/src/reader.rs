@@ -31,10 +31,11 @@ fn decode(line: &[u8]) -> Option<Entry> {
     })
 }
 
-/// Reads every line of the log at `path` (its `max_file - 1` rotated files
-/// first, oldest first), and returns them with a [`Follower`] that goes on
-/// from the end of the current file. A log that does not exist yet reads
-/// as empty.
+/// Reads every line of the log at `path` (its rotated files first, oldest
+/// first: at least `max_file - 1` of them are looked for, and any further
+/// ones that exist, since the writer may keep more than the reader was
+/// told), and returns them with a [`Follower`] that goes on from the end of
+/// the current file. A log that does not exist yet reads as empty.
 ///
 /// # Errors
 /// When a file exists but cannot be read.
@@ -43,7 +44,11 @@ pub fn read(path: &Path, max_file: u32) -> Result<(Vec<Entry>, Follower), LogErr
     // files are read cannot drop lines between them and it.
     let mut follower = Follower::open(path)?;
     let mut out = Vec::new();
-    for n in (1..max_file.max(1)).rev() {
+    let mut last = max_file.max(1).saturating_sub(1);
+    while rotated(path, last + 1).exists() {
+        last += 1;
+    }
+    for n in (1..=last).rev() {
         let p = rotated(path, n);
         match std::fs::read(&p) {
             Ok(data) => out.extend(data.split(|b| *b == b'\n').filter_map(decode)),

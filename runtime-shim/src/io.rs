@@ -188,9 +188,18 @@ type SharedLog = std::sync::Arc<Mutex<LogWriter>>;
 fn open_log(uri: &str) -> std::io::Result<Option<SharedLog>> {
     let parsed =
         LogUri::parse(uri).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
-    let Some(parsed) = parsed else {
+    let Some(mut parsed) = parsed else {
         return Ok(None);
     };
+    if parsed.rotation.max_size == 0 {
+        // The client chose nothing: the daemon's defaults.
+        let env = |k: &str| std::env::var(k).ok().and_then(|v| v.parse::<u64>().ok());
+        if let Some(size) = env("HULL_LOG_MAX_SIZE").filter(|s| *s > 0) {
+            parsed.rotation.max_size = size;
+            parsed.rotation.max_file =
+                env("HULL_LOG_MAX_FILE").map_or(1, |n| n.clamp(1, 1000) as u32);
+        }
+    }
     let writer = LogWriter::open(&parsed).map_err(std::io::Error::other)?;
     Ok(Some(std::sync::Arc::new(Mutex::new(writer))))
 }

@@ -147,6 +147,13 @@ impl Config {
         toml::from_str(text)
     }
 
+    /// The json-file log rotation (bytes, files) for logs whose client
+    /// set none.
+    pub fn log_defaults(&self) -> (u64, u32) {
+        let size = hull_logs::parse_size(&self.shim.log_max_size).unwrap_or(0);
+        (size, self.shim.log_max_file.max(1))
+    }
+
     /// Checks values once at startup.
     ///
     /// # Errors
@@ -161,6 +168,16 @@ impl Config {
             ));
         }
         self.gc.validate().map_err(ConfigError::Invalid)?;
+        if !self.shim.log_max_size.is_empty()
+            && hull_logs::parse_size(&self.shim.log_max_size).is_err()
+        {
+            return Err(ConfigError::Invalid(
+                "shim.log_max_size must be a size such as 10m or 1g",
+            ));
+        }
+        if self.shim.log_max_file == 0 {
+            return Err(ConfigError::Invalid("shim.log_max_file must be at least 1"));
+        }
         if self.proxy_plugins.values().any(|p| p.kind != "snapshot") {
             return Err(ConfigError::Invalid(
                 "proxy_plugins: only type = \"snapshot\" is supported",

@@ -43,6 +43,11 @@ pub struct ShimConfig {
     /// hulld and then on PATH). Runtimes not listed follow containerd's
     /// rule: `io.containerd.NAME.VERSION` runs `containerd-shim-NAME-VERSION`.
     pub runtimes: BTreeMap<String, String>,
+    /// Size at which a container's json-file log is rotated when the
+    /// client set none (`10m`, `1g`; empty: never).
+    pub log_max_size: String,
+    /// Log files kept when the client set none.
+    pub log_max_file: u32,
 }
 
 impl Default for ShimConfig {
@@ -57,7 +62,13 @@ impl Default for ShimConfig {
         .into_iter()
         .map(|r| (r.to_owned(), "hull-shim".to_owned()))
         .collect();
-        ShimConfig { runtimes }
+        // Unlike Docker's json-file default (never rotated), a log does not
+        // fill the disk unless asked: 10 MiB times 3, as kubelet keeps.
+        ShimConfig {
+            runtimes,
+            log_max_size: "10m".into(),
+            log_max_file: 3,
+        }
     }
 }
 

@@ -326,6 +326,7 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), Wi
             address: config.grpc.address.clone(),
             ttrpc_address: ttrpc_address.clone(),
             publish_binary,
+            log_defaults: config.log_defaults(),
         },
         events.clone(),
         tasks.clone(),

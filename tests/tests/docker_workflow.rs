@@ -1316,3 +1316,36 @@ async fn run_and_exec_flags_reach_the_process() {
     assert_eq!(out(&child.wait_with_output().expect("wait")), "piped\n");
     d.hullctl_ok(&["rm", "-f", "x"]);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_daemons_log_rotation_applies_when_the_client_sets_none() {
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let d = Daemon::start_with_config(
+        "dw-logcfg",
+        "[shim]\nlog_max_size = \"1k\"\nlog_max_file = 2\n",
+    )
+    .await;
+    import_busybox(&d);
+    let script = "i=0; while [ $i -lt 300 ]; do echo line-$i; i=$((i+1)); done";
+    d.hullctl_ok(&["run", "--name", "c", IMAGE, "sh", "-c", script]);
+    let path = inspect(&d, "c", "{{.LogPath}}");
+    assert!(
+        std::path::Path::new(&format!("{path}.1")).exists(),
+        "rotated at the daemon's 1k"
+    );
+    assert!(
+        !std::path::Path::new(&format!("{path}.2")).exists(),
+        "two files kept"
+    );
+    assert!(std::fs::metadata(&path).expect("log").len() <= 1024);
+    // logs reads every file the shim kept, though the client asked for none.
+    let logs = d.hullctl_ok(&["logs", "c"]);
+    assert!(
+        logs.lines().count() > 10 && logs.ends_with("line-299\n"),
+        "{logs}"
+    );
+    d.hullctl_ok(&["rm", "c"]);
+}

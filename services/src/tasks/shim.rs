@@ -33,6 +33,9 @@ pub struct Invocation {
     pub ttrpc_address: PathBuf,
     /// hulld's binary (`-publish-binary`).
     pub publish_binary: PathBuf,
+    /// Rotation of json-file logs whose URI sets none, handed to hull-shim
+    /// as `HULL_LOG_MAX_SIZE` (bytes) and `HULL_LOG_MAX_FILE`.
+    pub log_defaults: (u64, u32),
 }
 
 /// A connected shim serving one task.
@@ -146,7 +149,9 @@ fn command(
     }
     cmd.arg(action)
         .current_dir(bundle)
-        .env("TTRPC_ADDRESS", &inv.ttrpc_address);
+        .env("TTRPC_ADDRESS", &inv.ttrpc_address)
+        .env("HULL_LOG_MAX_SIZE", inv.log_defaults.0.to_string())
+        .env("HULL_LOG_MAX_FILE", inv.log_defaults.1.to_string());
     cmd
 }
 
