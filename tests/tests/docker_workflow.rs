@@ -945,6 +945,21 @@ async fn a_terminal_session_runs_detaches_attaches_and_restarts() {
         .expect("detaches")
         .success());
 
+    // exec -it: a second shell on a terminal of its own, with its code.
+    let mut cmd = d.hullctl();
+    cmd.args(["exec", "-it", "sess", "sh"]);
+    let mut p = Pty::spawn(cmd);
+    p.send(b"tty; echo in-exec-$((2+2))\r");
+    assert!(p.expect("in-exec-4", t), "screen: {:?}", p.screen());
+    assert!(
+        p.screen().contains("/dev/pts/"),
+        "a terminal: {:?}",
+        p.screen()
+    );
+    p.send(b"exit 3\r");
+    let status = tokio::task::block_in_place(|| p.wait(t)).expect("exits");
+    assert_eq!(status.code(), Some(3), "screen: {:?}", p.screen());
+
     // Stopped, then start -i re-enters a shell.
     d.hullctl_ok(&["stop", "-t", "1", "sess"]);
     let mut cmd = d.hullctl();

@@ -488,7 +488,13 @@ async fn ensure_image(
     match d.image(image).await {
         Ok(_) => Ok(()),
         Err(e) if e.kind() == Kind::NotFound => {
-            eprintln!("Unable to find image '{image}' locally");
+            // As Docker names it: familiar, with its tag.
+            let full = docker::normalize(image);
+            let shown = full
+                .strip_prefix("docker.io/library/")
+                .or_else(|| full.strip_prefix("docker.io/"))
+                .unwrap_or(&full);
+            eprintln!("Unable to find image '{shown}' locally");
             pull(image.to_owned(), platform.map(str::to_owned)).await
         }
         Err(e) => Err(e.into()),
