@@ -359,20 +359,24 @@ pub struct RunArgs {
     /// Replace the image's entrypoint.
     #[arg(long)]
     entrypoint: Option<String>,
-    /// Mount: NAME:/path, /host/path:/path[:ro], or /path (anonymous).
-    #[arg(long, short = 'v')]
+    // (Help given as text: its brackets are not links.)
+    #[arg(
+        long,
+        short = 'v',
+        help = "Mount: NAME:/path, /host/path:/path[:ro], or /path (anonymous)"
+    )]
     volume: Vec<String>,
-    /// Mount: type=volume|bind|tmpfs,source=…,target=…[,readonly].
-    #[arg(long)]
+    #[arg(
+        long,
+        help = "Mount: type=volume|bind|tmpfs,source=…,target=…[,readonly]"
+    )]
     mount: Vec<String>,
-    /// A tmpfs at this path (/path[:options]).
-    #[arg(long)]
+    #[arg(long, help = "A tmpfs at this path (/path[:options])")]
     tmpfs: Vec<String>,
     /// Mount the root read-only.
     #[arg(long)]
     read_only: bool,
-    /// Publish a port: [IP:][HOSTPORT:]PORT[/udp].
-    #[arg(long, short = 'p')]
+    #[arg(long, short = 'p', help = "Publish a port: [IP:][HOSTPORT:]PORT[/udp]")]
     publish: Vec<String>,
     /// Publish the image's exposed ports on free host ports.
     #[arg(long, short = 'P')]
@@ -398,8 +402,10 @@ pub struct RunArgs {
     /// Give it every capability and device.
     #[arg(long)]
     privileged: bool,
-    /// Restart policy: no, always, unless-stopped, on-failure[:N].
-    #[arg(long)]
+    #[arg(
+        long,
+        help = "Restart policy: no, always, unless-stopped, on-failure[:N]"
+    )]
     restart: Option<String>,
     /// Log option: max-size=SIZE, max-file=N.
     #[arg(long)]

@@ -389,7 +389,7 @@ impl Docker {
     ///
     /// # Errors
     /// InvalidArgument for bad options; NotFound for an image that is
-    /// not here ([`Docker::pull`] it first); AlreadyExists for a name in
+    /// not here (pull it first: [`crate::Client::pull`]); AlreadyExists for a name in
     /// use.
     pub async fn create(&self, opts: &RunOptions) -> Result<Created, Error> {
         let existing = self.all_containers().await?;

@@ -40,7 +40,7 @@ pub fn resolve_env(entry: &str) -> Option<String> {
 /// lines skipped.
 ///
 /// # Errors
-/// InvalidArgument naming the line for an entry [`check_env`] refuses.
+/// InvalidArgument naming the line of an entry without a valid name.
 pub fn parse_env_file(text: &str) -> Result<Vec<String>, Error> {
     let mut out = Vec::new();
     for (n, line) in text.lines().enumerate() {
