@@ -193,6 +193,11 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         let _ = std::io::stdout().write_all(&script);
         return Ok(0);
     }
+    if let Command::Docker(cmd) = &cli.command {
+        if let cli::DockerCommand::ReapOnExit { id } = cmd.as_ref() {
+            return cli::reap_on_exit(&cli.address, &cli.namespace, id).await;
+        }
+    }
     let client = Client::connect(&cli.address)
         .await?
         .with_namespace(&cli.namespace);

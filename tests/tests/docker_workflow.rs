@@ -1364,3 +1364,36 @@ async fn the_daemons_log_rotation_applies_when_the_client_sets_none() {
     );
     d.hullctl_ok(&["rm", "c"]);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_detached_rm_container_is_removed_when_it_exits() {
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let d = Daemon::start("dw-detrm").await;
+    import_busybox(&d);
+    let id = d.hullctl_ok(&[
+        "run",
+        "-d",
+        "--rm",
+        "--network",
+        "none",
+        IMAGE,
+        "sleep",
+        "1",
+    ]);
+    let id = id.trim().to_owned();
+    assert!(
+        d.hullctl_ok(&["ps", "-q"]).contains(&id[..12]),
+        "running first"
+    );
+    assert!(
+        eventually(Duration::from_secs(10), || d
+            .hullctl_ok(&["ps", "-a", "-q"])
+            .is_empty())
+        .await,
+        "removed once it exited"
+    );
+    assert!(!d.root().join("containers/dw-detrm").join(&id).exists());
+}

@@ -228,6 +228,12 @@ pub enum DockerCommand {
     /// Manage volumes.
     #[command(subcommand)]
     Volume(VolumeCommand),
+    /// (Internal) wait for a `run -d --rm` container to exit, then remove it.
+    #[command(hide = true)]
+    ReapOnExit {
+        /// Container id.
+        id: String,
+    },
     /// Manage networks.
     #[command(subcommand)]
     Network(NetworkCommand),
@@ -739,14 +745,14 @@ pub async fn run_docker(d: &Docker, cmd: DockerCommand, pull: &mut PullFn) -> an
             } else {
                 None
             };
-            let size = tty::size();
             let id = d.find(&container).await?.id;
             let (tx, rx) = tokio::sync::oneshot::channel::<String>();
-            let resize = async {
-                if let (Ok(exec_id), Some((w, h))) = (rx.await, size) {
-                    let _ = d.resize_exec(&id, &exec_id, w, h).await;
+            let (d2, id2) = (d.clone(), id.clone());
+            let sizer = tokio::spawn(async move {
+                if let (Ok(exec_id), true) = (rx.await, tty) {
+                    keep_size(d2, id2, exec_id).await;
                 }
-            };
+            });
             let stdin = interactive.then(tokio::io::stdin);
             let exec = d.exec(
                 &container,
@@ -758,7 +764,8 @@ pub async fn run_docker(d: &Docker, cmd: DockerCommand, pull: &mut PullFn) -> an
                     let _ = tx.send(e.to_owned());
                 },
             );
-            let (code, ()) = tokio::join!(exec, resize);
+            let code = exec.await;
+            sizer.abort();
             drop(raw);
             return Ok(code? as u8);
         }
@@ -773,9 +780,8 @@ pub async fn run_docker(d: &Docker, cmd: DockerCommand, pull: &mut PullFn) -> an
             } else {
                 None
             };
-            if let Some((w, h)) = tty::size().filter(|_| tty) {
-                let _ = d.resize_exec(&c.id, "", w, h).await;
-            }
+            let sizer =
+                tty.then(|| tokio::spawn(keep_size(d.clone(), c.id.clone(), String::new())));
             let end = d
                 .attach(
                     &c.id,
@@ -785,6 +791,9 @@ pub async fn run_docker(d: &Docker, cmd: DockerCommand, pull: &mut PullFn) -> an
                     true,
                 )
                 .await;
+            if let Some(s) = sizer {
+                s.abort();
+            }
             drop(raw);
             return finish_attached(d, &c.id, end?, false).await;
         }
@@ -818,6 +827,8 @@ pub async fn run_docker(d: &Docker, cmd: DockerCommand, pull: &mut PullFn) -> an
                     None
                 };
                 let stdin = interactive.then(tokio::io::stdin);
+                let sizer =
+                    tty.then(|| tokio::spawn(keep_size(d.clone(), c.id.clone(), String::new())));
                 let end = d
                     .start_attached(
                         &c.id,
@@ -827,8 +838,8 @@ pub async fn run_docker(d: &Docker, cmd: DockerCommand, pull: &mut PullFn) -> an
                         tty && interactive,
                     )
                     .await;
-                if let Some((w, h)) = tty::size().filter(|_| tty) {
-                    let _ = d.resize_exec(&c.id, "", w, h).await;
+                if let Some(s) = sizer {
+                    s.abort();
                 }
                 drop(raw);
                 return finish_attached(d, &c.id, end?, false).await;
@@ -1049,10 +1060,111 @@ pub async fn run_docker(d: &Docker, cmd: DockerCommand, pull: &mut PullFn) -> an
                 if d.is_hull() { "hulld" } else { "containerd" }
             );
         }
+        DockerCommand::ReapOnExit { .. } => {}
         DockerCommand::Volume(v) => volume(d, v).await?,
         DockerCommand::Network(n) => network(d, n).await?,
     }
     Ok(0)
+}
+
+/// Starts `hullctl reap-on-exit ID` in a process group of its own (no
+/// terminal hang-up reaches it), with this command's address and
+/// namespace.
+fn spawn_reaper(id: &str) -> anyhow::Result<()> {
+    use std::os::unix::process::CommandExt;
+    let args: Vec<String> = std::env::args().collect();
+    let flag = |long: &str, short: &str| -> Option<String> {
+        args.iter().enumerate().find_map(|(i, a)| {
+            if a == long || a == short {
+                args.get(i + 1).cloned()
+            } else {
+                a.strip_prefix(&format!("{long}=")).map(str::to_owned)
+            }
+        })
+    };
+    let mut cmd = std::process::Command::new(std::env::current_exe()?);
+    if let Some(a) = flag("--address", "-a") {
+        cmd.args(["--address", &a]);
+    }
+    if let Some(n) = flag("--namespace", "-n") {
+        cmd.args(["--namespace", &n]);
+    }
+    cmd.args(["reap-on-exit", id])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .process_group(0)
+        .spawn()?;
+    Ok(())
+}
+
+/// `reap-on-exit ID`: waits for the container to exit, then removes it
+/// (a `run -d --rm` container), reconnecting while the daemon restarts.
+pub async fn reap_on_exit(
+    address: &std::path::Path,
+    namespace: &str,
+    id: &str,
+) -> anyhow::Result<u8> {
+    let given_up = std::time::Instant::now();
+    loop {
+        let done = async {
+            let client = Client::connect(address).await?;
+            let d = Docker::new(client, namespace).await?;
+            d.wait(id).await?;
+            let c = d.find(id).await?;
+            let auto = c
+                .labels
+                .get(docker::labels::AUTO_REMOVE)
+                .is_some_and(|v| v == "true");
+            let running = d.summary_of(id).await?.status.pid().is_some();
+            if auto && !running {
+                d.remove(id, true, true).await?;
+            }
+            Ok::<_, Error>(running)
+        }
+        .await;
+        match done {
+            Ok(false) => return Ok(0),
+            // Started again meanwhile: wait for that run to end.
+            Ok(true) => {}
+            Err(e) if e.kind() == Kind::NotFound => return Ok(0),
+            // The daemon is gone for good (its socket with it), or has not
+            // come back in an hour: nothing left to wait for.
+            Err(_) if !address.exists() || given_up.elapsed() > Duration::from_secs(3600) => {
+                return Ok(1)
+            }
+            Err(_) => tokio::time::sleep(Duration::from_secs(1)).await,
+        }
+    }
+}
+
+/// Keeps the terminal of process `exec_id` (the container's own when
+/// empty) the size of this one: once as soon as the process exists, then
+/// on every SIGWINCH. Runs until aborted.
+async fn keep_size(d: Docker, id: String, exec_id: String) {
+    let send = |w: u32, h: u32| {
+        let (d, id, exec_id) = (d.clone(), id.clone(), exec_id.clone());
+        async move { d.resize_exec(&id, &exec_id, w, h).await.is_ok() }
+    };
+    if let Some((w, h)) = tty::size() {
+        // The task may still be starting.
+        for _ in 0..40 {
+            if send(w, h).await {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+    let Ok(mut winch) =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::window_change())
+    else {
+        return;
+    };
+    while winch.recv().await.is_some() {
+        if let Some((w, h)) = tty::size() {
+            send(w, h).await;
+        }
+    }
 }
 
 /// Runs `f` for each container, printing each name as Docker does;
@@ -1114,6 +1226,11 @@ async fn run(d: &Docker, args: RunArgs, pull: &mut PullFn) -> anyhow::Result<u8>
             let _ = d.remove(&c.id, true, true).await;
             return Err(e.into());
         }
+        if args.rm {
+            // Nobody stays attached to remove it when it exits: a helper
+            // of ours does, as Docker's daemon would.
+            spawn_reaper(&c.id)?;
+        }
         println!("{}", c.id);
         return Ok(0);
     }
@@ -1123,23 +1240,9 @@ async fn run(d: &Docker, args: RunArgs, pull: &mut PullFn) -> anyhow::Result<u8>
         None
     };
     let stdin = args.interactive.then(tokio::io::stdin);
-    let d2 = d.clone();
-    let id = c.id.clone();
-    let tty = args.tty;
-    let resize = async move {
-        if !tty {
-            return;
-        }
-        if let Some((w, h)) = tty::size() {
-            // The task exists once start has begun; retry briefly.
-            for _ in 0..20 {
-                if d2.resize_exec(&id, "", w, h).await.is_ok() {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(25)).await;
-            }
-        }
-    };
+    let sizer = args
+        .tty
+        .then(|| tokio::spawn(keep_size(d.clone(), c.id.clone(), String::new())));
     let attach = d.start_attached(
         &c.id,
         stdin,
@@ -1147,7 +1250,10 @@ async fn run(d: &Docker, args: RunArgs, pull: &mut PullFn) -> anyhow::Result<u8>
         tokio::io::stderr(),
         args.tty && args.interactive,
     );
-    let (end, ()) = tokio::join!(attach, resize);
+    let end = attach.await;
+    if let Some(s) = sizer {
+        s.abort();
+    }
     drop(raw);
     let end = match end {
         Ok(e) => e,
