@@ -4,7 +4,8 @@
 //!   `containerd.events`, the shim's `containerd.task.v2` and
 //!   `grpc.health.v1`, and containerd 2.x's transfer and streaming services
 //!   with `containerd.types.transfer`, in a module tree that mirrors the proto packages
-//!   (`containerd::services::content::v1`, ...).
+//!   (`containerd::services::content::v1`, ...), and Kubernetes CRI
+//!   `runtime.v1` (`runtime::v1`).
 //! - [`errdefs`]: error kinds and their one mapping to gRPC and ttrpc codes.
 //! - [`identifiers`], [`labels`], [`digest`]: the validation rules containerd
 //!   applies to names, labels and digests.
@@ -140,6 +141,14 @@ pub mod containerd {
         pub mod v2 {
             tonic::include_proto!("containerd.task.v2");
         }
+    }
+}
+
+/// Kubernetes CRI (`runtime.v1`): RuntimeService and ImageService.
+#[allow(clippy::all, clippy::unwrap_used)]
+pub mod runtime {
+    pub mod v1 {
+        tonic::include_proto!("runtime.v1");
     }
 }
 
