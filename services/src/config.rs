@@ -38,8 +38,27 @@ pub struct Config {
     pub shim: ShimConfig,
     /// `[registry]`: hosts, mirrors, credentials, download concurrency.
     pub registry: RegistryConfig,
+    /// `[cri]`: the Kubernetes CRI service.
+    pub cri: CriConfig,
     /// `[proxy_plugins.NAME]`: snapshotters served by other processes.
     pub proxy_plugins: std::collections::BTreeMap<String, ProxyPlugin>,
+}
+
+/// `[cri]`: how the kubelet's pods are networked and run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CriConfig {
+    /// Directory of CNI network configs (`Status` reports NetworkReady
+    /// false while it holds none).
+    pub cni_conf_dir: PathBuf,
+}
+
+impl Default for CriConfig {
+    fn default() -> Self {
+        CriConfig {
+            cni_conf_dir: PathBuf::from("/etc/cni/net.d"),
+        }
+    }
 }
 
 /// One external plugin, as containerd's `[proxy_plugins]` names them.
@@ -65,6 +84,7 @@ impl Default for Config {
             diff: DiffConfig::default(),
             shim: ShimConfig::default(),
             registry: RegistryConfig::default(),
+            cri: CriConfig::default(),
             proxy_plugins: Default::default(),
         }
     }

@@ -25,6 +25,7 @@
 pub mod api;
 pub mod config;
 pub mod content;
+pub mod cri;
 pub mod diff;
 pub mod distribution;
 pub mod events;

@@ -55,6 +55,8 @@ use crate::metadata::{MetaDb, MetadataError};
 use crate::snapshots::Snapshotters;
 use crate::tasks::shim::Invocation;
 use crate::tasks::TaskManager;
+use hull_proto::runtime::v1::image_service_server::ImageServiceServer;
+use hull_proto::runtime::v1::runtime_service_server::RuntimeServiceServer;
 use hull_snapshots::local::{Driver, LocalSnapshotter};
 use hull_snapshots::proxy::ProxySnapshotter;
 use hull_snapshots::server::{SnapshotService, SnapshotsServer as StandaloneSnapshotsServer};
@@ -105,6 +107,9 @@ pub enum WiringError {
         #[source]
         source: std::io::Error,
     },
+    /// The CRI service could not be set up.
+    #[error("cri: {0}")]
+    Cri(String),
     /// Another hulld owns the root.
     #[error("root {0} is in use by another hulld")]
     RootLocked(PathBuf),
@@ -373,6 +378,14 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), Wi
         },
     );
 
+    let cri = crate::cri::Cri::new(
+        db.clone(),
+        images.clone(),
+        puller.clone(),
+        config.root.join("snapshots").join("overlayfs"),
+        vec![config.cri.cni_conf_dir.clone()],
+    )
+    .map_err(|e| WiringError::Cri(e.to_string()))?;
     let containers_svc = Arc::new(ContainersService::new(db.clone(), events.clone()));
     let tasks_svc = Arc::new(TasksService::new(
         db.clone(),
@@ -426,6 +439,12 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), Wi
         .add_service(limits!(DiffServer::from_arc(diff)))
         .add_service(limits!(ContainersServer::from_arc(containers_svc)))
         .add_service(limits!(TasksServer::from_arc(tasks_svc)))
+        .add_service(limits!(RuntimeServiceServer::new(
+            crate::cri::runtime::CriRuntime(cri.clone())
+        )))
+        .add_service(limits!(ImageServiceServer::new(
+            crate::cri::images::CriImages(cri)
+        )))
         .add_service(limits!(EventsServer::new(EventsService::new(
             events.clone(),
             shutdown.clone(),
