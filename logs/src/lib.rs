@@ -44,6 +44,9 @@ impl Stream {
 pub enum Format {
     /// Docker's json-file driver: `{"log":"…\n","stream":"stdout","time":"…"}`.
     JsonFile,
+    /// The kubelet's CRI format: `2016-10-06T00:17:09.669794202Z stdout F text`
+    /// (`P` for a piece of a longer line that goes on).
+    Cri,
 }
 
 impl Format {
@@ -51,6 +54,7 @@ impl Format {
     pub fn scheme(self) -> &'static str {
         match self {
             Format::JsonFile => "json-file",
+            Format::Cri => "cri-log",
         }
     }
 }

@@ -17,7 +17,29 @@ struct JsonLine {
     time: String,
 }
 
+/// A CRI line: `TIME STREAM P|F CONTENT`; a full line's entry ends with
+/// its newline again.
+fn decode_cri(line: &[u8]) -> Option<Entry> {
+    let text = std::str::from_utf8(line).ok()?;
+    let mut parts = text.splitn(4, ' ');
+    let time = humantime::parse_rfc3339_weak(parts.next()?).ok()?;
+    let stream = match parts.next()? {
+        "stdout" => Stream::Stdout,
+        "stderr" => Stream::Stderr,
+        _ => return None,
+    };
+    let tag = parts.next()?;
+    let mut log = parts.next().unwrap_or("").to_owned();
+    if tag == "F" {
+        log.push('\n');
+    }
+    Some(Entry { stream, time, log })
+}
+
 fn decode(line: &[u8]) -> Option<Entry> {
+    if line.first() != Some(&b'{') {
+        return decode_cri(line);
+    }
     let rec: JsonLine = serde_json::from_slice(line).ok()?;
     let stream = match rec.stream.as_str() {
         "stderr" => Stream::Stderr,
@@ -256,6 +278,34 @@ mod tests {
         raw.write_all(b"\"time\":\"2024-01-01T00:00:00Z\"}\n")
             .unwrap();
         assert_eq!(f.poll().unwrap()[0].log, "late\n");
+    }
+
+    #[test]
+    fn cri_lines_tag_pieces_of_long_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("0.log");
+        let u = LogUri::parse(&format!("cri-log://{}", p.display()))
+            .unwrap()
+            .unwrap();
+        assert_eq!(u.format, crate::Format::Cri);
+        let mut w = LogWriter::open(&u).unwrap();
+        let t = SystemTime::UNIX_EPOCH + Duration::new(1_475_713_029, 669_794_202);
+        let mut s = LineSplitter::default();
+        let mut long = vec![b'a'; MAX_LINE + 3];
+        long.extend_from_slice(b"\nshort\n");
+        s.feed_pieces(&long, |l, partial| {
+            w.write_piece(Stream::Stderr, l, partial, t).unwrap()
+        });
+        let text = std::fs::read_to_string(&p).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3);
+        assert!(lines[0].starts_with("2016-10-06T00:17:09.669794202Z stderr P aaa"));
+        assert_eq!(lines[1], "2016-10-06T00:17:09.669794202Z stderr F aaa");
+        assert_eq!(lines[2], "2016-10-06T00:17:09.669794202Z stderr F short");
+        let (entries, _) = read(&p, 1).unwrap();
+        assert_eq!(entries[2].log, "short\n");
+        assert_eq!(entries[2].stream, Stream::Stderr);
+        assert_eq!(entries[0].log.len(), MAX_LINE, "a piece has no newline");
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The stdout/stderr URI that asks the shim to write a log file:
-//! `json-file:///var/lib/hull/containers/ID/ID-json.log?max-size=10m&max-file=3`.
+//! `json-file:///var/lib/hull/containers/ID/ID-json.log?max-size=10m&max-file=3`,
+//! or `cri-log:///var/log/pods/…/0.log` for the kubelet's format.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -24,7 +25,11 @@ impl LogUri {
     /// # Errors
     /// Invalid for a log URI with a relative path or a bad option.
     pub fn parse(s: &str) -> Result<Option<LogUri>, LogError> {
-        let Some(rest) = s.strip_prefix("json-file://") else {
+        let (format, rest) = if let Some(rest) = s.strip_prefix("json-file://") {
+            (Format::JsonFile, rest)
+        } else if let Some(rest) = s.strip_prefix("cri-log://") {
+            (Format::Cri, rest)
+        } else {
             return Ok(None);
         };
         let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
@@ -47,7 +52,7 @@ impl LogUri {
             }
         }
         Ok(Some(LogUri {
-            format: Format::JsonFile,
+            format,
             path: PathBuf::from(path),
             rotation,
         }))

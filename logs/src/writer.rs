@@ -60,8 +60,38 @@ impl LogWriter {
     /// # Errors
     /// When writing or rotating fails; the writer stays usable.
     pub fn write(&mut self, stream: Stream, text: &[u8], time: SystemTime) -> Result<(), LogError> {
+        self.write_piece(stream, text, false, time)
+    }
+
+    /// As [`LogWriter::write`], for a piece of a line that goes on in the
+    /// next piece when `partial` (the CRI format tags it `P`; json-file
+    /// writes pieces as they are).
+    ///
+    /// # Errors
+    /// As [`LogWriter::write`].
+    pub fn write_piece(
+        &mut self,
+        stream: Stream,
+        text: &[u8],
+        partial: bool,
+        time: SystemTime,
+    ) -> Result<(), LogError> {
         self.line.clear();
         match self.format {
+            Format::Cri => {
+                // `TIMESTAMP STREAM P|F CONTENT`, the newline not part of
+                // the content.
+                let content = text.strip_suffix(b"\n").unwrap_or(text);
+                let tag = if partial { "P" } else { "F" };
+                let head = format!(
+                    "{} {} {tag} ",
+                    humantime::format_rfc3339_nanos(time),
+                    stream.as_str()
+                );
+                self.line.extend_from_slice(head.as_bytes());
+                self.line.extend_from_slice(content);
+                self.line.push(b'\n');
+            }
             Format::JsonFile => {
                 let log = String::from_utf8_lossy(text);
                 let rec = JsonLine {
@@ -133,7 +163,23 @@ pub struct LineSplitter {
 
 impl LineSplitter {
     /// Feeds `data`, calling `line` for each complete line.
-    pub fn feed(&mut self, mut data: &[u8], mut line: impl FnMut(&[u8])) {
+    pub fn feed(&mut self, data: &[u8], mut line: impl FnMut(&[u8])) {
+        self.feed_pieces(data, |l, _| line(l));
+    }
+
+    /// Feeds `data`, calling `piece` for each complete line (`false`) and
+    /// for each [`MAX_LINE`] piece of a longer one that goes on (`true`).
+    pub fn feed_pieces(&mut self, mut data: &[u8], mut piece: impl FnMut(&[u8], bool)) {
+        // A line longer than MAX_LINE goes out in MAX_LINE pieces.
+        let mut line = |l: &[u8]| {
+            let mut rest = l;
+            while rest.len() > MAX_LINE {
+                let (head, tail) = rest.split_at(MAX_LINE);
+                piece(head, true);
+                rest = tail;
+            }
+            piece(rest, !rest.ends_with(b"\n"));
+        };
         while let Some(i) = data.iter().position(|b| *b == b'\n') {
             let (head, rest) = data.split_at(i + 1);
             if self.pending.is_empty() {

@@ -1,6 +1,6 @@
-//! A process's stdio: FIFOs named by the client, `file://`, `binary://` and
-//! `json-file://` (a container log the shim writes itself) URIs, and
-//! terminals.
+//! A process's stdio: FIFOs named by the client, `file://`, `binary://`,
+//! and `json-file://` or `cri-log://` (a container log the shim writes
+//! itself, in Docker's or the kubelet's format) URIs, and terminals.
 //!
 //! Output goes through a pipe that the shim copies into the client's FIFO.
 //! The shim opens that FIFO read-write, so a write never fails when the
@@ -211,11 +211,13 @@ fn copy_to_log(mut from: File, log: SharedLog, stream: Stream) {
     let mut buf = vec![0u8; BUF];
     let mut lines = LineSplitter::default();
     let mut reported = false;
-    let mut write = |line: &[u8]| {
-        let res =
-            log.lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .write(stream, line, SystemTime::now());
+    let mut write = |line: &[u8], partial: bool| {
+        let res = log.lock().unwrap_or_else(|p| p.into_inner()).write_piece(
+            stream,
+            line,
+            partial,
+            SystemTime::now(),
+        );
         if let Err(e) = res {
             if !reported {
                 tracing::warn!(error = %e, "container log write failed");
@@ -226,13 +228,13 @@ fn copy_to_log(mut from: File, log: SharedLog, stream: Stream) {
     loop {
         match from.read(&mut buf) {
             Ok(0) => break,
-            Ok(n) => lines.feed(&buf[..n], &mut write),
+            Ok(n) => lines.feed_pieces(&buf[..n], &mut write),
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             // A terminal master reads EIO once its slave side closes.
             Err(_) => break,
         }
     }
-    lines.finish(&mut write);
+    lines.finish(|l| write(l, false));
 }
 
 /// Where one output stream goes.
@@ -666,5 +668,46 @@ mod tests {
                 (Stream::Stdout, "tail".to_owned()),
             ]
         );
+    }
+
+    #[test]
+    fn cri_logs_are_in_the_kubelets_format() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("pod/c/0.log");
+        let uri = format!("cri-log://{}", log.display());
+        let paths = StdioPaths {
+            stdout: uri.clone(),
+            stderr: uri,
+            ..Default::default()
+        };
+        let owner = Owner {
+            namespace: "k8s.io".into(),
+            id: "c".into(),
+        };
+        let (io, child) = ProcessIo::open(&paths, &owner).unwrap();
+        let mut cmd = std::process::Command::new("sh");
+        cmd.args(["-c", "echo out; echo err >&2"])
+            .stdin(child.stdin)
+            .stdout(child.stdout)
+            .stderr(child.stderr);
+        assert!(cmd.status().unwrap().success());
+        drop(cmd);
+        for _ in 0..200 {
+            if io.finished() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let text = std::fs::read_to_string(&log).unwrap();
+        let mut tails: Vec<String> = text
+            .lines()
+            .map(|l| {
+                let (time, rest) = l.split_once(' ').unwrap();
+                assert!(time.ends_with('Z') && time.contains('T'), "{l}");
+                rest.to_owned()
+            })
+            .collect();
+        tails.sort();
+        assert_eq!(tails, ["stderr F err", "stdout F out"]);
     }
 }
