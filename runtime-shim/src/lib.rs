@@ -7,7 +7,8 @@
 //! - [`runc`]: the OCI runtime's command lines.
 //! - [`reaper`]: the only `waitpid` caller; broadcasts exits.
 //! - [`process`]: init and exec processes and their states.
-//! - [`io`]: FIFOs, `file://`, `binary://` and terminals.
+//! - [`io`]: FIFOs, `file://`, `binary://`, container logs and terminals.
+//! - [`pause`]: the built-in pause process of a pod sandbox.
 //! - [`events`]: task events forwarded to the daemon.
 //! - [`stats`]: cgroup statistics in containerd's metrics message.
 //!
@@ -20,6 +21,7 @@ pub mod cgroup;
 pub mod events;
 pub mod io;
 pub mod oom;
+pub mod pause;
 pub mod process;
 pub mod reaper;
 pub mod runc;

@@ -8,7 +8,11 @@ use std::time::Duration;
 use hull_shim::start::{self, Action, Args, LISTENER_FD};
 
 fn main() -> ExitCode {
+    let argv0 = std::env::args().next().unwrap_or_default();
     let argv: Vec<String> = std::env::args().skip(1).collect();
+    if hull_shim::pause::wanted(&argv0, &argv) {
+        return ExitCode::from(hull_shim::pause::run() as u8);
+    }
     let args = match Args::parse(&argv) {
         Ok(a) => a,
         Err(e) => {
