@@ -527,4 +527,31 @@ mod tests {
         assert!(credentials(Some(bad)).is_err());
         assert!(credentials(None).unwrap().is_none());
     }
+
+    #[test]
+    fn the_images_user_is_a_uid_or_a_name_and_names_group_by_id() {
+        let r = |name: &str, user: &str| Resolved {
+            name: name.into(),
+            id: "sha256:aa".into(),
+            manifest_digest: "sha256:mm".into(),
+            size: 10,
+            user: user.into(),
+            pinned: false,
+        };
+        let i = to_cri(
+            "sha256:aa",
+            &[
+                r("docker.io/library/x:1", "1000:1000"),
+                r("sha256:aa", "1000:1000"),
+            ],
+        );
+        assert_eq!(i.uid.map(|u| u.value), Some(1000));
+        assert_eq!(i.username, "");
+        assert_eq!(i.repo_tags, ["docker.io/library/x:1"]);
+        assert_eq!(i.repo_digests, ["docker.io/library/x@sha256:mm"]);
+        let i = to_cri("sha256:aa", &[r("docker.io/library/x:1", "nginx:nginx")]);
+        assert_eq!((i.uid, i.username.as_str()), (None, "nginx"));
+        let i = to_cri("sha256:aa", &[r("docker.io/library/x:1", "")]);
+        assert_eq!((i.uid, i.username.as_str()), (None, ""));
+    }
 }
