@@ -780,8 +780,15 @@ async fn clients_sending_the_socket_path_as_authority_are_served() {
         let v = VersionResponse::decode(replies[i].body.as_slice()).expect("version reply");
         assert!(!v.version.is_empty(), "{v:?}");
     }
-    // As against containerd without CRI: crictl reports the API missing.
-    assert_eq!(replies[3].grpc_status, Some(12), "{:?}", replies[3]);
+    // crictl's Version, with the socket path as authority, is served too:
+    // hulld speaks CRI on the same socket.
+    assert_eq!(replies[3].grpc_status, Some(0), "{:?}", replies[3]);
+    let v = hull_proto::runtime::v1::VersionResponse::decode(replies[3].body.as_slice())
+        .expect("CRI version reply");
+    assert_eq!(
+        (v.runtime_name.as_str(), v.runtime_api_version.as_str()),
+        ("hull", "v1")
+    );
     // ctr on the same daemon is unaffected.
     assert!(d.ctr_ok(&["version"]).contains("Server:"));
 }
