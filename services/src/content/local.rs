@@ -351,7 +351,26 @@ impl LocalContentStore {
         if !has_ingest(&dir) {
             return Err(ContentError::IngestNotFound(ref_key.to_owned()));
         }
-        fs::remove_dir_all(&dir).map_err(io_err("remove", &dir))
+        // Moved aside first, in one step: a writer closing meanwhile (its
+        // status file renamed into the directory) can no longer put a file
+        // into what is being removed. Leftovers under `.tmp-` go at the
+        // next open.
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let aside = self.root.join("ingest").join(format!(
+            ".tmp-abort-{}-{n}",
+            dir.file_name()
+                .map(|f| f.to_string_lossy())
+                .unwrap_or_default()
+        ));
+        match fs::rename(&dir, &aside) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(ContentError::IngestNotFound(ref_key.to_owned()))
+            }
+            Err(e) => return Err(io_err("move aside", &dir)(e)),
+        }
+        fs::remove_dir_all(&aside).map_err(io_err("remove", &aside))
     }
 }
 
