@@ -8,12 +8,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Result};
 
-use crate::tasks::IMAGE;
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
+use crate::tasks::{median, IMAGE};
 
 fn run(cmd: &mut Command) -> Result<f64> {
     let t = Instant::now();

@@ -593,13 +593,9 @@ fn matches_filter(c: &ContainerSummary, filters: &[(String, String)]) -> bool {
             Some((lk, lv)) => c.labels.get(lk).map(String::as_str) == Some(lv),
             None => c.labels.contains_key(v.as_str()),
         },
-        "ancestor" => c.image == docker_image_name(v) || short_image(&c.image) == *v,
+        "ancestor" => c.image == docker::normalize(v) || short_image(&c.image) == *v,
         _ => true,
     })
-}
-
-fn docker_image_name(name: &str) -> String {
-    hull_client::oci::reference::normalize(name).unwrap_or_else(|_| name.to_owned())
 }
 
 /// Runs one Docker verb; returns the exit code.
