@@ -73,6 +73,9 @@ pub struct Container {
     pub init: Process,
     /// Its execs by id.
     pub execs: std::collections::BTreeMap<String, Process>,
+    /// A delete is under way: a second one (two clients racing) finds
+    /// nothing to delete instead of undoing the first one's work twice.
+    pub deleting: bool,
 }
 
 impl Container {

@@ -431,6 +431,7 @@ impl TaskService {
             runc,
             init,
             execs: Default::default(),
+            deleting: false,
         };
         self.lock().containers.insert(id.clone(), container);
         let early = self.set_pid(&id, "", pid, Status::Created);
@@ -736,23 +737,43 @@ impl TaskService {
             });
         }
         let (runc, status, rootfs, mounted) = {
-            let state = self.lock();
+            let mut state = self.lock();
             let c = state
                 .containers
-                .get(&req.id)
+                .get_mut(&req.id)
+                .filter(|c| !c.deleting)
                 .ok_or_else(|| not_found("container", &req.id))?;
+            match c.init.status {
+                Status::Running | Status::Paused | Status::Pausing => {
+                    return Err(ShimError::State {
+                        id: req.id.clone(),
+                        state: status_name(c.init.status),
+                        op: "delete",
+                    })
+                }
+                _ => {}
+            }
+            c.deleting = true;
             (c.runc.clone(), c.init.status, c.rootfs(), c.mounted)
         };
-        match status {
-            Status::Running | Status::Paused | Status::Pausing => {
-                return Err(ShimError::State {
-                    id: req.id.clone(),
-                    state: status_name(status),
-                    op: "delete",
-                })
+        let result = self.delete_init(&req, runc, status, rootfs, mounted).await;
+        if result.is_err() {
+            if let Some(c) = self.lock().containers.get_mut(&req.id) {
+                c.deleting = false;
             }
-            _ => {}
         }
+        result
+    }
+
+    /// The rest of an init process's delete, once it is marked deleting.
+    async fn delete_init(
+        &self,
+        req: &api::DeleteRequest,
+        runc: Runc,
+        status: Status,
+        rootfs: PathBuf,
+        mounted: bool,
+    ) -> Result<api::DeleteResponse> {
         let created = status == Status::Created;
         if let Err(e) = runc.delete(&req.id, created).await {
             // The runtime may have lost the container already (its state is

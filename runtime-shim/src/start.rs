@@ -159,6 +159,20 @@ pub fn start(args: &Args) -> std::io::Result<String> {
     let mut options = Vec::new();
     std::io::stdin().read_to_end(&mut options)?;
     let shim_cgroup = shim_cgroup(&options)?;
+    let bundle = std::env::current_dir()?;
+    // The containers of one pod share the shim of their sandbox, as
+    // containerd's shims group them: by the sandbox id annotation.
+    let grouped;
+    let args = match group_of(&bundle.join("config.json")) {
+        Some(group) if group != args.id => {
+            grouped = Args {
+                id: group,
+                ..args.clone()
+            };
+            &grouped
+        }
+        _ => args,
+    };
     let sock = args.socket_path();
     let address = format!("unix://{}", sock.display());
     if UnixStream::connect(&sock).is_ok() {
@@ -170,7 +184,6 @@ pub fn start(args: &Args) -> std::io::Result<String> {
         std::fs::create_dir_all(dir)?;
     }
     let listener = UnixListener::bind(&sock)?;
-    let bundle = std::env::current_dir()?;
     let log = OpenOptions::new()
         .create(true)
         .append(true)
@@ -223,6 +236,24 @@ pub fn start(args: &Args) -> std::io::Result<String> {
     std::fs::write(bundle.join("address"), &address)?;
     std::fs::write(bundle.join("shim.pid"), child.id().to_string())?;
     Ok(address)
+}
+
+/// The annotation naming the pod sandbox a container belongs to.
+pub const SANDBOX_ID: &str = "io.kubernetes.cri.sandbox-id";
+
+/// The group (pod sandbox id) the bundle's spec puts its container in.
+fn group_of(config: &Path) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Spec {
+        #[serde(default)]
+        annotations: std::collections::HashMap<String, String>,
+    }
+    let bytes = std::fs::read(config).ok()?;
+    let spec: Spec = serde_json::from_slice(&bytes).ok()?;
+    spec.annotations
+        .get(SANDBOX_ID)
+        .filter(|g| !g.is_empty())
+        .cloned()
 }
 
 /// The `shim_cgroup` of the runtime options `start` got on stdin.
@@ -306,6 +337,21 @@ mod tests {
         );
         assert!(Args::parse(&strings(&["-bogus", "1"])).is_err());
         assert!(Args::parse(&strings(&["-id"])).is_err());
+    }
+
+    #[test]
+    fn a_pods_containers_are_grouped_by_the_sandbox_annotation() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("config.json");
+        assert_eq!(group_of(&config), None);
+        std::fs::write(&config, r#"{"ociVersion":"1.0.2"}"#).unwrap();
+        assert_eq!(group_of(&config), None);
+        std::fs::write(
+            &config,
+            r#"{"annotations":{"io.kubernetes.cri.sandbox-id":"pod1"}}"#,
+        )
+        .unwrap();
+        assert_eq!(group_of(&config).as_deref(), Some("pod1"));
     }
 
     #[test]

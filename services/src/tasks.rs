@@ -459,6 +459,7 @@ impl TaskManager {
             req.id.clone(),
             bundle.to_owned(),
             binary.to_owned(),
+            address,
             client,
         );
         let create = api::CreateTaskRequest {
@@ -485,7 +486,8 @@ impl TaskManager {
                 Err(TaskError::AlreadyExists(req.id.clone()))
             }
             Err(e) => {
-                shim.shutdown(true).await;
+                // Not `now`: the shim may be a pod's, serving its others.
+                shim.shutdown(false).await;
                 Err(e)
             }
         }
@@ -516,9 +518,16 @@ impl TaskManager {
             )
             .await?;
         shim.shutdown(false).await;
-        // A task created for the same container right after this returns
-        // must get a new shim, not this one on its way out.
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), shim.closed()).await;
+        let shared = self
+            .lock()
+            .iter()
+            .any(|(k, s)| k.1 != id && s.address == shim.address);
+        if !shared {
+            // A task created for the same container right after this
+            // returns must get a new shim, not this one on its way out. (A
+            // pod's shim serving other containers stays.)
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(2), shim.closed()).await;
+        }
         self.lock().remove(&(ns.to_string(), id.to_owned()));
         shim.log_stop.cancel();
         self.reap_shim(&shim.bundle);
@@ -537,6 +546,7 @@ impl TaskManager {
             id.to_owned(),
             bundle.to_owned(),
             binary,
+            address.trim().to_owned(),
             client,
         );
         shim.call::<_, api::ConnectResponse>("Connect", &api::ConnectRequest { id: id.to_owned() })
@@ -713,7 +723,8 @@ impl TaskManager {
                 .await;
             if matches!(&state, Err(e) if e.kind() == Kind::NotFound) {
                 tracing::info!(namespace = %ns, %id, "shim without a task; shutting it down");
-                shim.shutdown(true).await;
+                // Not `now`: a pod's shim still serves its other containers.
+                shim.shutdown(false).await;
                 shim.log_stop.cancel();
                 let b = bundle.clone();
                 if let Err(e) = crate::blocking(move || remove_bundle(&b)).await {

@@ -49,6 +49,8 @@ pub struct Shim {
     pub bundle: PathBuf,
     /// The shim binary, for `delete` after it dies.
     pub binary: PathBuf,
+    /// Its socket; the containers of one pod share it.
+    pub address: String,
     client: Client,
     /// Set once the task is being deleted on purpose, so that the closing
     /// connection is not taken for a crash.
@@ -73,6 +75,7 @@ impl Shim {
         id: String,
         bundle: PathBuf,
         binary: PathBuf,
+        address: String,
         client: Client,
     ) -> Shim {
         Shim {
@@ -80,6 +83,7 @@ impl Shim {
             id,
             bundle,
             binary,
+            address,
             client,
             deleting: Default::default(),
             dead: watch::channel(None).0,
