@@ -44,10 +44,17 @@ impl Network {
             .as_str()
             .ok_or_else(|| CniError::Invalid("network config has no name".into()))?
             .to_owned();
-        let plugins = v["plugins"]
-            .as_array()
-            .cloned()
-            .ok_or_else(|| CniError::Invalid(format!("network {name} has no plugins")))?;
+        let plugins = match v["plugins"].as_array() {
+            Some(list) => list.clone(),
+            // A single-plugin `.conf`: the config is its one plugin.
+            None if v["type"].is_string() => vec![v.clone()],
+            None => return Err(CniError::Invalid(format!("network {name} has no plugins"))),
+        };
+        if plugins.is_empty() || plugins.iter().any(|p| !p["type"].is_string()) {
+            return Err(CniError::Invalid(format!(
+                "network {name}: every plugin needs a type"
+            )));
+        }
         Ok(Network {
             cni_version: v["cniVersion"].as_str().unwrap_or(CNI_VERSION).to_owned(),
             subnet: v["hull"]["subnet"].as_str().map(str::to_owned),
@@ -118,6 +125,33 @@ impl Cni {
         }
         out.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(out)
+    }
+
+    /// The network of the first config file (`.conf`, `.conflist` or
+    /// `.json`, by name) in `dir`, as the kubelet's runtimes choose it.
+    ///
+    /// # Errors
+    /// NotFound when `dir` has no config; Invalid when the first one does
+    /// not parse.
+    pub fn first_network_in(dir: &std::path::Path) -> Result<Network, CniError> {
+        let mut files: Vec<PathBuf> = match std::fs::read_dir(dir) {
+            Ok(e) => e
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| {
+                    p.extension()
+                        .is_some_and(|x| x == "conf" || x == "conflist" || x == "json")
+                })
+                .collect(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(io_err("read", dir)(e)),
+        };
+        files.sort();
+        let first = files
+            .first()
+            .ok_or_else(|| CniError::NotFound(format!("no network config in {}", dir.display())))?;
+        let bytes = std::fs::read(first).map_err(io_err("read", first))?;
+        Network::parse(&bytes).map_err(|e| CniError::Invalid(format!("{}: {e}", first.display())))
     }
 
     /// Network `name`.
@@ -262,6 +296,32 @@ impl Cni {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_first_config_in_a_directory_is_the_network() {
+        let d = tempfile::tempdir().unwrap();
+        assert!(matches!(
+            Cni::first_network_in(d.path()),
+            Err(CniError::NotFound(_))
+        ));
+        std::fs::write(
+            d.path().join("20-b.conflist"),
+            r#"{"cniVersion":"1.0.0","name":"b","plugins":[{"type":"bridge"},{"type":"portmap"}]}"#,
+        )
+        .unwrap();
+        std::fs::write(
+            d.path().join("10-a.conf"),
+            r#"{"cniVersion":"0.4.0","name":"a","type":"bridge","bridge":"br-a"}"#,
+        )
+        .unwrap();
+        std::fs::write(d.path().join("00-readme.txt"), "not a config").unwrap();
+        let n = Cni::first_network_in(d.path()).unwrap();
+        assert_eq!((n.name.as_str(), n.plugins.len()), ("a", 1));
+        assert_eq!(n.bridge.as_deref(), Some("br-a"));
+        std::fs::write(d.path().join("05-broken.conf"), "{ nope").unwrap();
+        let e = Cni::first_network_in(d.path()).unwrap_err().to_string();
+        assert!(e.contains("05-broken.conf"), "{e}");
+    }
 
     #[test]
     fn networks_are_created_listed_and_refused_twice() {
