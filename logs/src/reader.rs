@@ -281,6 +281,34 @@ mod tests {
     }
 
     #[test]
+    fn a_cri_log_moved_away_is_reopened_at_its_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("0.log");
+        let u = LogUri::parse(&format!("cri-log://{}", p.display()))
+            .unwrap()
+            .unwrap();
+        let mut w = LogWriter::open(&u).unwrap();
+        let t = SystemTime::now();
+        w.write(Stream::Stdout, b"before\n", t).unwrap();
+        // The kubelet rotates: renames, then asks for a reopen.
+        std::fs::rename(&p, dir.path().join("0.log.1")).unwrap();
+        w.reopen().unwrap();
+        w.write(Stream::Stdout, b"after\n", t).unwrap();
+        let old = std::fs::read_to_string(dir.path().join("0.log.1")).unwrap();
+        let new = std::fs::read_to_string(&p).unwrap();
+        assert!(old.ends_with(" stdout F before\n"), "{old}");
+        assert!(
+            new.ends_with(" stdout F after\n") && !new.contains("before"),
+            "{new}"
+        );
+        // Without a reopen, a moved file is noticed at a later write.
+        std::fs::rename(&p, dir.path().join("0.log.2")).unwrap();
+        std::thread::sleep(Duration::from_millis(250));
+        w.write(Stream::Stdout, b"later\n", t).unwrap();
+        assert!(std::fs::read_to_string(&p).unwrap().contains("later"));
+    }
+
+    #[test]
     fn cri_lines_tag_pieces_of_long_lines() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("0.log");

@@ -24,6 +24,19 @@ pub struct LogWriter {
     size: u64,
     /// Reused buffer for one encoded line.
     line: Vec<u8>,
+    /// The open file's (device, inode), and when the path was last looked
+    /// at: a CRI log is reopened when its path names another file (the
+    /// kubelet renamed it to rotate, then asked for a reopen).
+    identity: (u64, u64),
+    checked: std::time::Instant,
+}
+
+/// How often a CRI log's path is checked for a new file.
+const FOLLOW_PATH: std::time::Duration = std::time::Duration::from_millis(200);
+
+fn identity(m: &std::fs::Metadata) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    (m.dev(), m.ino())
 }
 
 #[derive(Serialize)]
@@ -43,15 +56,45 @@ impl LogWriter {
             std::fs::create_dir_all(dir).map_err(io_err("create", dir))?;
         }
         let file = open_append(&uri.path)?;
-        let size = file.metadata().map_err(io_err("stat", &uri.path))?.len();
+        let meta = file.metadata().map_err(io_err("stat", &uri.path))?;
         Ok(LogWriter {
             format: uri.format,
             path: uri.path.clone(),
             rotation: uri.rotation,
             file,
-            size,
+            size: meta.len(),
             line: Vec::with_capacity(256),
+            identity: identity(&meta),
+            checked: std::time::Instant::now(),
         })
+    }
+
+    /// Reopens a CRI log whose path was moved away (or replaced by a new
+    /// file), at most every [`FOLLOW_PATH`].
+    fn follow_path(&mut self) -> Result<(), LogError> {
+        if self.format != Format::Cri || self.checked.elapsed() < FOLLOW_PATH {
+            return Ok(());
+        }
+        self.checked = std::time::Instant::now();
+        let same = std::fs::metadata(&self.path).is_ok_and(|m| identity(&m) == self.identity);
+        if !same {
+            let file = open_append(&self.path)?;
+            let meta = file.metadata().map_err(io_err("stat", &self.path))?;
+            self.identity = identity(&meta);
+            self.size = meta.len();
+            self.file = file;
+        }
+        Ok(())
+    }
+
+    /// Reopens the log at its path now (CRI's ReopenContainerLog).
+    ///
+    /// # Errors
+    /// When the file cannot be opened.
+    pub fn reopen(&mut self) -> Result<(), LogError> {
+        self.checked = std::time::Instant::now() - FOLLOW_PATH;
+        self.identity = (u64::MAX, u64::MAX);
+        self.follow_path()
     }
 
     /// Writes one line (its trailing newline included, if it had one) read
@@ -104,6 +147,7 @@ impl LogWriter {
                 self.line.push(b'\n');
             }
         }
+        self.follow_path()?;
         let max = self.rotation.max_size;
         if max > 0 && self.size > 0 && self.size + self.line.len() as u64 > max {
             self.rotate()?;
@@ -136,6 +180,9 @@ impl LogWriter {
                 }
             }
             self.file = open_append(&self.path)?;
+            if let Ok(m) = self.file.metadata() {
+                self.identity = identity(&m);
+            }
         } else {
             self.file
                 .set_len(0)
