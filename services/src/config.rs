@@ -51,12 +51,29 @@ pub struct CriConfig {
     /// Directory of CNI network configs (`Status` reports NetworkReady
     /// false while it holds none).
     pub cni_conf_dir: PathBuf,
+    /// Directories searched for CNI plugin binaries, in order.
+    pub cni_bin_dirs: Vec<PathBuf>,
+    /// The image a pod sandbox runs; empty: hull's built-in pause, so no
+    /// image must be pulled or kept from garbage collection.
+    pub sandbox_image: String,
+    /// The address the streaming server (exec, attach, port-forward)
+    /// listens on: loopback only by default.
+    pub stream_server_address: String,
+    /// Its port; 0 picks a free one.
+    pub stream_server_port: u16,
+    /// How long a streaming URL stays valid before it is used.
+    pub stream_idle_timeout: String,
 }
 
 impl Default for CriConfig {
     fn default() -> Self {
         CriConfig {
             cni_conf_dir: PathBuf::from("/etc/cni/net.d"),
+            cni_bin_dirs: vec![PathBuf::from("/opt/cni/bin"), PathBuf::from("/usr/lib/cni")],
+            sandbox_image: String::new(),
+            stream_server_address: "127.0.0.1".to_owned(),
+            stream_server_port: 0,
+            stream_idle_timeout: "4h".to_owned(),
         }
     }
 }
@@ -206,6 +223,21 @@ impl Config {
         if self.registry.max_concurrent_downloads == 0 {
             return Err(ConfigError::Invalid(
                 "registry.max_concurrent_downloads must be at least 1",
+            ));
+        }
+        if humantime::parse_duration(&self.cri.stream_idle_timeout).is_err() {
+            return Err(ConfigError::Invalid(
+                "cri.stream_idle_timeout must be a duration such as 30m or 4h",
+            ));
+        }
+        if self
+            .cri
+            .stream_server_address
+            .parse::<std::net::IpAddr>()
+            .is_err()
+        {
+            return Err(ConfigError::Invalid(
+                "cri.stream_server_address must be an IP address",
             ));
         }
         if !matches!(self.debug.format.as_str(), "text" | "json") {

@@ -378,20 +378,28 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), Wi
         },
     );
 
-    let cri = crate::cri::Cri::new(
-        db.clone(),
-        images.clone(),
-        puller.clone(),
-        config.root.join("snapshots").join("overlayfs"),
-        vec![config.cri.cni_conf_dir.clone()],
-    )
-    .map_err(|e| WiringError::Cri(e.to_string()))?;
     let containers_svc = Arc::new(ContainersService::new(db.clone(), events.clone()));
     let tasks_svc = Arc::new(TasksService::new(
         db.clone(),
         snapshotters.clone(),
         manager.clone(),
     ));
+    let cri = crate::cri::Cri::new(crate::cri::Parts {
+        db: db.clone(),
+        images: images.clone(),
+        puller: puller.clone(),
+        containers: containers_svc.clone(),
+        tasks: tasks_svc.clone(),
+        snapshots: snapshots.clone(),
+        events: events.clone(),
+        config: config.cri.clone(),
+        root: config.root.clone(),
+        state: config.state.clone(),
+        shim_binary: manager.shim_binary(crate::cri::RUNTIME, "").ok(),
+    })
+    .await
+    .map_err(WiringError::Cri)?;
+    tasks.spawn(cri.clone().run(shutdown.clone()));
     // After restore: containers whose shims died while hulld was down are
     // restarted on the first sweep.
     tasks.spawn(
@@ -435,7 +443,7 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), Wi
         ))))
         .add_service(limits!(ImagesServer::from_arc(images.clone())))
         .add_service(limits!(LeasesServer::from_arc(leases)))
-        .add_service(limits!(SnapshotsServer::from_arc(snapshots)))
+        .add_service(limits!(SnapshotsServer::from_arc(snapshots.clone())))
         .add_service(limits!(DiffServer::from_arc(diff)))
         .add_service(limits!(ContainersServer::from_arc(containers_svc)))
         .add_service(limits!(TasksServer::from_arc(tasks_svc)))

@@ -25,7 +25,7 @@ pub struct Daemon {
 }
 
 /// A bridge device name and /24 no other daemon of this test process has.
-fn unique_bridge() -> (String, String) {
+pub fn unique_bridge() -> (String, String) {
     static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let pid = std::process::id();
@@ -361,6 +361,40 @@ impl Daemon {
             for c in std::fs::read_dir(ns.path()).into_iter().flatten().flatten() {
                 let _ = hull_cni::netns::remove(&c.path().join("netns"));
             }
+        }
+        // CRI's pods: their CNI attachments (the config named in the
+        // daemon's config file), namespaces and shm mounts.
+        let config = std::fs::read_to_string(self.dir.path().join("none.toml")).unwrap_or_default();
+        let conf_dir = config
+            .lines()
+            .find_map(|l| l.strip_prefix("cni_conf_dir = "))
+            .map(|v| PathBuf::from(v.trim_matches('"')));
+        let cri = self.dir.path().join("state/cri");
+        if let Some(conf_dir) = conf_dir {
+            let cni = hull_cni::Cni {
+                plugin_dirs: hull_cni::default_plugin_dirs(),
+                conf_dir: conf_dir.clone(),
+                state_dir: cri.join("cni"),
+            };
+            if let Ok(net) = hull_cni::Cni::first_network_in(&conf_dir) {
+                for id in cni.attached(&net.name) {
+                    let _ = cni.del(&net, &id, &cri.join("netns").join(&id), "eth0");
+                }
+            }
+        }
+        for ns in std::fs::read_dir(cri.join("netns"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let _ = hull_cni::netns::remove(&ns.path());
+        }
+        for pod in std::fs::read_dir(cri.join("sandboxes"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let _ = nix::mount::umount2(&pod.path().join("shm"), nix::mount::MntFlags::MNT_DETACH);
         }
         let _ = Command::new("ip")
             .args(["link", "delete", &self.bridge.0])

@@ -1,7 +1,6 @@
 //! CRI on hulld's socket, through a CRI client built from proto/: the
 //! ImageService against a real registry on 127.0.0.1, and the
-//! RuntimeService's Version and Status (pods are not served yet, and say
-//! so).
+//! RuntimeService's Version and Status.
 
 use std::collections::BTreeMap;
 use std::process::Command;
@@ -87,13 +86,12 @@ async fn version_and_status_name_the_runtime_and_the_network() {
         s.contains(&("NetworkReady".into(), true, String::new())),
         "{s:?}"
     );
-    // Pods are not served yet, and the answer says so.
+    // A pod without a config is refused as such.
     let e = rt
         .run_pod_sandbox(RunPodSandboxRequest::default())
         .await
-        .expect_err("not served yet");
-    assert_eq!(e.code(), tonic::Code::Unimplemented);
-    assert!(e.message().contains("RunPodSandbox"), "{}", e.message());
+        .expect_err("no config");
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -52,6 +52,24 @@ struct Resolved {
     size: u64,
     user: String,
     pinned: bool,
+    config: ImageConfiguration,
+}
+
+/// What a container is created from.
+#[derive(Debug, Clone)]
+pub struct ImageForContainer {
+    /// The image's ID (its config's digest).
+    pub id: String,
+    /// The name the container records: the reference asked for,
+    /// normalised.
+    pub name: String,
+    /// A digest reference of it (image_ref), else the ID.
+    pub image_ref: String,
+    /// Its config.
+    pub config: ImageConfiguration,
+    /// The chain ID of its top layer: the snapshot the container's root is
+    /// prepared over.
+    pub chain_id: String,
 }
 
 fn status_of(kind: Kind, msg: impl Into<String>) -> Status {
@@ -154,6 +172,7 @@ impl CriImages {
                 .labels
                 .get(PINNED)
                 .is_some_and(|v| v == "pinned" || v == "true"),
+            config,
         })
     }
 
@@ -181,6 +200,61 @@ impl CriImages {
             .into_iter()
             .map(|(id, names)| to_cri(&id, &names))
             .collect())
+    }
+
+    /// The image a container of image `spec` is created from.
+    ///
+    /// # Errors
+    /// NotFound when no image is known by that name.
+    pub async fn for_container(&self, spec: &str) -> Result<ImageForContainer, Status> {
+        let image = self.find(spec).await?.ok_or_else(|| {
+            status_of(
+                Kind::NotFound,
+                format!("failed to get image {spec:?}: image not found"),
+            )
+        })?;
+        let mut resolved = None;
+        for r in self.records().await? {
+            if let Ok(res) = self.resolve(&r).await {
+                if res.id == image.id {
+                    resolved = Some(res);
+                    break;
+                }
+            }
+        }
+        let res = resolved
+            .ok_or_else(|| status_of(Kind::NotFound, format!("image {spec:?} is being removed")))?;
+        let diff_ids: Vec<String> = res
+            .config
+            .rootfs()
+            .diff_ids()
+            .iter()
+            .map(|d| d.to_string())
+            .collect();
+        let chain_id = crate::distribution::pull::chain_ids(&diff_ids)
+            .pop()
+            .unwrap_or_default();
+        let wanted = hull_oci::reference::normalize(spec).unwrap_or_else(|_| spec.to_owned());
+        let name = if image.repo_tags.contains(&wanted) || image.repo_digests.contains(&wanted) {
+            wanted
+        } else {
+            image
+                .repo_tags
+                .first()
+                .cloned()
+                .unwrap_or_else(|| image.id.clone())
+        };
+        Ok(ImageForContainer {
+            image_ref: image
+                .repo_digests
+                .first()
+                .cloned()
+                .unwrap_or_else(|| image.id.clone()),
+            id: image.id,
+            name,
+            config: res.config,
+            chain_id,
+        })
     }
 
     /// The image `spec` names: by ID (or an ID prefix of 12 or more hex
@@ -537,6 +611,10 @@ mod tests {
             size: 10,
             user: user.into(),
             pinned: false,
+            config: serde_json::from_str(
+                r#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#,
+            )
+            .unwrap(),
         };
         let i = to_cri(
             "sha256:aa",

@@ -1,8 +1,11 @@
 //! RuntimeService: Version, Status (RuntimeReady, and NetworkReady from
 //! whether a CNI network config exists), UpdateRuntimeConfig and
-//! RuntimeConfig. Pods and containers are not served yet: those calls
-//! answer Unimplemented with the call's name, so a kubelet fails clearly
-//! instead of running something half-made.
+//! RuntimeConfig here; the pod, container, exec and stats calls dispatch
+//! to [`super::sandbox`], [`super::container`], [`super::exec`] and
+//! [`super::stats`]. Calls that change state run to their end in a task of
+//! their own, so a client that leaves midway cannot leave a half-made pod
+//! behind. Checkpoints, metric descriptors and the streaming list calls
+//! answer Unimplemented with the call's name.
 
 use std::sync::Arc;
 
@@ -10,6 +13,7 @@ use hull_proto::runtime::v1::runtime_service_server::RuntimeService;
 use hull_proto::runtime::v1::*;
 use tonic::{Request, Response, Status};
 
+use super::names::Abandoned;
 use super::Cri;
 
 /// The CRI API version served.
@@ -20,9 +24,12 @@ pub const API_VERSION: &str = "v1";
 pub struct CriRuntime(pub Arc<Cri>);
 
 fn not_yet(call: &str) -> Status {
-    Status::unimplemented(format!(
-        "{call} is not served by hull's CRI yet (pods and containers are still to come)"
-    ))
+    Status::unimplemented(format!("{call} is not served by hull's CRI"))
+}
+
+/// The result of a call run to its end in its own task.
+fn joined<T>(r: Result<Result<T, Status>, tokio::task::JoinError>) -> Result<T, Status> {
+    r.unwrap_or_else(|e| Err(Status::internal(format!("CRI call failed: {e}"))))
 }
 
 /// An empty stream of `T`, for the stream types of calls not served.
@@ -32,7 +39,7 @@ impl CriRuntime {
     /// Whether a CNI network config exists in any of the directories, and
     /// if not, why not.
     fn network_ready(&self) -> Result<(), String> {
-        for dir in &self.0.cni_conf_dirs {
+        for dir in [&self.0.config.cni_conf_dir] {
             let Ok(entries) = std::fs::read_dir(dir) else {
                 continue;
             };
@@ -47,12 +54,7 @@ impl CriRuntime {
         }
         Err(format!(
             "no network config found in {}",
-            self.0
-                .cni_conf_dirs
-                .iter()
-                .map(|d| d.display().to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
+            self.0.config.cni_conf_dir.display()
         ))
     }
 }
@@ -135,143 +137,250 @@ impl RuntimeService for CriRuntime {
 
     async fn run_pod_sandbox(
         &self,
-        _: Request<RunPodSandboxRequest>,
+        req: Request<RunPodSandboxRequest>,
     ) -> Result<Response<RunPodSandboxResponse>, Status> {
-        Err(not_yet("RunPodSandbox"))
+        let req = req.into_inner();
+        let config = req
+            .config
+            .ok_or_else(|| Status::invalid_argument("sandbox config is required"))?;
+        let cri = self.0.clone();
+        let abandoned = Abandoned::default();
+        let armed = abandoned.arm();
+        // Run to the end even if the client leaves: the pod is then undone
+        // rather than left half-made.
+        let handle = tokio::spawn(async move {
+            cri.run_pod_sandbox(config, req.runtime_handler, abandoned)
+                .await
+        });
+        let result = joined(handle.await);
+        armed.disarm();
+        Ok(Response::new(RunPodSandboxResponse {
+            pod_sandbox_id: result?,
+        }))
     }
 
     async fn stop_pod_sandbox(
         &self,
-        _: Request<StopPodSandboxRequest>,
+        req: Request<StopPodSandboxRequest>,
     ) -> Result<Response<StopPodSandboxResponse>, Status> {
-        Err(not_yet("StopPodSandbox"))
+        let id = req.into_inner().pod_sandbox_id;
+        let cri = self.0.clone();
+        joined(tokio::spawn(async move { cri.stop_pod_sandbox(&id).await }).await)?;
+        Ok(Response::new(StopPodSandboxResponse {}))
     }
 
     async fn remove_pod_sandbox(
         &self,
-        _: Request<RemovePodSandboxRequest>,
+        req: Request<RemovePodSandboxRequest>,
     ) -> Result<Response<RemovePodSandboxResponse>, Status> {
-        Err(not_yet("RemovePodSandbox"))
+        let id = req.into_inner().pod_sandbox_id;
+        let cri = self.0.clone();
+        joined(tokio::spawn(async move { cri.remove_pod_sandbox(&id).await }).await)?;
+        Ok(Response::new(RemovePodSandboxResponse {}))
     }
 
     async fn pod_sandbox_status(
         &self,
-        _: Request<PodSandboxStatusRequest>,
+        req: Request<PodSandboxStatusRequest>,
     ) -> Result<Response<PodSandboxStatusResponse>, Status> {
-        Err(not_yet("PodSandboxStatus"))
+        let req = req.into_inner();
+        let (status, info) = self
+            .0
+            .pod_sandbox_status(&req.pod_sandbox_id, req.verbose)
+            .await?;
+        Ok(Response::new(PodSandboxStatusResponse {
+            status: Some(status),
+            info: info.into_iter().collect(),
+            containers_statuses: Vec::new(),
+            timestamp: crate::now_nanos(),
+        }))
     }
 
     async fn list_pod_sandbox(
         &self,
-        _: Request<ListPodSandboxRequest>,
+        req: Request<ListPodSandboxRequest>,
     ) -> Result<Response<ListPodSandboxResponse>, Status> {
-        Err(not_yet("ListPodSandbox"))
+        let items = self.0.list_pod_sandbox(req.into_inner().filter).await?;
+        Ok(Response::new(ListPodSandboxResponse { items }))
     }
 
     async fn create_container(
         &self,
-        _: Request<CreateContainerRequest>,
+        req: Request<CreateContainerRequest>,
     ) -> Result<Response<CreateContainerResponse>, Status> {
-        Err(not_yet("CreateContainer"))
+        let req = req.into_inner();
+        let config = req
+            .config
+            .ok_or_else(|| Status::invalid_argument("container config is required"))?;
+        let cri = self.0.clone();
+        let abandoned = Abandoned::default();
+        let armed = abandoned.arm();
+        let handle = tokio::spawn(async move {
+            cri.create_container(&req.pod_sandbox_id, config, req.sandbox_config, abandoned)
+                .await
+        });
+        let result = joined(handle.await);
+        armed.disarm();
+        Ok(Response::new(CreateContainerResponse {
+            container_id: result?,
+        }))
     }
 
     async fn start_container(
         &self,
-        _: Request<StartContainerRequest>,
+        req: Request<StartContainerRequest>,
     ) -> Result<Response<StartContainerResponse>, Status> {
-        Err(not_yet("StartContainer"))
+        let id = req.into_inner().container_id;
+        let cri = self.0.clone();
+        joined(tokio::spawn(async move { cri.start_container(&id).await }).await)?;
+        Ok(Response::new(StartContainerResponse {}))
     }
 
     async fn stop_container(
         &self,
-        _: Request<StopContainerRequest>,
+        req: Request<StopContainerRequest>,
     ) -> Result<Response<StopContainerResponse>, Status> {
-        Err(not_yet("StopContainer"))
+        let req = req.into_inner();
+        let cri = self.0.clone();
+        joined(
+            tokio::spawn(async move { cri.stop_container(&req.container_id, req.timeout).await })
+                .await,
+        )?;
+        Ok(Response::new(StopContainerResponse {}))
     }
 
     async fn remove_container(
         &self,
-        _: Request<RemoveContainerRequest>,
+        req: Request<RemoveContainerRequest>,
     ) -> Result<Response<RemoveContainerResponse>, Status> {
-        Err(not_yet("RemoveContainer"))
+        let id = req.into_inner().container_id;
+        let cri = self.0.clone();
+        joined(tokio::spawn(async move { cri.remove_container(&id).await }).await)?;
+        Ok(Response::new(RemoveContainerResponse {}))
     }
 
     async fn list_containers(
         &self,
-        _: Request<ListContainersRequest>,
+        req: Request<ListContainersRequest>,
     ) -> Result<Response<ListContainersResponse>, Status> {
-        Err(not_yet("ListContainers"))
+        let containers = self.0.list_containers(req.into_inner().filter).await?;
+        Ok(Response::new(ListContainersResponse { containers }))
     }
 
     async fn container_status(
         &self,
-        _: Request<ContainerStatusRequest>,
+        req: Request<ContainerStatusRequest>,
     ) -> Result<Response<ContainerStatusResponse>, Status> {
-        Err(not_yet("ContainerStatus"))
+        let req = req.into_inner();
+        let (status, info) = self
+            .0
+            .container_status(&req.container_id, req.verbose)
+            .await?;
+        Ok(Response::new(ContainerStatusResponse {
+            status: Some(status),
+            info: info.into_iter().collect(),
+        }))
     }
 
     async fn update_container_resources(
         &self,
-        _: Request<UpdateContainerResourcesRequest>,
+        req: Request<UpdateContainerResourcesRequest>,
     ) -> Result<Response<UpdateContainerResourcesResponse>, Status> {
-        Err(not_yet("UpdateContainerResources"))
+        let req = req.into_inner();
+        self.0
+            .update_container_resources(&req.container_id, req.linux)
+            .await?;
+        Ok(Response::new(UpdateContainerResourcesResponse {}))
     }
 
     async fn reopen_container_log(
         &self,
-        _: Request<ReopenContainerLogRequest>,
+        req: Request<ReopenContainerLogRequest>,
     ) -> Result<Response<ReopenContainerLogResponse>, Status> {
-        Err(not_yet("ReopenContainerLog"))
+        self.0
+            .reopen_container_log(&req.into_inner().container_id)
+            .await?;
+        Ok(Response::new(ReopenContainerLogResponse {}))
     }
 
     async fn exec_sync(
         &self,
-        _: Request<ExecSyncRequest>,
+        req: Request<ExecSyncRequest>,
     ) -> Result<Response<ExecSyncResponse>, Status> {
-        Err(not_yet("ExecSync"))
+        let req = req.into_inner();
+        let out = self
+            .0
+            .exec_sync(&req.container_id, req.cmd, req.timeout)
+            .await?;
+        Ok(Response::new(ExecSyncResponse {
+            stdout: out.stdout,
+            stderr: out.stderr,
+            exit_code: out.exit_code,
+        }))
     }
 
-    async fn exec(&self, _: Request<ExecRequest>) -> Result<Response<ExecResponse>, Status> {
-        Err(not_yet("Exec"))
+    async fn exec(&self, req: Request<ExecRequest>) -> Result<Response<ExecResponse>, Status> {
+        let url = self.0.exec_url(req.into_inner())?;
+        Ok(Response::new(ExecResponse { url }))
     }
 
-    async fn attach(&self, _: Request<AttachRequest>) -> Result<Response<AttachResponse>, Status> {
-        Err(not_yet("Attach"))
+    async fn attach(
+        &self,
+        req: Request<AttachRequest>,
+    ) -> Result<Response<AttachResponse>, Status> {
+        let url = self.0.attach_url(req.into_inner())?;
+        Ok(Response::new(AttachResponse { url }))
     }
 
     async fn port_forward(
         &self,
-        _: Request<PortForwardRequest>,
+        req: Request<PortForwardRequest>,
     ) -> Result<Response<PortForwardResponse>, Status> {
-        Err(not_yet("PortForward"))
+        let url = self.0.port_forward_url(req.into_inner())?;
+        Ok(Response::new(PortForwardResponse { url }))
     }
 
     async fn container_stats(
         &self,
-        _: Request<ContainerStatsRequest>,
+        req: Request<ContainerStatsRequest>,
     ) -> Result<Response<ContainerStatsResponse>, Status> {
-        Err(not_yet("ContainerStats"))
+        let stats = self
+            .0
+            .container_stats(&req.into_inner().container_id)
+            .await?;
+        Ok(Response::new(ContainerStatsResponse { stats: Some(stats) }))
     }
 
     async fn list_container_stats(
         &self,
-        _: Request<ListContainerStatsRequest>,
+        req: Request<ListContainerStatsRequest>,
     ) -> Result<Response<ListContainerStatsResponse>, Status> {
-        Err(not_yet("ListContainerStats"))
+        let stats = self.0.list_container_stats(req.into_inner().filter).await?;
+        Ok(Response::new(ListContainerStatsResponse { stats }))
     }
 
     async fn pod_sandbox_stats(
         &self,
-        _: Request<PodSandboxStatsRequest>,
+        req: Request<PodSandboxStatsRequest>,
     ) -> Result<Response<PodSandboxStatsResponse>, Status> {
-        Err(not_yet("PodSandboxStats"))
+        let stats = self
+            .0
+            .pod_sandbox_stats(&req.into_inner().pod_sandbox_id)
+            .await?;
+        Ok(Response::new(PodSandboxStatsResponse {
+            stats: Some(stats),
+        }))
     }
 
     async fn list_pod_sandbox_stats(
         &self,
-        _: Request<ListPodSandboxStatsRequest>,
+        req: Request<ListPodSandboxStatsRequest>,
     ) -> Result<Response<ListPodSandboxStatsResponse>, Status> {
-        Err(not_yet("ListPodSandboxStats"))
+        let stats = self
+            .0
+            .list_pod_sandbox_stats(req.into_inner().filter)
+            .await?;
+        Ok(Response::new(ListPodSandboxStatsResponse { stats }))
     }
 
     async fn checkpoint_container(
