@@ -325,6 +325,14 @@ impl Cni {
         };
         let mut first_err = None;
         for plugin in net.plugins.iter().rev() {
+            // A plugin that is not installed never set anything up here
+            // (its ADD could not have run): nothing to undo.
+            if self
+                .find_plugin(plugin["type"].as_str().unwrap_or_default())
+                .is_none()
+            {
+                continue;
+            }
             let input = Self::plugin_input(net, plugin, prev.as_ref(), &runtime);
             if let Err(e) = self.exec("DEL", &input, container, &ns, ifname) {
                 first_err.get_or_insert(e);

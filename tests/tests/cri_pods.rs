@@ -360,3 +360,590 @@ async fn the_kubelets_pod_lifecycle() {
     );
     assert!(!std::path::Path::new(&cgroup).exists(), "{cgroup} removed");
 }
+
+fn code<T>(r: Result<tonic::Response<T>, tonic::Status>) -> tonic::Code {
+    r.err().map(|e| e.code()).unwrap_or(tonic::Code::Ok)
+}
+
+async fn run_pod(p: &mut Pods, config: hull_proto::runtime::v1::PodSandboxConfig) -> String {
+    p.rt.run_pod_sandbox(RunPodSandboxRequest {
+        config: Some(config),
+        runtime_handler: String::new(),
+    })
+    .await
+    .expect("run pod")
+    .into_inner()
+    .pod_sandbox_id
+}
+
+async fn run_container(
+    p: &mut Pods,
+    pod_id: &str,
+    pod: &hull_proto::runtime::v1::PodSandboxConfig,
+    config: hull_proto::runtime::v1::ContainerConfig,
+) -> String {
+    let id =
+        p.rt.create_container(CreateContainerRequest {
+            pod_sandbox_id: pod_id.to_owned(),
+            config: Some(config),
+            sandbox_config: Some(pod.clone()),
+        })
+        .await
+        .expect("create container")
+        .into_inner()
+        .container_id;
+    p.rt.start_container(StartContainerRequest {
+        container_id: id.clone(),
+    })
+    .await
+    .expect("start container");
+    id
+}
+
+async fn container_state(p: &mut Pods, id: &str) -> hull_proto::runtime::v1::ContainerStatus {
+    p.rt.container_status(ContainerStatusRequest {
+        container_id: id.to_owned(),
+        verbose: false,
+    })
+    .await
+    .expect("container status")
+    .into_inner()
+    .status
+    .expect("status")
+}
+
+async fn pod_state(p: &mut Pods, id: &str) -> hull_proto::runtime::v1::PodSandboxStatus {
+    p.rt.pod_sandbox_status(PodSandboxStatusRequest {
+        pod_sandbox_id: id.to_owned(),
+        verbose: false,
+    })
+    .await
+    .expect("pod status")
+    .into_inner()
+    .status
+    .expect("status")
+}
+
+async fn remove_all(p: &mut Pods) {
+    let pods =
+        p.rt.list_pod_sandbox(ListPodSandboxRequest::default())
+            .await
+            .expect("list")
+            .into_inner()
+            .items;
+    for s in pods {
+        p.rt.remove_pod_sandbox(RemovePodSandboxRequest {
+            pod_sandbox_id: s.id,
+        })
+        .await
+        .expect("remove pod");
+    }
+}
+
+/// What a pod leaves behind in the daemon's state, the mount table, CNI and
+/// the process table: nothing, once removed.
+fn assert_nothing_left(p: &Pods) {
+    let state = p.d.dir().join("state/cri");
+    let count = |d: &str| {
+        std::fs::read_dir(state.join(d))
+            .map(|e| e.count())
+            .unwrap_or(0)
+    };
+    assert_eq!(count("netns"), 0, "network namespaces left");
+    assert_eq!(count("sandboxes"), 0, "pod state left");
+    assert!(
+        mounts_containing(&p.d.dir().display().to_string()).is_empty(),
+        "{:?}",
+        mounts_containing(&p.d.dir().display().to_string())
+    );
+    assert!(p.allocations().is_empty(), "{:?}", p.allocations());
+    let shims = std::process::Command::new("pgrep")
+        .args(["-f", &format!("hull-shim.*{}", p.d.address().display())])
+        .output()
+        .expect("pgrep");
+    assert!(
+        shims.stdout.is_empty(),
+        "shims left: {}",
+        String::from_utf8_lossy(&shims.stdout)
+    );
+    let records = p.d.ctr_ok(&["containers", "ls", "-q"]);
+    assert!(records.trim().is_empty(), "{records}");
+    let results = std::fs::read_dir(state.join("cni/results"))
+        .map(|e| e.count())
+        .unwrap_or(0);
+    assert_eq!(results, 0, "CNI results left");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pods_survive_a_daemon_crash() {
+    if !have_tools() {
+        return;
+    }
+    let mut p = Pods::start("").await;
+    let mut pods = Vec::new();
+    for i in 0..5 {
+        let name = format!("keep{i}");
+        let config = p.pod(&name);
+        let id = run_pod(&mut p, config.clone()).await;
+        let cmd = if i == 0 {
+            // Exits while hulld is down.
+            vec!["/bin/sh", "-c", "sleep 2; exit 7"]
+        } else {
+            vec![
+                "/bin/sh",
+                "-c",
+                "while true; do echo tick; /bin/busybox sleep 0.2; done",
+            ]
+        };
+        let cc = p.container("main", &cmd);
+        let c = run_container(&mut p, &id, &config, cc).await;
+        let ip = pod_state(&mut p, &id).await.network.expect("net").ip;
+        pods.push((id, c, ip, name));
+    }
+    let log = |name: &str| {
+        std::fs::read_to_string(p.logs.path().join(name).join("main/0.log"))
+            .unwrap_or_default()
+            .lines()
+            .count()
+    };
+    let before = log("keep1");
+    p.d.kill();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    p.d.start_again().await;
+    let mut p2 = p;
+    // The clients reconnect to the new daemon.
+    let channel = p2.d.client().await.channel();
+    p2.rt = hull_proto::runtime::v1::runtime_service_client::RuntimeServiceClient::new(channel);
+    let listed = p2
+        .rt
+        .list_pod_sandbox(ListPodSandboxRequest::default())
+        .await
+        .expect("list")
+        .into_inner()
+        .items;
+    assert_eq!(listed.len(), 5);
+    for (id, c, ip, _) in &pods {
+        let s = pod_state(&mut p2, id).await;
+        assert_eq!(s.state, PodSandboxState::SandboxReady as i32, "{id}");
+        assert_eq!(&s.network.expect("net").ip, ip);
+        let cs = container_state(&mut p2, c).await;
+        if pods[0].1 == *c {
+            assert_eq!(cs.state, ContainerState::ContainerExited as i32);
+            assert_eq!(cs.exit_code, 7, "the exit during the downtime is reported");
+        } else {
+            assert_eq!(cs.state, ContainerState::ContainerRunning as i32);
+        }
+    }
+    // Logs went on while hulld was down, and go on.
+    let during = {
+        let n = std::fs::read_to_string(p2.logs.path().join("keep1/main/0.log"))
+            .unwrap_or_default()
+            .lines()
+            .count();
+        assert!(n > before + 5, "{before} -> {n} lines");
+        n
+    };
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let after = std::fs::read_to_string(p2.logs.path().join("keep1/main/0.log"))
+        .unwrap_or_default()
+        .lines()
+        .count();
+    assert!(after > during);
+    let (out, _, _) = exec(&mut p2, &pods[1].1, &["/bin/busybox", "echo", "still"]).await;
+    assert_eq!(out, "still\n");
+    remove_all(&mut p2).await;
+    assert_nothing_left(&p2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn security_contexts_hold() {
+    use hull_proto::runtime::v1::{
+        security_profile::ProfileType, Capability, Int64Value, SecurityProfile,
+    };
+    if !have_tools() {
+        return;
+    }
+    let mut p = Pods::start("").await;
+    let pod = p.pod("secure");
+    let pod_id = run_pod(&mut p, pod.clone()).await;
+    let sleeper = ["/bin/busybox", "sleep", "1000"];
+    let with =
+        |p: &Pods,
+         name: &str,
+         f: &dyn Fn(&mut hull_proto::runtime::v1::LinuxContainerSecurityContext)| {
+            let mut c = p.container(name, &sleeper);
+            if let Some(sc) = c.linux.as_mut().and_then(|l| l.security_context.as_mut()) {
+                f(sc);
+            }
+            c
+        };
+    let c = with(&p, "uid", &|sc| {
+        sc.run_as_user = Some(Int64Value { value: 1000 })
+    });
+    let uid = run_container(&mut p, &pod_id, &pod, c).await;
+    assert_eq!(
+        exec(&mut p, &uid, &["/bin/busybox", "id", "-u"]).await.0,
+        "1000\n"
+    );
+    let c = with(&p, "named", &|sc| sc.run_as_username = "app".into());
+    let named = run_container(&mut p, &pod_id, &pod, c).await;
+    let id = exec(&mut p, &named, &["/bin/busybox", "id"]).await.0;
+    assert!(id.starts_with("uid=1000(app) gid=1000(app)"), "{id}");
+    let c = with(&p, "ro", &|sc| sc.readonly_rootfs = true);
+    let ro = run_container(&mut p, &pod_id, &pod, c).await;
+    let (_, err, code) = exec(&mut p, &ro, &["/bin/busybox", "touch", "/file"]).await;
+    assert_ne!(code, 0);
+    assert!(err.contains("Read-only file system"), "{err}");
+    let c = with(&p, "nocaps", &|sc| {
+        sc.capabilities = Some(Capability {
+            drop_capabilities: vec!["ALL".into()],
+            ..Default::default()
+        });
+        sc.no_new_privs = true;
+    });
+    let nocaps = run_container(&mut p, &pod_id, &pod, c).await;
+    let status = exec(
+        &mut p,
+        &nocaps,
+        &["/bin/busybox", "cat", "/proc/self/status"],
+    )
+    .await
+    .0;
+    assert!(status.contains("CapEff:\t0000000000000000"), "{status}");
+    assert!(status.contains("CapBnd:\t0000000000000000"), "{status}");
+    assert!(status.contains("NoNewPrivs:\t1"), "{status}");
+    let c = with(&p, "plain", &|_| {});
+    let plain = run_container(&mut p, &pod_id, &pod, c).await;
+    let status = exec(
+        &mut p,
+        &plain,
+        &["/bin/busybox", "cat", "/proc/self/status"],
+    )
+    .await
+    .0;
+    assert!(status.contains("NoNewPrivs:\t0"), "{status}");
+    assert!(!status.contains("CapEff:\t0000000000000000"), "{status}");
+    let (_, _, code) = exec(&mut p, &plain, &["/bin/busybox", "test", "-e", "/dev/kmsg"]).await;
+    assert_ne!(code, 0, "an unprivileged container sees no host devices");
+    let c = with(&p, "priv", &|sc| sc.privileged = true);
+    let privileged = run_container(&mut p, &pod_id, &pod, c).await;
+    let (_, _, code) = exec(
+        &mut p,
+        &privileged,
+        &["/bin/busybox", "test", "-c", "/dev/kmsg"],
+    )
+    .await;
+    assert_eq!(code, 0, "a privileged container sees the host's devices");
+    // A Localhost seccomp profile refusing mkdir.
+    let profile = p.scratch().join("no-mkdir.json");
+    std::fs::write(
+        &profile,
+        r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["mkdir","mkdirat"],"action":"SCMP_ACT_ERRNO","errnoRet":1}]}"#,
+    )
+    .expect("profile");
+    let path = profile.display().to_string();
+    let c = with(&p, "seccomp", &|sc| {
+        sc.seccomp = Some(SecurityProfile {
+            profile_type: ProfileType::Localhost as i32,
+            localhost_ref: path.clone(),
+        })
+    });
+    let sec = run_container(&mut p, &pod_id, &pod, c).await;
+    let (_, err, code) = exec(&mut p, &sec, &["/bin/busybox", "mkdir", "/tmp/d"]).await;
+    assert_ne!(code, 0);
+    assert!(err.contains("not permitted"), "{err}");
+    assert_eq!(
+        exec(&mut p, &plain, &["/bin/busybox", "mkdir", "/tmp/d"])
+            .await
+            .2,
+        0
+    );
+    remove_all(&mut p).await;
+    assert_nothing_left(&p);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_input_gets_the_codes_the_kubelet_expects_and_leaks_nothing() {
+    use tonic::Code;
+    if !have_tools() {
+        return;
+    }
+    let mut p = Pods::start("").await;
+    let unknown = "0".repeat(64);
+    assert_eq!(
+        code(
+            p.rt.pod_sandbox_status(PodSandboxStatusRequest {
+                pod_sandbox_id: unknown.clone(),
+                verbose: false
+            })
+            .await
+        ),
+        Code::NotFound
+    );
+    assert_eq!(
+        code(
+            p.rt.stop_pod_sandbox(StopPodSandboxRequest {
+                pod_sandbox_id: unknown.clone()
+            })
+            .await
+        ),
+        Code::NotFound
+    );
+    // Removing what is not there succeeds, as the kubelet retries removals.
+    assert_eq!(
+        code(
+            p.rt.remove_pod_sandbox(RemovePodSandboxRequest {
+                pod_sandbox_id: unknown.clone()
+            })
+            .await
+        ),
+        Code::Ok
+    );
+    for c in [
+        code(
+            p.rt.container_status(ContainerStatusRequest {
+                container_id: unknown.clone(),
+                verbose: false,
+            })
+            .await,
+        ),
+        code(
+            p.rt.start_container(StartContainerRequest {
+                container_id: unknown.clone(),
+            })
+            .await,
+        ),
+        code(
+            p.rt.stop_container(StopContainerRequest {
+                container_id: unknown.clone(),
+                timeout: 0,
+            })
+            .await,
+        ),
+        code(
+            p.rt.exec_sync(ExecSyncRequest {
+                container_id: unknown.clone(),
+                cmd: vec!["true".into()],
+                timeout: 1,
+            })
+            .await,
+        ),
+    ] {
+        assert_eq!(c, Code::NotFound);
+    }
+    let pod = p.pod("bad");
+    let container = p.container("c", &["/bin/busybox", "sleep", "1000"]);
+    assert_eq!(
+        code(
+            p.rt.create_container(CreateContainerRequest {
+                pod_sandbox_id: unknown.clone(),
+                config: Some(container.clone()),
+                sandbox_config: Some(pod.clone()),
+            })
+            .await
+        ),
+        Code::NotFound
+    );
+    let pod_id = run_pod(&mut p, pod.clone()).await;
+    // The same pod (name, namespace, uid, attempt) twice.
+    let e =
+        p.rt.run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(pod.clone()),
+            runtime_handler: String::new(),
+        })
+        .await
+        .expect_err("name taken");
+    assert_eq!(e.code(), Code::AlreadyExists);
+    let mut missing = container.clone();
+    missing.image.as_mut().expect("image").image = format!("{}/pods/none:1", p.registry.host);
+    assert_eq!(
+        code(
+            p.rt.create_container(CreateContainerRequest {
+                pod_sandbox_id: pod_id.clone(),
+                config: Some(missing),
+                sandbox_config: Some(pod.clone()),
+            })
+            .await
+        ),
+        Code::NotFound
+    );
+    let mut nameless = container.clone();
+    nameless.metadata = None;
+    assert_eq!(
+        code(
+            p.rt.create_container(CreateContainerRequest {
+                pod_sandbox_id: pod_id.clone(),
+                config: Some(nameless),
+                sandbox_config: Some(pod.clone()),
+            })
+            .await
+        ),
+        Code::InvalidArgument
+    );
+    // The failed creates released the name.
+    let c = run_container(&mut p, &pod_id, &pod, container.clone()).await;
+    assert_eq!(
+        code(
+            p.rt.start_container(StartContainerRequest {
+                container_id: c.clone()
+            })
+            .await
+        ),
+        Code::FailedPrecondition
+    );
+    p.rt.stop_pod_sandbox(StopPodSandboxRequest {
+        pod_sandbox_id: pod_id.clone(),
+    })
+    .await
+    .expect("stop");
+    let mut again = container.clone();
+    again.metadata.as_mut().expect("meta").attempt = 1;
+    assert_eq!(
+        code(
+            p.rt.create_container(CreateContainerRequest {
+                pod_sandbox_id: pod_id.clone(),
+                config: Some(again),
+                sandbox_config: Some(pod.clone()),
+            })
+            .await
+        ),
+        Code::FailedPrecondition
+    );
+    assert_eq!(
+        code(
+            p.rt.exec_sync(ExecSyncRequest {
+                container_id: c.clone(),
+                cmd: vec!["true".into()],
+                timeout: 1
+            })
+            .await
+        ),
+        Code::FailedPrecondition
+    );
+    remove_all(&mut p).await;
+
+    // A broken CNI config, then a plugin that fails: the pod is refused
+    // and nothing of it stays.
+    let conf = p.net_d.join("10-pods.conflist");
+    let good = std::fs::read_to_string(&conf).expect("conf");
+    std::fs::write(&conf, "{ not json").expect("break");
+    let e =
+        p.rt.run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(p.pod("nonet")),
+            runtime_handler: String::new(),
+        })
+        .await
+        .expect_err("no network");
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e}");
+    let failing = good.replace("\"portmap\"", "\"hull-no-such-plugin\"");
+    std::fs::write(&conf, failing).expect("write");
+    let e =
+        p.rt.run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(p.pod("nonet")),
+            runtime_handler: String::new(),
+        })
+        .await
+        .expect_err("plugin missing");
+    assert!(e.message().contains("hull-no-such-plugin"), "{e}");
+    assert_nothing_left(&p);
+    std::fs::write(&conf, good).expect("restore");
+    // The failed attempts released the pod's name.
+    let nonet = p.pod("nonet");
+    let id = run_pod(&mut p, nonet).await;
+    assert_eq!(
+        pod_state(&mut p, &id).await.state,
+        PodSandboxState::SandboxReady as i32
+    );
+    remove_all(&mut p).await;
+    assert_nothing_left(&p);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hundred_pods_come_and_go_without_leaks() {
+    if !have_tools() {
+        return;
+    }
+    let p = Pods::start("").await;
+    let p = std::sync::Arc::new(tokio::sync::Mutex::new(p));
+    let mut ids = Vec::new();
+    for batch in 0..10 {
+        let mut tasks = Vec::new();
+        for i in 0..10 {
+            let p = p.clone();
+            tasks.push(tokio::spawn(async move {
+                let (mut rt, pod, container) = {
+                    let g = p.lock().await;
+                    let name = format!("many{}", batch * 10 + i);
+                    (
+                        g.rt.clone(),
+                        g.pod(&name),
+                        g.container("c", &["/bin/busybox", "sleep", "1000"]),
+                    )
+                };
+                let id = rt
+                    .run_pod_sandbox(RunPodSandboxRequest {
+                        config: Some(pod.clone()),
+                        runtime_handler: String::new(),
+                    })
+                    .await
+                    .expect("run pod")
+                    .into_inner()
+                    .pod_sandbox_id;
+                let c = rt
+                    .create_container(CreateContainerRequest {
+                        pod_sandbox_id: id.clone(),
+                        config: Some(container),
+                        sandbox_config: Some(pod),
+                    })
+                    .await
+                    .expect("create")
+                    .into_inner()
+                    .container_id;
+                rt.start_container(StartContainerRequest { container_id: c })
+                    .await
+                    .expect("start");
+                id
+            }));
+        }
+        for t in tasks {
+            ids.push(t.await.expect("pod task"));
+        }
+    }
+    let mut g = p.lock().await;
+    let listed =
+        g.rt.list_pod_sandbox(ListPodSandboxRequest::default())
+            .await
+            .expect("list")
+            .into_inner()
+            .items;
+    assert_eq!(listed.len(), 100);
+    let ips: std::collections::BTreeSet<String> = {
+        let mut s = std::collections::BTreeSet::new();
+        for id in &ids {
+            s.insert(pod_state(&mut g, id).await.network.expect("net").ip);
+        }
+        s
+    };
+    assert_eq!(ips.len(), 100, "every pod has its own address");
+    assert_eq!(g.allocations().len(), 100);
+    for id in ids {
+        let mut rt = g.rt.clone();
+        rt.stop_pod_sandbox(StopPodSandboxRequest {
+            pod_sandbox_id: id.clone(),
+        })
+        .await
+        .expect("stop");
+        rt.remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: id })
+            .await
+            .expect("remove");
+    }
+    assert_nothing_left(&g);
+    let parent = format!(
+        "/sys/fs/cgroup/memory/hull-test-pods/many0-{}",
+        std::process::id()
+    );
+    assert!(
+        !std::path::Path::new(&parent).exists(),
+        "pod cgroups removed"
+    );
+}

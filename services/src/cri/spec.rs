@@ -75,6 +75,25 @@ const ALL_CAPABILITIES: &[&str] = &[
     "CAP_CHECKPOINT_RESTORE",
 ];
 
+/// The capabilities hulld itself may hand on (its bounding set; this
+/// list is in capability-number order): what "all" means on this host.
+fn host_capabilities() -> Vec<String> {
+    let bounding = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapBnd:"))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        })
+        .unwrap_or(u64::MAX);
+    ALL_CAPABILITIES
+        .iter()
+        .enumerate()
+        .filter(|(bit, _)| bounding & (1u64 << bit) != 0)
+        .map(|(_, c)| (*c).to_owned())
+        .collect()
+}
+
 fn invalid(msg: impl Into<String>) -> Status {
     status_of(Kind::InvalidArgument, msg)
 }
@@ -339,7 +358,7 @@ fn capability_name(c: &str) -> String {
 /// The capability set after CRI's add and drop (`ALL` allowed in both).
 pub fn capabilities(default: &[String], add: &[String], drop: &[String]) -> Vec<String> {
     let mut set: Vec<String> = if add.iter().any(|a| a.eq_ignore_ascii_case("ALL")) {
-        ALL_CAPABILITIES.iter().map(|s| (*s).to_owned()).collect()
+        host_capabilities()
     } else {
         let mut s = default.to_vec();
         for a in add {
@@ -701,7 +720,7 @@ pub fn container(input: &ContainerInput<'_>) -> Result<Vec<u8>, Status> {
         serde_json::from_value(spec["process"]["capabilities"]["bounding"].clone())
             .unwrap_or_default();
     let caps = if sc.privileged {
-        ALL_CAPABILITIES.iter().map(|s| (*s).to_owned()).collect()
+        host_capabilities()
     } else {
         let cap = sc.capabilities.clone().unwrap_or_default();
         capabilities(&default_caps, &cap.add_capabilities, &cap.drop_capabilities)
