@@ -947,3 +947,67 @@ async fn a_hundred_pods_come_and_go_without_leaks() {
         "pod cgroups removed"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn streaming_urls_are_on_loopback_and_good_once() {
+    use hull_proto::runtime::v1::{ExecRequest, PortForwardRequest};
+    if !have_tools() {
+        return;
+    }
+    let mut p = Pods::start("").await;
+    let pod = p.pod("stream");
+    let pod_id = run_pod(&mut p, pod.clone()).await;
+    let cc = p.container("c", &["/bin/busybox", "sleep", "1000"]);
+    let c = run_container(&mut p, &pod_id, &pod, cc).await;
+    let url =
+        p.rt.exec(ExecRequest {
+            container_id: c.clone(),
+            cmd: vec!["sh".into()],
+            tty: true,
+            stdin: true,
+            stdout: true,
+            ..Default::default()
+        })
+        .await
+        .expect("exec url")
+        .into_inner()
+        .url;
+    assert!(url.starts_with("http://127.0.0.1:"), "{url}");
+    let rest = url.trim_start_matches("http://");
+    let (host, path) = rest.split_once('/').expect("path");
+    let port: u16 = host
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("port");
+    let first = http_get(port, &format!("/{path}"));
+    // The protocols are not served yet, and the answer says so.
+    assert!(first.starts_with("HTTP/1.0 501"), "{first}");
+    let again = http_get(port, &format!("/{path}"));
+    assert!(
+        again.starts_with("HTTP/1.0 404"),
+        "a URL is good once: {again}"
+    );
+    let e =
+        p.rt.exec(ExecRequest {
+            container_id: "0".repeat(64),
+            cmd: vec!["sh".into()],
+            stdout: true,
+            ..Default::default()
+        })
+        .await
+        .expect_err("unknown container");
+    assert_eq!(e.code(), tonic::Code::NotFound);
+    let pf =
+        p.rt.port_forward(PortForwardRequest {
+            pod_sandbox_id: pod_id.clone(),
+            port: vec![80],
+        })
+        .await
+        .expect("port forward url")
+        .into_inner()
+        .url;
+    assert!(pf.contains("/portforward/"), "{pf}");
+    remove_all(&mut p).await;
+    assert_nothing_left(&p);
+}
