@@ -239,7 +239,21 @@ impl Cri {
     async fn start_sandbox(self: &Arc<Self>, sandbox: &mut Sandbox) -> Result<(), Status> {
         let id = sandbox.id.clone();
         let (net, _, ipc) = spec::pod_modes(&sandbox.config);
-        let (pause, libraries) = self.pause_files()?;
+        // The built-in pause, or the configured sandbox image (which must
+        // have been pulled).
+        let image = if self.config.sandbox_image.is_empty() {
+            None
+        } else {
+            Some(
+                super::images::CriImages(self.clone())
+                    .for_container(&self.config.sandbox_image)
+                    .await?,
+            )
+        };
+        let (pause, libraries) = match &image {
+            None => self.pause_files()?,
+            Some(_) => (PathBuf::new(), Vec::new()),
+        };
         let dir = self.pod_dir(&id);
         let state_dir = self.pod_state_dir(&id);
         let hostname = if net == NamespaceMode::Node || sandbox.config.hostname.is_empty() {
@@ -332,13 +346,23 @@ impl Cri {
         }
 
         let files = self.pod_files(sandbox);
+        let rootfs = dir.join("rootfs");
+        let pause = match &image {
+            None => spec::Pause::BuiltIn {
+                rootfs: &rootfs,
+                binary: &pause,
+                libraries: &libraries,
+            },
+            Some(i) => {
+                self.prepare_snapshot(&id, &i.chain_id).await?;
+                spec::Pause::Image(&i.config)
+            }
+        };
         let spec_bytes = spec::sandbox(&spec::SandboxInput {
             id: &id,
             config: &sandbox.config,
             netns: sandbox.state.netns.as_deref(),
-            rootfs: &dir.join("rootfs"),
-            pause: &pause,
-            libraries: &libraries,
+            pause,
             files: &files,
             oom_floor: self.oom_floor,
         })?;
@@ -349,7 +373,7 @@ impl Cri {
             labels,
             &self.config.sandbox_image,
             spec_bytes,
-            false,
+            image.is_some(),
             store::extensions(
                 "runtime.v1.PodSandboxConfig",
                 &sandbox.config,
@@ -388,6 +412,10 @@ impl Cri {
         .await;
         if let Err(e) = self.delete_record(id).await {
             tracing::warn!(%id, error = %e.message(), "delete the pod's record");
+        }
+        // A sandbox image's root (none for the built-in pause).
+        if let Err(e) = self.remove_snapshot(id).await {
+            tracing::warn!(%id, error = %e.message(), "remove the pod's root");
         }
     }
 

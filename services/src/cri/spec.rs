@@ -195,6 +195,24 @@ pub struct PodFiles {
     pub shm: Option<PathBuf>,
 }
 
+/// The process that holds a pod's namespaces.
+#[derive(Debug)]
+pub enum Pause<'a> {
+    /// hull's own: an empty root with the binary (and the host libraries
+    /// it needs) bind-mounted read-only.
+    BuiltIn {
+        /// The empty root.
+        rootfs: &'a Path,
+        /// The pause binary.
+        binary: &'a Path,
+        /// What it needs.
+        libraries: &'a [PathBuf],
+    },
+    /// A configured sandbox image, its root a snapshot (`rootfs` in the
+    /// bundle), run as its config says.
+    Image(&'a ImageConfiguration),
+}
+
 /// What a sandbox's spec is made from.
 #[derive(Debug)]
 pub struct SandboxInput<'a> {
@@ -204,12 +222,8 @@ pub struct SandboxInput<'a> {
     pub config: &'a PodSandboxConfig,
     /// Its network namespace (None: the host's).
     pub netns: Option<&'a Path>,
-    /// The empty root.
-    pub rootfs: &'a Path,
-    /// The pause binary and the host libraries it needs.
-    pub pause: &'a Path,
-    /// What the pause binary needs.
-    pub libraries: &'a [PathBuf],
+    /// What the pod's first process is.
+    pub pause: Pause<'a>,
     /// The pod's files.
     pub files: &'a PodFiles,
     /// The lowest oom_score_adj allowed.
@@ -224,8 +238,20 @@ pub fn sandbox(input: &SandboxInput<'_>) -> Result<Vec<u8>, Status> {
     let c = input.config;
     let mut spec = base(input.id)?;
     let (net, pid, ipc) = pod_modes(c);
-    spec["root"] = json!({"path": input.rootfs, "readonly": true});
-    spec["process"]["args"] = json!([PAUSE_PATH]);
+    match &input.pause {
+        Pause::BuiltIn { rootfs, .. } => {
+            spec["root"] = json!({"path": rootfs, "readonly": true});
+            spec["process"]["args"] = json!([PAUSE_PATH]);
+        }
+        Pause::Image(image) => {
+            spec["root"] = json!({"path": "rootfs", "readonly": true});
+            let args = arguments(&ContainerConfig::default(), image);
+            if args.is_empty() {
+                return Err(invalid("the sandbox image names no command"));
+            }
+            spec["process"]["args"] = json!(args);
+        }
+    }
     spec["process"]["cwd"] = json!("/");
     let sc = c.linux.as_ref().and_then(|l| l.security_context.as_ref());
     if let Some(uid) = sc.and_then(|s| s.run_as_user.as_ref()) {
@@ -260,9 +286,14 @@ pub fn sandbox(input: &SandboxInput<'_>) -> Result<Vec<u8>, Status> {
         .into_iter()
         .filter(|m| m["destination"] != "/dev/shm")
         .collect();
-    mounts.push(bind(PAUSE_PATH, input.pause, true));
-    for lib in input.libraries {
-        mounts.push(bind(&lib.display().to_string(), lib, true));
+    if let Pause::BuiltIn {
+        binary, libraries, ..
+    } = &input.pause
+    {
+        mounts.push(bind(PAUSE_PATH, binary, true));
+        for lib in *libraries {
+            mounts.push(bind(&lib.display().to_string(), lib, true));
+        }
     }
     mounts.push(shm_mount(input.files, ipc));
     spec["mounts"] = Value::Array(mounts);
