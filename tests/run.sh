@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the tests drive (real ctr, containerd, runc, busybox,
 # umoci, docker-registry, skopeo, htpasswd, openssl, CNI plugins,
-# iptables, ip) and runs every test in the workspace. Needs root.
+# iptables, ip, pgrep) and runs every test in the workspace. Needs root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,6 +19,7 @@ command -v openssl >/dev/null || need+=(openssl)
 [[ -x /usr/lib/cni/bridge ]] || need+=(containernetworking-plugins)
 command -v iptables >/dev/null || need+=(iptables)
 command -v ip >/dev/null || need+=(iproute2)
+command -v pgrep >/dev/null || need+=(procps)
 if ((${#need[@]})); then
     apt-get update -q
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need[@]}"
