@@ -140,7 +140,7 @@ impl Pods {
             log_directory: log_dir.display().to_string(),
             labels: [("app".to_owned(), name.to_owned())].into(),
             linux: Some(LinuxPodSandboxConfig {
-                cgroup_parent: format!("/hull-test-pods/{name}-{}", std::process::id()),
+                cgroup_parent: self.cgroup_parent(name),
                 security_context: Some(LinuxSandboxSecurityContext {
                     namespace_options: Some(NamespaceOption {
                         network: NamespaceMode::Pod as i32,
@@ -194,9 +194,50 @@ impl Pods {
             .collect()
     }
 
+    /// The cgroup parent of pod `name`: under a directory of this
+    /// fixture's own, which its drop removes even after a failed test.
+    pub fn cgroup_parent(&self, name: &str) -> String {
+        format!("/{}/{name}", self.cgroup_top())
+    }
+
+    fn cgroup_top(&self) -> String {
+        let tag = self
+            .dir
+            .path()
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        format!("hull-test-pods-{tag}")
+    }
+
     /// The test's scratch directory.
     pub fn scratch(&self) -> &std::path::Path {
         self.dir.path()
+    }
+}
+
+impl Drop for Pods {
+    fn drop(&mut self) {
+        // Pod cgroup directories (runc makes the parents and leaves them);
+        // rmdir only takes empty ones, deepest first.
+        let top = self.cgroup_top();
+        let mut dirs = Vec::new();
+        for h in std::fs::read_dir("/sys/fs/cgroup")
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let t = h.path().join(&top);
+            for pod in std::fs::read_dir(&t).into_iter().flatten().flatten() {
+                if pod.path().is_dir() {
+                    dirs.push(pod.path());
+                }
+            }
+            dirs.push(t);
+        }
+        for d in dirs {
+            let _ = std::fs::remove_dir(d);
+        }
     }
 }
 

@@ -354,10 +354,7 @@ async fn the_kubelets_pod_lifecycle() {
     assert!(shims.stdout.is_empty(), "the pod's shim exited");
     let records = p.d.ctr_ok(&["containers", "ls", "-q"]);
     assert!(records.trim().is_empty(), "{records}");
-    let cgroup = format!(
-        "/sys/fs/cgroup/memory/hull-test-pods/web-{}",
-        std::process::id()
-    );
+    let cgroup = format!("/sys/fs/cgroup/memory{}", p.cgroup_parent("web"));
     assert!(!std::path::Path::new(&cgroup).exists(), "{cgroup} removed");
 }
 
@@ -938,10 +935,7 @@ async fn a_hundred_pods_come_and_go_without_leaks() {
             .expect("remove");
     }
     assert_nothing_left(&g);
-    let parent = format!(
-        "/sys/fs/cgroup/memory/hull-test-pods/many0-{}",
-        std::process::id()
-    );
+    let parent = format!("/sys/fs/cgroup/memory{}", g.cgroup_parent("many0"));
     assert!(
         !std::path::Path::new(&parent).exists(),
         "pod cgroups removed"
