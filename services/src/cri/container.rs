@@ -504,7 +504,7 @@ impl Cri {
             Some(p) => {
                 let at = p
                     .exited_at
-                    .map(|t| t.seconds * 1_000_000_000 + i64::from(t.nanos))
+                    .map(|t| super::nanos(&t))
                     .unwrap_or_else(crate::now_nanos);
                 self.record_exit(&c.id, p.exit_status, at).await;
             }
@@ -722,7 +722,7 @@ impl Cri {
         let id = exit.container_id.clone();
         let at = exit
             .exited_at
-            .map(|t| t.seconds * 1_000_000_000 + i64::from(t.nanos))
+            .map(|t| super::nanos(&t))
             .unwrap_or_else(crate::now_nanos);
         if self.store.container(&id).is_some() {
             self.record_exit(&id, exit.exit_status, at).await;

@@ -223,3 +223,10 @@ fn hex_string(b: &[u8]) -> String {
             s
         })
 }
+
+/// A protobuf timestamp as nanoseconds since the epoch (CRI's times).
+pub(crate) fn nanos(t: &prost_types::Timestamp) -> i64 {
+    t.seconds
+        .saturating_mul(1_000_000_000)
+        .saturating_add(i64::from(t.nanos))
+}

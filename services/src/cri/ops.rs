@@ -278,7 +278,7 @@ impl Cri {
                 let r = r.into_inner();
                 let at = r
                     .exited_at
-                    .map(|t| t.seconds * 1_000_000_000 + i64::from(t.nanos))
+                    .map(|t| super::nanos(&t))
                     .unwrap_or_else(crate::now_nanos);
                 Ok(Some((r.exit_status, at)))
             }
@@ -300,7 +300,7 @@ impl Cri {
         } else {
             let at = p
                 .exited_at
-                .map(|t| t.seconds * 1_000_000_000 + i64::from(t.nanos))
+                .map(|t| super::nanos(&t))
                 .unwrap_or_else(crate::now_nanos);
             exit = exit.or(Some((p.exit_status, at)));
         }

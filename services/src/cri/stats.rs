@@ -117,7 +117,7 @@ impl Cri {
             };
             let at = m
                 .timestamp
-                .map(|t| t.seconds * 1_000_000_000 + i64::from(t.nanos))
+                .map(|t| super::nanos(&t))
                 .unwrap_or_else(crate::now_nanos);
             out.insert(m.id, (at, stats));
         }
