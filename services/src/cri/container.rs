@@ -122,7 +122,7 @@ impl Cri {
         image: &hull_oci::oci_spec::image::ImageConfiguration,
         mounts: &[hull_proto::containerd::types::Mount],
         id: &str,
-    ) -> Result<(hull_oci::spec::ResolvedUser, u32), Status> {
+    ) -> Result<hull_oci::spec::ResolvedUser, Status> {
         let sc = config
             .linux
             .as_ref()
@@ -146,14 +146,11 @@ impl Cri {
             image_user
         };
         if text.is_empty() {
-            return Ok((
-                hull_oci::spec::ResolvedUser {
-                    uid: 0,
-                    gid: 0,
-                    additional_gids: Vec::new(),
-                },
-                0,
-            ));
+            return Ok(hull_oci::spec::ResolvedUser {
+                uid: 0,
+                gid: 0,
+                additional_gids: Vec::new(),
+            });
         }
         let mounts: Vec<hull_snapshots::mount::Mount> =
             mounts.iter().cloned().map(Into::into).collect();
@@ -184,8 +181,7 @@ impl Cri {
             result
         })
         .await?;
-        let uid = user.uid;
-        Ok((user, uid))
+        Ok(user)
     }
 
     /// CreateContainer: the root prepared, the spec written, the record
@@ -260,10 +256,10 @@ impl Cri {
             .for_container(image_spec)
             .await?;
         let mounts = self.prepare_snapshot(id, &image.chain_id).await?;
-        let (user, uid) = self
+        let user = self
             .container_user(config, &image.config, &mounts, id)
             .await?;
-        let (_, pod_pid, _) = spec::pod_modes(&sandbox.config);
+        let uid = user.uid;
         let target_pid = match config
             .linux
             .as_ref()
@@ -277,7 +273,6 @@ impl Cri {
                 .map(|c| c.state.pid),
             _ => None,
         };
-        let _ = pod_pid;
         let files = self.pod_files(sandbox);
         let spec_bytes = spec::container(&ContainerInput {
             id,
