@@ -13,8 +13,8 @@
 //! [`container`] (containers), [`exec`] (ExecSync and the streaming
 //! calls' URLs), [`stats`]; beside them [`store`] (the records and what
 //! they persist), [`names`] (name reservations), [`spec`] (OCI specs),
-//! [`pause`] (the built-in pause's root) and [`streaming`] (the server the
-//! streaming URLs point at).
+//! [`pause`] (the built-in pause's root) and [`stream`] (the server the
+//! streaming URLs point at, and the protocols it speaks).
 
 pub mod container;
 pub mod exec;
@@ -27,8 +27,7 @@ pub mod sandbox;
 pub mod spec;
 pub mod stats;
 pub mod store;
-mod stream_http;
-pub mod streaming;
+pub mod stream;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -106,7 +105,7 @@ pub struct Cri {
     ns: hull_proto::identifiers::Namespace,
     store: store::Store,
     names: names::Names,
-    streams: streaming::Server,
+    streams: stream::Server,
     /// What the built-in pause needs from the host, found once.
     pause_libraries: std::sync::OnceLock<Result<Vec<PathBuf>, String>>,
     /// The lowest oom_score_adj hulld may give (its own).
@@ -129,7 +128,7 @@ impl Cri {
             conf_dir: parts.config.cni_conf_dir.clone(),
             state_dir: parts.state.join("cri").join("cni"),
         };
-        let streams = streaming::Server::bind(&parts.config)
+        let streams = stream::Server::bind(&parts.config)
             .await
             .map_err(|e| format!("streaming server: {e}"))?;
         Ok(Arc::new(Cri {

@@ -13,8 +13,8 @@ use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 
-use super::streaming::Pending;
-use super::Cri;
+use super::Pending;
+use crate::cri::Cri;
 
 type Body = body::Full;
 

@@ -13,6 +13,10 @@ use hull_proto::runtime::v1::{AttachRequest, ExecRequest, PortForwardRequest};
 use tonic::Status;
 
 use super::{status_of, Cri};
+
+mod http;
+pub mod session;
+pub mod spdy;
 use crate::config::CriConfig;
 
 /// What a token was issued for.
@@ -93,7 +97,7 @@ impl Server {
         else {
             return;
         };
-        super::stream_http::serve(listener, cri, shutdown).await;
+        http::serve(listener, cri, shutdown).await;
     }
 }
 
