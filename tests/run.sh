@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the tests drive (real ctr, containerd, runc, busybox,
 # umoci, docker-registry, skopeo, htpasswd, openssl, CNI plugins,
-# iptables, ip, pgrep) and runs every test in the workspace. Needs root.
+# iptables, ip, pgrep, Go with spdystream, the Kubernetes Python client)
+# and runs every test in the workspace. Needs root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,6 +21,11 @@ command -v openssl >/dev/null || need+=(openssl)
 command -v iptables >/dev/null || need+=(iptables)
 command -v ip >/dev/null || need+=(iproute2)
 command -v pgrep >/dev/null || need+=(procps)
+# The streaming clients: Go's spdystream (kubectl's SPDY) and the
+# Kubernetes Python client (its WebSocket channels).
+command -v go >/dev/null || need+=(golang-go)
+[[ -d /usr/share/gocode/src/github.com/docker/spdystream ]] || need+=(golang-github-docker-spdystream-dev)
+/usr/bin/python3 -c 'import kubernetes.stream' 2>/dev/null || need+=(python3-kubernetes)
 if ((${#need[@]})); then
     apt-get update -q
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need[@]}"

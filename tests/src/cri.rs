@@ -262,3 +262,46 @@ pub fn iptables_rules_containing(needle: &str) -> Vec<String> {
         .map(str::to_owned)
         .collect()
 }
+
+/// The SPDY streaming client (tests/go/kubestream, on Go's spdystream as
+/// kubectl is), built once per test binary; None when Go or spdystream is
+/// not installed.
+pub fn kubestream() -> Option<PathBuf> {
+    static BUILT: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("go/kubestream/main.go");
+            let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/test-tools");
+            std::fs::create_dir_all(&dir).ok()?;
+            // Each test binary builds its own copy: they may run at once.
+            let bin = dir.join(format!("kubestream-{}", std::process::id()));
+            let ok = std::process::Command::new("go")
+                .args(["build", "-o"])
+                .arg(&bin)
+                .arg(&src)
+                .env("GOPATH", "/usr/share/gocode")
+                .env("GO111MODULE", "off")
+                .env("GOCACHE", dir.join("cache"))
+                .env("GOFLAGS", "")
+                .status()
+                .is_ok_and(|s| s.success());
+            ok.then_some(bin)
+        })
+        .clone()
+}
+
+/// The WebSocket streaming client (tests/py/kubews.py, on the Kubernetes
+/// Python client); None when that client is not installed.
+pub fn kubews() -> Option<(PathBuf, PathBuf)> {
+    let python = PathBuf::from("/usr/bin/python3");
+    let ok = std::process::Command::new(&python)
+        .args(["-c", "import kubernetes.stream.ws_client"])
+        .status()
+        .is_ok_and(|s| s.success());
+    ok.then(|| {
+        (
+            python,
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("py/kubews.py"),
+        )
+    })
+}

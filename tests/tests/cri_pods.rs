@@ -942,46 +942,284 @@ async fn a_hundred_pods_come_and_go_without_leaks() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn streaming_urls_are_on_loopback_and_good_once() {
-    use hull_proto::runtime::v1::{ExecRequest, PortForwardRequest};
-    if !have_tools() {
-        return;
-    }
-    let mut p = Pods::start("").await;
-    let pod = p.pod("stream");
-    let pod_id = run_pod(&mut p, pod.clone()).await;
-    let cc = p.container("c", &["/bin/busybox", "sleep", "1000"]);
-    let c = run_container(&mut p, &pod_id, &pod, cc).await;
-    let url =
-        p.rt.exec(ExecRequest {
-            container_id: c.clone(),
-            cmd: vec!["sh".into()],
-            tty: true,
-            stdin: true,
-            stdout: true,
-            ..Default::default()
-        })
-        .await
-        .expect("exec url")
-        .into_inner()
-        .url;
-    assert!(url.starts_with("http://127.0.0.1:"), "{url}");
+/// The URL's port and path.
+fn split_url(url: &str) -> (u16, String) {
     let rest = url.trim_start_matches("http://");
     let (host, path) = rest.split_once('/').expect("path");
-    let port: u16 = host
+    let port = host
         .rsplit(':')
         .next()
         .and_then(|p| p.parse().ok())
         .expect("port");
-    let first = http_get(port, &format!("/{path}"));
-    // The protocols are not served yet, and the answer says so.
-    assert!(first.starts_with("HTTP/1.0 501"), "{first}");
-    let again = http_get(port, &format!("/{path}"));
-    assert!(
-        again.starts_with("HTTP/1.0 404"),
-        "a URL is good once: {again}"
+    (port, format!("/{path}"))
+}
+
+/// Sends `head` (an HTTP request's head) to the streaming server; returns
+/// its answer's status line.
+fn raw_request(port: u16, head: &str) -> String {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok();
+    s.write_all(head.as_bytes()).expect("send");
+    let mut out = vec![0u8; 4096];
+    let n = s.read(&mut out).unwrap_or(0);
+    String::from_utf8_lossy(&out[..n])
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// Runs a streaming client with `input` on its stdin; returns (stdout,
+/// stderr, success).
+fn run_client(cmd: &mut std::process::Command, input: &str) -> (String, String, bool) {
+    use std::process::Stdio;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn client");
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin.write_all(input.as_bytes()).expect("client stdin");
+    drop(stdin);
+    let out = child.wait_with_output().expect("client");
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        out.status.success(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn streaming_exec_attach_and_port_forward_as_kubectl_speaks_them() {
+    use hull_proto::runtime::v1::{AttachRequest, ExecRequest, PortForwardRequest};
+    if !have_tools() {
+        return;
+    }
+    let (Some(spdy), Some((python, kubews))) =
+        (hull_tests::cri::kubestream(), hull_tests::cri::kubews())
+    else {
+        panic!("the streaming clients need golang-go, golang-github-docker-spdystream-dev and python3-kubernetes (tests/run.sh installs them)");
+    };
+    let mut p = Pods::start("").await;
+    let pod = p.pod("stream");
+    let pod_id = run_pod(&mut p, pod.clone()).await;
+    let web = p.container(
+        "web",
+        &["/bin/busybox", "httpd", "-f", "-p", "80", "-h", "/www"],
     );
+    let web = run_container(&mut p, &pod_id, &pod, web).await;
+    let mut echo = p.container(
+        "echo",
+        &[
+            "/bin/sh",
+            "-c",
+            "while read l; do echo \"echo:$l\"; done; echo stdin-closed",
+        ],
+    );
+    echo.stdin = true;
+    let echo = run_container(&mut p, &pod_id, &pod, echo).await;
+    let exec_url = |p: &mut Pods, req: ExecRequest| {
+        let mut rt = p.rt.clone();
+        async move { rt.exec(req).await.expect("exec url").into_inner().url }
+    };
+    let cmd = |c: &[&str]| c.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+
+    // SPDY, as kubectl exec -i: stdin in, both streams out, the exit code
+    // in the status.
+    let url = exec_url(
+        &mut p,
+        ExecRequest {
+            container_id: web.clone(),
+            cmd: cmd(&["sh", "-c", "tr a-z A-Z; echo done >&2; exit 3"]),
+            stdin: true,
+            stdout: true,
+            stderr: true,
+            ..Default::default()
+        },
+    )
+    .await;
+    assert!(url.starts_with("http://127.0.0.1:"), "{url}");
+    let status_file = p.scratch().join("status");
+    let (out, err, ok) = run_client(
+        std::process::Command::new(&spdy)
+            .args(["exec", &url, "-stdin", "-stderr", "-status"])
+            .arg(&status_file),
+        "hello\n",
+    );
+    assert!(ok, "{err}");
+    assert_eq!(out, "HELLO\n");
+    assert_eq!(err, "done\n");
+    let status: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&status_file).expect("status")).expect("json");
+    assert_eq!(status["status"], "Failure", "{status}");
+    assert_eq!(status["reason"], "NonZeroExitCode", "{status}");
+    assert_eq!(status["details"]["causes"][0]["message"], "3", "{status}");
+    // A URL is good once.
+    let (port, path) = split_url(&url);
+    let again = raw_request(
+        port,
+        &format!("POST {path} HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\nX-Stream-Protocol-Version: v4.channel.k8s.io\r\n\r\n"),
+    );
+    assert!(again.starts_with("HTTP/1.1 404"), "{again}");
+
+    // SPDY with a terminal, as kubectl exec -it: the size the client sets
+    // reaches the terminal.
+    let url = exec_url(
+        &mut p,
+        ExecRequest {
+            container_id: web.clone(),
+            cmd: cmd(&[
+                "sh",
+                "-c",
+                "while [ \"$(stty size)\" != '45 123' ]; do sleep 0.1; done; read x; echo \"got $x on $(tty)\"",
+            ]),
+            stdin: true,
+            stdout: true,
+            tty: true,
+            ..Default::default()
+        },
+    )
+    .await;
+    let (out, err, ok) = run_client(
+        std::process::Command::new(&spdy)
+            .args(["exec", &url, "-stdin", "-tty", "123x45", "-status"])
+            .arg(&status_file),
+        "hi\n",
+    );
+    assert!(ok, "{err}");
+    assert!(out.contains("got hi on /dev/pts/"), "{out:?}");
+    let status: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&status_file).expect("status")).expect("json");
+    assert_eq!(status["status"], "Success", "{status}");
+
+    // SPDY attach, twice: what the client types reaches the container and
+    // its answer comes back; the first client leaving does not close the
+    // container's stdin.
+    for word in ["one", "two"] {
+        let url =
+            p.rt.attach(AttachRequest {
+                container_id: echo.clone(),
+                stdin: true,
+                stdout: true,
+                stderr: true,
+                ..Default::default()
+            })
+            .await
+            .expect("attach url")
+            .into_inner()
+            .url;
+        let (out, err, ok) = run_client(
+            std::process::Command::new(&spdy).args([
+                "attach",
+                &url,
+                "-stdin",
+                "-stderr",
+                "-expect",
+                &format!("echo:{word}"),
+            ]),
+            &format!("{word}\n"),
+        );
+        let log = std::fs::read_to_string(format!("{}/echo/0.log", pod.log_directory))
+            .unwrap_or_default();
+        assert!(ok, "{err}; the container's log: {log}");
+        assert!(out.contains(&format!("echo:{word}\n")), "{out:?}");
+    }
+    assert_eq!(
+        container_state(&mut p, &echo).await.state,
+        ContainerState::ContainerRunning as i32,
+        "attach clients leaving keep the container's stdin open"
+    );
+
+    // SPDY port forward, as kubectl port-forward: the pod's own port 80,
+    // reached inside its network namespace.
+    let pf_url = |p: &mut Pods| {
+        let mut rt = p.rt.clone();
+        let pod_id = pod_id.clone();
+        async move {
+            rt.port_forward(PortForwardRequest {
+                pod_sandbox_id: pod_id,
+                port: vec![80],
+            })
+            .await
+            .expect("port forward url")
+            .into_inner()
+            .url
+        }
+    };
+    let url = pf_url(&mut p).await;
+    let (out, err, ok) = run_client(
+        std::process::Command::new(&spdy).args(["portforward", &url, "80"]),
+        "GET /hello HTTP/1.0\r\n\r\n",
+    );
+    assert!(ok, "{err}");
+    assert!(out.starts_with("HTTP/1.1 200 OK\r\n"), "{out:?}");
+    assert!(out.ends_with("hello from the pod\n"), "{out:?}");
+    // A port nothing listens on: the error stream says so.
+    let url = pf_url(&mut p).await;
+    let (_, err, ok) = run_client(
+        std::process::Command::new(&spdy).args(["portforward", &url, "81"]),
+        "",
+    );
+    assert!(!ok);
+    assert!(err.contains("error forwarding port 81"), "{err}");
+
+    // WebSocket, as the Kubernetes Python client speaks it.
+    let url = exec_url(
+        &mut p,
+        ExecRequest {
+            container_id: web.clone(),
+            cmd: cmd(&["sh", "-c", "read x; echo \"ws $x\"; echo warn >&2; exit 4"]),
+            stdin: true,
+            stdout: true,
+            stderr: true,
+            ..Default::default()
+        },
+    )
+    .await;
+    let (out, err, ok) = run_client(
+        std::process::Command::new(&python)
+            .arg(&kubews)
+            .args(["exec", &url, "hey\n"]),
+        "",
+    );
+    assert!(ok, "{err}");
+    let got: serde_json::Value = serde_json::from_str(out.trim()).expect("json");
+    assert_eq!(got["stdout"], "ws hey\n", "{got}");
+    assert_eq!(got["stderr"], "warn\n", "{got}");
+    assert_eq!(got["code"], 4, "{got}");
+    let url = pf_url(&mut p).await;
+    let (out, err, ok) = run_client(
+        std::process::Command::new(&python).arg(&kubews).args([
+            "portforward",
+            &url,
+            "80",
+            "GET /hello HTTP/1.0\r\n\r\n",
+        ]),
+        "",
+    );
+    assert!(ok, "{err}");
+    assert!(out.ends_with("hello from the pod\n"), "{out:?}");
+
+    // Requests that do not upgrade, or offer no protocol in common.
+    let url = exec_url(
+        &mut p,
+        ExecRequest {
+            container_id: web.clone(),
+            cmd: cmd(&["true"]),
+            stdout: true,
+            ..Default::default()
+        },
+    )
+    .await;
+    let (port, path) = split_url(&url);
+    let plain = http_get(port, &path);
+    assert!(plain.starts_with("HTTP/1.0 400"), "{plain}");
+    let old = raw_request(
+        port,
+        &format!("POST {path} HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\nX-Stream-Protocol-Version: v9.channel.k8s.io\r\n\r\n"),
+    );
+    assert!(old.starts_with("HTTP/1.1 403"), "{old}");
     let e =
         p.rt.exec(ExecRequest {
             container_id: "0".repeat(64),
@@ -992,16 +1230,23 @@ async fn streaming_urls_are_on_loopback_and_good_once() {
         .await
         .expect_err("unknown container");
     assert_eq!(e.code(), tonic::Code::NotFound);
-    let pf =
-        p.rt.port_forward(PortForwardRequest {
-            pod_sandbox_id: pod_id.clone(),
-            port: vec![80],
+    let e =
+        p.rt.attach(AttachRequest {
+            container_id: web.clone(),
+            stdin: true,
+            stdout: true,
+            ..Default::default()
         })
         .await
-        .expect("port forward url")
-        .into_inner()
-        .url;
-    assert!(pf.contains("/portforward/"), "{pf}");
+        .expect_err("no stdin");
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition);
+    // Nothing of the sessions is left in the pod.
+    let (out, _, _) = exec(&mut p, &web, &["/bin/busybox", "ps", "-o", "args"]).await;
+    assert!(!out.contains("stty") && !out.contains("tr a-z"), "{out}");
+    let execs = std::fs::read_dir(p.d.dir().join("state/cri/exec"))
+        .map(|e| e.count())
+        .unwrap_or(0);
+    assert_eq!(execs, 0, "exec FIFOs left");
     remove_all(&mut p).await;
     assert_nothing_left(&p);
 }

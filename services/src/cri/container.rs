@@ -469,6 +469,10 @@ impl Cri {
         .await;
         self.store.remove_container(&c.id);
         self.names.release(&c.state.name, &c.id);
+        self.stdin_keepers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&c.id);
         Ok(())
     }
 

@@ -114,6 +114,10 @@ pub struct Cri {
     ooms: Mutex<std::collections::HashSet<String>>,
     /// The last CPU sample of each container and pod (rates).
     cpu_samples: Mutex<std::collections::HashMap<String, (i64, u64)>>,
+    /// A writer held on the stdin FIFO of each container attached to with
+    /// stdin that is not `stdin_once`, so that a client leaving does not
+    /// close the container's stdin.
+    stdin_keepers: Mutex<std::collections::HashMap<String, std::fs::File>>,
 }
 
 impl Cri {
@@ -154,6 +158,7 @@ impl Cri {
             oom_floor: spec::own_oom_score(),
             ooms: Mutex::new(Default::default()),
             cpu_samples: Mutex::new(Default::default()),
+            stdin_keepers: Mutex::new(Default::default()),
         }))
     }
 

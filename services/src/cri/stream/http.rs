@@ -1,10 +1,9 @@
 //! The streaming server's HTTP side: each request names a token from one
-//! of the URLs Exec, Attach or PortForward returned. An unknown or used
-//! token is answered 404. The protocols themselves (SPDY/3.1 and
-//! WebSocket upgrades carrying `v4.channel.k8s.io` remotecommand and
-//! `portforward.k8s.io`) are not served yet: a valid token is answered
-//! 501 Not Implemented, naming what was asked, so that a client fails
-//! clearly instead of hanging.
+//! of the URLs Exec, Attach or PortForward returned and asks to upgrade
+//! the connection, to SPDY/3.1 (with the subprotocol in
+//! `X-Stream-Protocol-Version`) or to WebSocket (in
+//! `Sec-WebSocket-Protocol`). A request that does not upgrade is answered
+//! 400; an unknown or used token 404; no protocol in common 403.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -16,7 +15,7 @@ use hyper::body::Incoming;
 use super::Pending;
 use crate::cri::Cri;
 
-type Body = body::Full;
+pub(super) type Body = body::Full;
 
 /// A body of one piece, without pulling in another body crate.
 mod body {
@@ -50,33 +49,96 @@ mod body {
     }
 }
 
-fn reply(code: StatusCode, text: String) -> Response<Body> {
+pub(super) fn reply(code: StatusCode, text: String) -> Response<Body> {
     let mut r = Response::new(Body::new(Bytes::from(text + "\n")));
     *r.status_mut() = code;
     r
 }
 
-async fn handle(cri: Arc<Cri>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
-    let path = req.uri().path().trim_start_matches('/');
-    let (kind, token) = path.split_once('/').unwrap_or((path, ""));
-    let pending = match cri.streams.take(token) {
-        Some(p) => p,
-        None => {
-            return Ok(reply(
-                StatusCode::NOT_FOUND,
-                format!("unknown or expired {kind} session"),
-            ))
-        }
+/// The values of header `name`, comma lists split.
+pub(super) fn header_values(req: &Request<Incoming>, name: &str) -> Vec<String> {
+    req.headers()
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|v| v.trim().to_owned())
+        .filter(|v| !v.is_empty())
+        .collect()
+}
+
+/// The first protocol the client offers that `supported` holds.
+pub(super) fn choose<'a>(offered: &[String], supported: &[&'a str]) -> Option<&'a str> {
+    offered
+        .iter()
+        .find_map(|o| supported.iter().find(|s| **s == o.as_str()).copied())
+}
+
+/// Subprotocols of remotecommand over SPDY.
+pub const SPDY_COMMAND: &[&str] = &["v4.channel.k8s.io"];
+/// Subprotocols of port forward over SPDY.
+pub const SPDY_PORTFORWARD: &[&str] = &["portforward.k8s.io"];
+
+async fn handle(cri: Arc<Cri>, mut req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    let path = req.uri().path().trim_start_matches('/').to_owned();
+    let (kind, token) = path.split_once('/').unwrap_or((&path, ""));
+    let upgrade = req
+        .headers()
+        .get(http::header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    if upgrade != "websocket" && !upgrade.starts_with("spdy/3.1") {
+        return Ok(reply(
+            StatusCode::BAD_REQUEST,
+            format!("{kind}: a streaming session needs an upgrade to SPDY/3.1 or WebSocket"),
+        ));
+    }
+    let Some(pending) = cri.streams.take(token) else {
+        return Ok(reply(
+            StatusCode::NOT_FOUND,
+            format!("unknown or expired {kind} session"),
+        ));
     };
-    let what = match pending {
-        Pending::Exec(r) => format!("exec of {:?} in container {}", r.cmd, r.container_id),
-        Pending::Attach(r) => format!("attach to container {}", r.container_id),
-        Pending::PortForward(r) => format!("port forward to pod {}", r.pod_sandbox_id),
+    if upgrade == "websocket" {
+        return Ok(super::websocket::accept(cri, req, pending));
+    }
+    let supported = match pending {
+        Pending::PortForward(_) => SPDY_PORTFORWARD,
+        _ => SPDY_COMMAND,
     };
-    Ok(reply(
-        StatusCode::NOT_IMPLEMENTED,
-        format!("{what}: hull's streaming server does not serve SPDY or WebSocket streams yet"),
-    ))
+    let offered = header_values(&req, "x-stream-protocol-version");
+    let Some(protocol) = choose(&offered, supported) else {
+        return Ok(reply(
+            StatusCode::FORBIDDEN,
+            format!(
+                "none of the protocols offered ({}) is supported: {}",
+                offered.join(", "),
+                supported.join(", ")
+            ),
+        ));
+    };
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        let Ok(io) = on_upgrade.await else { return };
+        super::spdy_serve::serve(cri, hyper_util::rt::TokioIo::new(io), pending).await;
+    });
+    let mut r = Response::new(Body::new(Bytes::new()));
+    *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = r.headers_mut();
+    h.insert(
+        http::header::CONNECTION,
+        http::HeaderValue::from_static("Upgrade"),
+    );
+    h.insert(
+        http::header::UPGRADE,
+        http::HeaderValue::from_static("SPDY/3.1"),
+    );
+    h.insert(
+        "x-stream-protocol-version",
+        http::HeaderValue::from_static(protocol),
+    );
+    Ok(r)
 }
 
 /// Accepts connections until `shutdown`.
@@ -103,6 +165,7 @@ pub async fn serve(
             let service = hyper::service::service_fn(move |req| handle(cri.clone(), req));
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(io, service)
+                .with_upgrades()
                 .await;
         });
     }

@@ -15,8 +15,12 @@ use tonic::Status;
 use super::{status_of, Cri};
 
 mod http;
+mod portforward;
+mod remotecommand;
 pub mod session;
 pub mod spdy;
+mod spdy_serve;
+mod websocket;
 use crate::config::CriConfig;
 
 /// What a token was issued for.
