@@ -6,7 +6,7 @@
 //! target/release/hull-bench`. `--quick` shrinks the workloads for a smoke
 //! run; `--tasks` runs the container lifecycle measures instead, `--cli`
 //! what hullctl adds over ctr on the same hulld, `--pull`
-//! the pull from a local registry.
+//! the pull from a local registry, `--cri` pods through CRI.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -19,6 +19,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 mod cli;
+mod cri;
 mod pull;
 mod tasks;
 
@@ -629,6 +630,9 @@ async fn main() -> Result<()> {
     let quick = std::env::args().any(|a| a == "--quick");
     if std::env::args().any(|a| a == "--cli") {
         return main_cli(quick).await;
+    }
+    if std::env::args().any(|a| a == "--cri") {
+        return cri::main_cri(quick).await;
     }
     if std::env::args().any(|a| a == "--tasks") {
         return main_tasks(quick).await;

@@ -458,3 +458,13 @@ pub fn write_oci_multi_platform(path: &Path, images: &[(&str, Vec<u8>)]) -> Vec<
     std::fs::write(path, b.into_inner().expect("tar")).expect("write archive");
     out
 }
+
+/// Like [`image`], with `cmd` as the image's command.
+pub fn image_with_cmd(layer: Vec<u8>, cmd: &[&str]) -> TestImage {
+    let mut img = image(layer);
+    let mut v: serde_json::Value = serde_json::from_slice(&img.config.data).expect("config json");
+    v["config"]["Cmd"] = serde_json::json!(cmd);
+    img.config = Blob::new(serde_json::to_vec(&v).expect("config json"));
+    img.manifest = manifest(&img.config, &[(MediaType::ImageLayer, &img.layer)]);
+    img
+}

@@ -309,7 +309,11 @@ impl Cri {
             missing_cgroup_dirs(&parent)
         };
 
-        let mut ip = None;
+        // The network is set up while the pause starts: the namespace is
+        // made first (the pause joins it by path), then the plugins run
+        // beside the runtime. The hosts file gets the pod's IP when the
+        // plugins are done (rewritten in place, as it is bind-mounted).
+        let mut network_setup = None;
         if net != NamespaceMode::Node {
             let netns = self.netns_path(&id);
             let network = hull_cni::Cni::first_network_in(&self.cni.conf_dir).map_err(|e| {
@@ -320,13 +324,19 @@ impl Cri {
             })?;
             sandbox.state.netns = Some(netns.clone());
             sandbox.state.network = Some(network.name.clone());
+            {
+                let netns = netns.clone();
+                blocking(move || {
+                    hull_cni::netns::create(&netns).map_err(|e| {
+                        status_of(Kind::Unknown, format!("create network namespace: {e}"))
+                    })
+                })
+                .await?;
+            }
             let cni = self.cni.clone();
             let ports = port_mappings(&sandbox.config);
             let cid = id.clone();
-            let attachment = blocking(move || {
-                hull_cni::netns::create(&netns).map_err(|e| {
-                    status_of(Kind::Unknown, format!("create network namespace: {e}"))
-                })?;
+            network_setup = Some(tokio::task::spawn_blocking(move || {
                 cni.add(&network, &cid, &netns, IFNAME, &ports)
                     .map_err(|e| {
                         status_of(
@@ -334,24 +344,49 @@ impl Cri {
                             format!("failed to setup network for sandbox {cid:?}: {e}"),
                         )
                     })
-            })
-            .await?;
-            sandbox.state.ips = attachment.ips.clone();
-            ip = attachment.ips.first().cloned();
+            }));
         }
+        let hosts = dir.join("hosts");
         {
-            let f = dir.join("hosts");
-            let text = spec::hosts_file(&hostname, ip.as_deref());
+            let (f, text) = (hosts.clone(), spec::hosts_file(&hostname, None));
             blocking(move || std::fs::write(&f, text).map_err(io("write", &f))).await?;
         }
+        let started = self.start_pause(sandbox, image.as_ref(), &pause, &libraries).await;
+        // Whatever the pause did, the plugins are waited for: a teardown
+        // must not race them.
+        if let Some(setup) = network_setup {
+            let attachment = setup
+                .await
+                .map_err(|e| status_of(Kind::Unknown, format!("network setup: {e}")))??;
+            sandbox.state.ips = attachment.ips.clone();
+        }
+        sandbox.state.pid = started?;
+        if let Some(ip) = sandbox.state.ips.first().cloned() {
+            let text = spec::hosts_file(&hostname, Some(&ip));
+            blocking(move || std::fs::write(&hosts, text).map_err(io("write", &hosts))).await?;
+        }
+        self.save_sandbox(&id, &sandbox.state).await?;
+        Ok(())
+    }
 
+    /// Creates the sandbox's record and starts its pause; returns the
+    /// pause's pid.
+    async fn start_pause(
+        self: &Arc<Self>,
+        sandbox: &Sandbox,
+        image: Option<&super::images::ImageForContainer>,
+        pause: &std::path::Path,
+        libraries: &[PathBuf],
+    ) -> Result<u32, Status> {
+        let id = sandbox.id.clone();
+        let dir = self.pod_dir(&id);
         let files = self.pod_files(sandbox);
         let rootfs = dir.join("rootfs");
-        let pause = match &image {
+        let pause = match image {
             None => spec::Pause::BuiltIn {
                 rootfs: &rootfs,
-                binary: &pause,
-                libraries: &libraries,
+                binary: pause,
+                libraries,
             },
             Some(i) => {
                 self.prepare_snapshot(&id, &i.chain_id).await?;
@@ -381,10 +416,7 @@ impl Cri {
             ),
         )
         .await?;
-        let pid = self.run_task(&id, "", "", "", false).await?;
-        sandbox.state.pid = pid;
-        self.save_sandbox(&id, &sandbox.state).await?;
-        Ok(())
+        self.run_task(&id, "", "", "", false).await
     }
 
     /// Undoes whatever of a sandbox exists: its task, network, namespace,
