@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs what the tests drive (real ctr, containerd, runc, busybox,
+# Installs what the tests drive (real ctr, containerd, runc, crun, busybox,
 # umoci, docker-registry, skopeo, htpasswd, openssl, CNI plugins,
 # iptables, ip, pgrep, Go with spdystream, the Kubernetes Python client)
 # and runs every test in the workspace. Needs root.
@@ -9,6 +9,7 @@ cd "$(dirname "$0")/.."
 need=()
 command -v ctr >/dev/null || need+=(containerd)
 command -v runc >/dev/null || need+=(runc)
+command -v crun >/dev/null || need+=(crun)
 command -v protoc >/dev/null || need+=(protobuf-compiler)
 [[ -e /usr/include/google/protobuf/empty.proto ]] || need+=(libprotobuf-dev)
 dpkg -s busybox-static >/dev/null 2>&1 || need+=(busybox-static)

@@ -19,9 +19,9 @@ use hull_proto::runtime::v1::image_service_client::ImageServiceClient;
 use hull_proto::runtime::v1::runtime_service_client::RuntimeServiceClient;
 use hull_proto::runtime::v1::{
     ContainerConfig, ContainerMetadata, CreateContainerRequest, ImageSpec, LinuxPodSandboxConfig,
-    LinuxSandboxSecurityContext, NamespaceMode, NamespaceOption,
-    ListPodSandboxRequest, PodSandboxConfig, PodSandboxMetadata, PullImageRequest,
-    RemovePodSandboxRequest, RunPodSandboxRequest, StartContainerRequest, StopPodSandboxRequest,
+    LinuxSandboxSecurityContext, ListPodSandboxRequest, NamespaceMode, NamespaceOption,
+    PodSandboxConfig, PodSandboxMetadata, PullImageRequest, RemovePodSandboxRequest,
+    RunPodSandboxRequest, StartContainerRequest, StopPodSandboxRequest,
 };
 use hull_tests::image::{busybox_layer, image, image_with_cmd, write_oci_archive};
 use hull_tests::registry::{hosts_toml, Registry};
@@ -43,7 +43,9 @@ struct Setup {
 impl Setup {
     fn new() -> Result<Setup> {
         let registry = Registry::start("");
-        let dir = tempfile::Builder::new().prefix("hull-bench-cri-").tempdir()?;
+        let dir = tempfile::Builder::new()
+            .prefix("hull-bench-cri-")
+            .tempdir()?;
         let layer = busybox_layer(&BTreeMap::new());
         let app = dir.path().join("app.tar");
         write_oci_archive(&app, &image(layer.clone()), "app");
@@ -310,7 +312,9 @@ async fn remove_pods(cri: &mut Cri) -> Result<()> {
             })
             .await?;
         cri.rt
-            .remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: p.id })
+            .remove_pod_sandbox(RemovePodSandboxRequest {
+                pod_sandbox_id: p.id,
+            })
             .await?;
     }
     Ok(())
@@ -457,7 +461,11 @@ async fn measure(
     f.rss_mib = rss_mib(server.child.id());
     (f.shims, f.shims_pss_mib) = shims_pss(&server.address);
     remove_pods(&mut cri).await?;
-    for root in std::fs::read_dir("/sys/fs/cgroup").into_iter().flatten().flatten() {
+    for root in std::fs::read_dir("/sys/fs/cgroup")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
         let _ = std::fs::remove_dir(root.path().join(cgroup_parent.trim_start_matches('/')));
     }
     Ok(f)
@@ -498,16 +506,51 @@ pub async fn main_cri(quick: bool) -> Result<()> {
     };
     let (serial, many, resident) = sizes;
     let rows = [
-        (format!("pod start, median of {serial} (ms)"), h.one_ms, c.as_ref().map(|c| c.one_ms)),
-        ("  RunPodSandbox, median (ms)".to_owned(), h.run_ms, c.as_ref().map(|c| c.run_ms)),
-        ("  CreateContainer, median (ms)".to_owned(), h.create_ms, c.as_ref().map(|c| c.create_ms)),
-        ("  StartContainer, median (ms)".to_owned(), h.start_ms, c.as_ref().map(|c| c.start_ms)),
-        (format!("{many} pods 10 at a time, total (s)"), h.hundred_s, c.as_ref().map(|c| c.hundred_s)),
-        (format!("{many} pods 10 at a time, median pod (ms)"), h.hundred_median_ms, c.as_ref().map(|c| c.hundred_median_ms)),
-        (format!("daemon RSS, {resident} pods (MiB)"), h.rss_mib, c.as_ref().map(|c| c.rss_mib)),
-        (format!("shims' PSS, {resident} pods (MiB)"), h.shims_pss_mib, c.as_ref().map(|c| c.shims_pss_mib)),
+        (
+            format!("pod start, median of {serial} (ms)"),
+            h.one_ms,
+            c.as_ref().map(|c| c.one_ms),
+        ),
+        (
+            "  RunPodSandbox, median (ms)".to_owned(),
+            h.run_ms,
+            c.as_ref().map(|c| c.run_ms),
+        ),
+        (
+            "  CreateContainer, median (ms)".to_owned(),
+            h.create_ms,
+            c.as_ref().map(|c| c.create_ms),
+        ),
+        (
+            "  StartContainer, median (ms)".to_owned(),
+            h.start_ms,
+            c.as_ref().map(|c| c.start_ms),
+        ),
+        (
+            format!("{many} pods 10 at a time, total (s)"),
+            h.hundred_s,
+            c.as_ref().map(|c| c.hundred_s),
+        ),
+        (
+            format!("{many} pods 10 at a time, median pod (ms)"),
+            h.hundred_median_ms,
+            c.as_ref().map(|c| c.hundred_median_ms),
+        ),
+        (
+            format!("daemon RSS, {resident} pods (MiB)"),
+            h.rss_mib,
+            c.as_ref().map(|c| c.rss_mib),
+        ),
+        (
+            format!("shims' PSS, {resident} pods (MiB)"),
+            h.shims_pss_mib,
+            c.as_ref().map(|c| c.shims_pss_mib),
+        ),
     ];
-    println!("{:<44} {:>10} {:>11} {:>10}", "measure (lower is better)", "hulld", "containerd", "hull/ctrd");
+    println!(
+        "{:<44} {:>10} {:>11} {:>10}",
+        "measure (lower is better)", "hulld", "containerd", "hull/ctrd"
+    );
     for (name, hv, cv) in rows {
         match cv {
             Some(cv) => println!("{name:<44} {hv:>10.2} {cv:>11.2} {:>10.2}", hv / cv),

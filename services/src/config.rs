@@ -63,6 +63,11 @@ pub struct CriConfig {
     pub stream_server_port: u16,
     /// How long a streaming URL stays valid before it is used.
     pub stream_idle_timeout: String,
+    /// Runtime handlers (Kubernetes RuntimeClass `handler`) and the OCI
+    /// runtime each runs its pods with: runc, or crun (same command line).
+    pub runtimes: std::collections::BTreeMap<String, String>,
+    /// The handler of pods that name none.
+    pub default_runtime: String,
 }
 
 impl Default for CriConfig {
@@ -74,6 +79,8 @@ impl Default for CriConfig {
             stream_server_address: "127.0.0.1".to_owned(),
             stream_server_port: 0,
             stream_idle_timeout: "4h".to_owned(),
+            runtimes: [("runc".to_owned(), "runc".to_owned())].into(),
+            default_runtime: "runc".to_owned(),
         }
     }
 }

@@ -425,6 +425,32 @@ impl TaskManager {
         }
     }
 
+    /// The address of the live shim of the pod sandbox the bundle's spec
+    /// names (`io.kubernetes.cri.sandbox-id`), when hulld holds one that
+    /// runs `binary`.
+    async fn group_shim(&self, ns: &Namespace, bundle: &Path, binary: &Path) -> Option<String> {
+        #[derive(serde::Deserialize)]
+        struct Spec {
+            #[serde(default)]
+            annotations: HashMap<String, String>,
+        }
+        let config = bundle.join("config.json");
+        let spec: Spec = crate::blocking(move || {
+            let bytes = std::fs::read(&config).map_err(bundle_err(&config))?;
+            Ok::<_, TaskError>(serde_json::from_slice(&bytes).ok())
+        })
+        .await
+        .ok()
+        .flatten()?;
+        let group = spec.annotations.get(crate::cri::spec::SANDBOX_ID)?;
+        let shims = self.lock();
+        let shim = shims.get(&(ns.to_string(), group.clone()))?;
+        let live = !shim.deleting.load(std::sync::atomic::Ordering::SeqCst)
+            && shim.dead.borrow().is_none()
+            && shim.binary == binary;
+        live.then(|| shim.address.clone())
+    }
+
     async fn start_and_create(
         &self,
         ns: &Namespace,
@@ -433,15 +459,22 @@ impl TaskManager {
         bundle: &Path,
         options: Option<prost_types::Any>,
     ) -> Result<(Shim, u32), TaskError> {
-        let address = shim::start(
-            &self.inv,
-            binary,
-            ns.as_str(),
-            &req.id,
-            bundle,
-            options.as_ref(),
-        )
-        .await?;
+        // A pod's container goes to the shim its sandbox already has,
+        // without running `start` only to be told its address.
+        let address = match self.group_shim(ns, bundle, binary).await {
+            Some(address) => address,
+            None => {
+                shim::start(
+                    &self.inv,
+                    binary,
+                    ns.as_str(),
+                    &req.id,
+                    bundle,
+                    options.as_ref(),
+                )
+                .await?
+            }
+        };
         let a = bundle.join("address");
         let addr = address.clone();
         crate::blocking(move || std::fs::write(&a, addr).map_err(bundle_err(&a))).await?;

@@ -1250,3 +1250,106 @@ async fn streaming_exec_attach_and_port_forward_as_kubectl_speaks_them() {
     remove_all(&mut p).await;
     assert_nothing_left(&p);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn runtime_handlers_pick_the_oci_runtime() {
+    use hull_proto::runtime::v1::StatusRequest;
+    if !have_tools() {
+        return;
+    }
+    if !std::path::Path::new("/usr/bin/crun").exists() {
+        panic!("needs crun (tests/run.sh installs it)");
+    }
+    let mut p =
+        Pods::start("[cri.runtimes]\nrunc = \"runc\"\ncrun = \"crun\"\nplain = \"runc\"\n").await;
+    let handlers: Vec<String> =
+        p.rt.status(StatusRequest { verbose: false })
+            .await
+            .expect("status")
+            .into_inner()
+            .runtime_handlers
+            .into_iter()
+            .map(|h| h.name)
+            .collect();
+    assert_eq!(handlers, ["", "crun", "plain", "runc"]);
+    let pod = p.pod("plain");
+    let pod_id =
+        p.rt.run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(pod.clone()),
+            runtime_handler: "plain".into(),
+        })
+        .await
+        .expect("run pod with handler plain")
+        .into_inner()
+        .pod_sandbox_id;
+    assert_eq!(pod_state(&mut p, &pod_id).await.runtime_handler, "plain");
+    let cc = p.container("c", &["/bin/busybox", "sleep", "1000"]);
+    let c = run_container(&mut p, &pod_id, &pod, cc).await;
+    let (out, _, code) = exec(&mut p, &c, &["/bin/busybox", "echo", "hi"]).await;
+    assert_eq!((out.as_str(), code), ("hi\n", 0));
+
+    // The crun handler's pods run with crun: listed in crun's state under
+    // the root the shim gives the runtime, or, where crun cannot run
+    // (it refuses hybrid cgroup hosts), failing with crun's own error.
+    let pod = p.pod("oncrun");
+    let r =
+        p.rt.run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(pod.clone()),
+            runtime_handler: "crun".into(),
+        })
+        .await;
+    match r {
+        Ok(r) => {
+            let pod_id = r.into_inner().pod_sandbox_id;
+            let roots: Vec<std::path::PathBuf> = walk_dirs(p.d.dir(), 3)
+                .into_iter()
+                .filter(|d| d.ends_with("runc/k8s.io"))
+                .collect();
+            assert_eq!(roots.len(), 1, "{roots:?}");
+            let list = std::process::Command::new("crun")
+                .arg("--root")
+                .arg(&roots[0])
+                .arg("list")
+                .output()
+                .expect("crun list");
+            let list = String::from_utf8_lossy(&list.stdout).into_owned();
+            assert!(list.contains(&pod_id), "{list}");
+        }
+        Err(e) => {
+            assert!(e.message().contains("crun create"), "{}", e.message());
+            let pods =
+                p.rt.list_pod_sandbox(ListPodSandboxRequest::default())
+                    .await
+                    .expect("list")
+                    .into_inner()
+                    .items;
+            assert_eq!(pods.len(), 1, "the failed pod is undone");
+        }
+    }
+    let e =
+        p.rt.run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(p.pod("nohandler")),
+            runtime_handler: "kata".into(),
+        })
+        .await
+        .expect_err("unknown handler");
+    assert_eq!(e.code(), tonic::Code::NotFound);
+    remove_all(&mut p).await;
+    assert_nothing_left(&p);
+}
+
+/// Directories under `root`, `depth` levels down at most.
+fn walk_dirs(root: &std::path::Path, depth: usize) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    if depth == 0 {
+        return out;
+    }
+    for e in std::fs::read_dir(root).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() && !p.is_symlink() {
+            out.extend(walk_dirs(&p, depth - 1));
+            out.push(p);
+        }
+    }
+    out
+}

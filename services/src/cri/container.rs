@@ -373,8 +373,13 @@ impl Cri {
         };
         let stderr = if c.config.tty { "" } else { log.as_str() };
         let stdin = self.stdin_fifo(&c).await?;
+        let handler = self
+            .find_sandbox(&c.state.sandbox_id)
+            .map(|s| s.state.runtime_handler)
+            .unwrap_or_default();
+        let binary = self.runtime_binary(&handler).unwrap_or("runc").to_owned();
         match self
-            .run_task(&c.id, &stdin, &log, stderr, c.config.tty)
+            .run_task(&c.id, (&stdin, &log, stderr, c.config.tty), &binary)
             .await
         {
             Ok(pid) => {

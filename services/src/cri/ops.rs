@@ -185,11 +185,16 @@ impl Cri {
     pub(super) async fn run_task(
         &self,
         id: &str,
-        stdin: &str,
-        stdout: &str,
-        stderr: &str,
-        terminal: bool,
+        io: (&str, &str, &str, bool),
+        runtime_binary: &str,
     ) -> Result<u32, Status> {
+        let (stdin, stdout, stderr, terminal) = io;
+        let options = (runtime_binary != "runc").then(|| {
+            hull_proto::typeurl::pack(&hull_proto::containerd::runc::v1::Options {
+                binary_name: runtime_binary.to_owned(),
+                ..Default::default()
+            })
+        });
         self.tasks
             .create(request(CreateTaskRequest {
                 container_id: id.to_owned(),
@@ -197,6 +202,7 @@ impl Cri {
                 stdout: stdout.to_owned(),
                 stderr: stderr.to_owned(),
                 terminal,
+                options,
                 ..Default::default()
             }))
             .await?;

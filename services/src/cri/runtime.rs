@@ -102,10 +102,13 @@ impl RuntimeService for CriRuntime {
         Ok(Response::new(StatusResponse {
             status: Some(RuntimeStatus { conditions }),
             info: Default::default(),
-            runtime_handlers: vec![RuntimeHandler {
-                name: String::new(),
-                features: Some(RuntimeHandlerFeatures::default()),
-            }],
+            runtime_handlers: std::iter::once(String::new())
+                .chain(self.0.config.runtimes.keys().cloned())
+                .map(|name| RuntimeHandler {
+                    name,
+                    features: Some(RuntimeHandlerFeatures::default()),
+                })
+                .collect(),
             features: Some(RuntimeFeatures::default()),
         }))
     }

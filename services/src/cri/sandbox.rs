@@ -193,7 +193,7 @@ impl Cri {
                 "sandbox metadata must include a name, a namespace and a uid",
             ));
         }
-        if !matches!(runtime_handler.as_str(), "" | "runc") {
+        if self.runtime_binary(&runtime_handler).is_none() {
             return Err(status_of(
                 Kind::NotFound,
                 format!("no runtime for {runtime_handler:?} is configured"),
@@ -232,6 +232,17 @@ impl Cri {
             let _ = self.remove_pod_sandbox(&id).await;
         }
         Ok(id)
+    }
+
+    /// The OCI runtime of runtime handler `handler` (empty: the default
+    /// one), as `[cri] runtimes` names it.
+    pub(super) fn runtime_binary(&self, handler: &str) -> Option<&str> {
+        let handler = if handler.is_empty() {
+            self.config.default_runtime.as_str()
+        } else {
+            handler
+        };
+        self.config.runtimes.get(handler).map(String::as_str)
     }
 
     /// The steps of RunPodSandbox; what they made is recorded in
@@ -351,7 +362,9 @@ impl Cri {
             let (f, text) = (hosts.clone(), spec::hosts_file(&hostname, None));
             blocking(move || std::fs::write(&f, text).map_err(io("write", &f))).await?;
         }
-        let started = self.start_pause(sandbox, image.as_ref(), &pause, &libraries).await;
+        let started = self
+            .start_pause(sandbox, image.as_ref(), &pause, &libraries)
+            .await;
         // Whatever the pause did, the plugins are waited for: a teardown
         // must not race them.
         if let Some(setup) = network_setup {
@@ -416,7 +429,10 @@ impl Cri {
             ),
         )
         .await?;
-        self.run_task(&id, "", "", "", false).await
+        let binary = self
+            .runtime_binary(&sandbox.state.runtime_handler)
+            .unwrap_or("runc");
+        self.run_task(&id, ("", "", "", false), binary).await
     }
 
     /// Undoes whatever of a sandbox exists: its task, network, namespace,
