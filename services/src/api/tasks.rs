@@ -212,7 +212,15 @@ impl Tasks for TasksService {
                 },
             )
             .await
-            .map_err(status)?;
+            .map_err(|e| {
+                // The task was deleted and its shim let go while this call
+                // was on its way: it is gone, not broken.
+                if shim.deleting.load(std::sync::atomic::Ordering::SeqCst) {
+                    status(TaskError::NotFound(req.container_id.clone()))
+                } else {
+                    status(e)
+                }
+            })?;
         Ok(Response::new(GetResponse {
             process: Some(process_from_state(&req.container_id, s)),
         }))
