@@ -49,7 +49,14 @@ pub struct Pods {
 impl Pods {
     /// Starts it all; `extra_config` is appended to hulld's config.
     pub async fn start(extra_config: &str) -> Pods {
+        Pods::start_with(|_| extra_config.to_owned()).await
+    }
+
+    /// Starts it all; `extra_config` gets the registry's host and returns
+    /// what is appended to hulld's config.
+    pub async fn start_with(extra_config: impl FnOnce(&str) -> String) -> Pods {
         let registry = Registry::start("");
+        let extra_config = extra_config(&registry.host);
         let dir = tempfile::Builder::new()
             .prefix("hull-cri-")
             .tempdir()

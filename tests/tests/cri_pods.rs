@@ -1353,3 +1353,305 @@ fn walk_dirs(root: &std::path::Path, depth: usize) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn resources_log_reopening_and_stats_as_the_kubelet_uses_them() {
+    use hull_proto::runtime::v1::{
+        ContainerStatsFilter, ContainerStatsRequest, LinuxContainerResources,
+        ListContainerStatsRequest, ListPodSandboxStatsRequest, PodSandboxStatsRequest,
+        ReopenContainerLogRequest, UpdateContainerResourcesRequest,
+    };
+    if !have_tools() {
+        return;
+    }
+    let mut p = Pods::start("").await;
+    let pod = p.pod("tuned");
+    let pod_id = run_pod(&mut p, pod.clone()).await;
+    let cc = p.container(
+        "ticker",
+        &[
+            "/bin/sh",
+            "-c",
+            "i=0; while :; do i=$((i+1)); echo tick $i; sleep 0.1; done",
+        ],
+    );
+    let c = run_container(&mut p, &pod_id, &pod, cc).await;
+
+    // New limits reach the running container's cgroup.
+    p.rt.update_container_resources(UpdateContainerResourcesRequest {
+        container_id: c.clone(),
+        linux: Some(LinuxContainerResources {
+            memory_limit_in_bytes: 64 << 20,
+            cpu_shares: 512,
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+    .await
+    .expect("update resources");
+    let parent = pod.linux.as_ref().expect("linux").cgroup_parent.clone();
+    let v1 = format!("/sys/fs/cgroup/memory{parent}/{c}/memory.limit_in_bytes");
+    let v2 = format!("/sys/fs/cgroup{parent}/{c}/memory.max");
+    let limit = std::fs::read_to_string(&v1)
+        .or_else(|_| std::fs::read_to_string(&v2))
+        .expect("the container's memory limit");
+    assert_eq!(limit.trim(), (64u64 << 20).to_string());
+    if let Ok(shares) =
+        std::fs::read_to_string(format!("/sys/fs/cgroup/cpu{parent}/{c}/cpu.shares"))
+    {
+        assert_eq!(shares.trim(), "512");
+    }
+
+    // The kubelet rotates the log: moves it away, asks for a new one, and
+    // the container's lines go there from then on.
+    let log = std::path::PathBuf::from(format!("{}/ticker/0.log", pod.log_directory));
+    let rotated = log.with_extension("log.1");
+    std::fs::rename(&log, &rotated).expect("rotate");
+    p.rt.reopen_container_log(ReopenContainerLogRequest {
+        container_id: c.clone(),
+    })
+    .await
+    .expect("reopen log");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.lines().any(|l| l.contains(" stdout F tick ")) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no lines in the new log"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let before = std::fs::metadata(&rotated).expect("rotated").len();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(
+        std::fs::metadata(&rotated).expect("rotated").len(),
+        before,
+        "the old file is left alone"
+    );
+
+    // Stats from the cgroups and the writable layer.
+    let s =
+        p.rt.container_stats(ContainerStatsRequest {
+            container_id: c.clone(),
+        })
+        .await
+        .expect("container stats")
+        .into_inner()
+        .stats
+        .expect("stats");
+    let cpu = s
+        .cpu
+        .as_ref()
+        .and_then(|c| c.usage_core_nano_seconds.as_ref())
+        .map(|v| v.value)
+        .expect("cpu usage");
+    assert!(cpu > 0);
+    let mem = s
+        .memory
+        .as_ref()
+        .and_then(|m| m.working_set_bytes.as_ref())
+        .map(|v| v.value)
+        .expect("working set");
+    assert!(mem > 0 && mem <= 64 << 20, "{mem}");
+    assert!(s.writable_layer.is_some(), "writable layer usage");
+    let listed =
+        p.rt.list_container_stats(ListContainerStatsRequest {
+            filter: Some(ContainerStatsFilter {
+                pod_sandbox_id: pod_id.clone(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .expect("list container stats")
+        .into_inner()
+        .stats;
+    assert_eq!(listed.len(), 1);
+    assert_eq!(
+        listed[0].attributes.as_ref().map(|a| a.id.as_str()),
+        Some(c.as_str())
+    );
+    let ps =
+        p.rt.pod_sandbox_stats(PodSandboxStatsRequest {
+            pod_sandbox_id: pod_id.clone(),
+        })
+        .await
+        .expect("pod stats")
+        .into_inner()
+        .stats
+        .expect("stats");
+    let linux = ps.linux.expect("linux stats");
+    assert!(linux.cpu.is_some() && linux.memory.is_some());
+    assert_eq!(linux.containers.len(), 1);
+    let pods =
+        p.rt.list_pod_sandbox_stats(ListPodSandboxStatsRequest::default())
+            .await
+            .expect("list pod stats")
+            .into_inner()
+            .stats;
+    assert!(pods
+        .iter()
+        .any(|s| s.attributes.as_ref().map(|a| a.id.as_str()) == Some(pod_id.as_str())));
+    // Unknown ids: NotFound.
+    let e =
+        p.rt.container_stats(ContainerStatsRequest {
+            container_id: "f".repeat(64),
+        })
+        .await
+        .expect_err("unknown container");
+    assert_eq!(e.code(), tonic::Code::NotFound);
+    remove_all(&mut p).await;
+    assert_nothing_left(&p);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_create_its_client_gave_up_on_releases_its_name() {
+    if !have_tools() {
+        return;
+    }
+    let mut p = Pods::start("").await;
+    let pod = p.pod("hasty");
+    // The kubelet's deadline passes while the pod is being made.
+    let mut req = tonic::Request::new(RunPodSandboxRequest {
+        config: Some(pod.clone()),
+        runtime_handler: String::new(),
+    });
+    req.set_timeout(Duration::from_millis(5));
+    let e = p.rt.run_pod_sandbox(req).await.expect_err("deadline");
+    assert!(
+        matches!(
+            e.code(),
+            tonic::Code::DeadlineExceeded | tonic::Code::Cancelled
+        ),
+        "{e}"
+    );
+    // Its retry gets the name once the abandoned pod is undone; never
+    // "name is reserved" for good.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let pod_id = loop {
+        match p
+            .rt
+            .run_pod_sandbox(RunPodSandboxRequest {
+                config: Some(pod.clone()),
+                runtime_handler: String::new(),
+            })
+            .await
+        {
+            Ok(r) => break r.into_inner().pod_sandbox_id,
+            Err(e) => {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the name stayed taken: {e}"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    // The same for a container.
+    let cc = p.container("c", &["/bin/busybox", "sleep", "1000"]);
+    let mut req = tonic::Request::new(CreateContainerRequest {
+        pod_sandbox_id: pod_id.clone(),
+        config: Some(cc.clone()),
+        sandbox_config: Some(pod.clone()),
+    });
+    req.set_timeout(Duration::from_millis(1));
+    let _ = p.rt.create_container(req).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        match p
+            .rt
+            .create_container(CreateContainerRequest {
+                pod_sandbox_id: pod_id.clone(),
+                config: Some(cc.clone()),
+                sandbox_config: Some(pod.clone()),
+            })
+            .await
+        {
+            Ok(_) => break,
+            Err(e) => {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the name stayed taken: {e}"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    let pods =
+        p.rt.list_pod_sandbox(ListPodSandboxRequest::default())
+            .await
+            .expect("list")
+            .into_inner()
+            .items;
+    assert_eq!(pods.len(), 1, "one pod of that name");
+    let containers =
+        p.rt.list_containers(ListContainersRequest::default())
+            .await
+            .expect("list")
+            .into_inner()
+            .containers;
+    assert_eq!(containers.len(), 1, "one container of that name");
+    remove_all(&mut p).await;
+    assert_nothing_left(&p);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_configured_sandbox_image_runs_as_the_pause() {
+    use hull_proto::runtime::v1::{ImageSpec, PullImageRequest};
+    use hull_tests::image::{busybox_layer, image_with_cmd, write_oci_archive};
+    if !have_tools() {
+        return;
+    }
+    let mut p = Pods::start_with(|host| format!("sandbox_image = \"{host}/pods/pause:1\"\n")).await;
+    let pod = p.pod("imaged");
+    // Not pulled yet: the pod cannot start, and says why.
+    let e =
+        p.rt.run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(pod.clone()),
+            runtime_handler: String::new(),
+        })
+        .await
+        .expect_err("no sandbox image yet");
+    assert_eq!(e.code(), tonic::Code::NotFound, "{e}");
+    assert!(e.message().contains("pods/pause:1"), "{}", e.message());
+    let archive = p.scratch().join("pause.tar");
+    write_oci_archive(
+        &archive,
+        &image_with_cmd(
+            busybox_layer(&Default::default()),
+            &["/bin/busybox", "sleep", "7777"],
+        ),
+        "pause",
+    );
+    p.registry.seed(&archive, "pods/pause", "1", None);
+    p.images
+        .pull_image(PullImageRequest {
+            image: Some(ImageSpec {
+                image: format!("{}/pods/pause:1", p.registry.host),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .expect("pull the sandbox image");
+    let pod_id = run_pod(&mut p, pod.clone()).await;
+    // The image's command is the pod's pause, in its own root.
+    let shims = std::process::Command::new("pgrep")
+        .args(["-f", "^/bin/busybox sleep 7777$"])
+        .output()
+        .expect("pgrep");
+    let pids = String::from_utf8_lossy(&shims.stdout).into_owned();
+    assert_eq!(pids.lines().count(), 1, "{pids:?}");
+    let cc = p.container("c", &["/bin/busybox", "sleep", "1000"]);
+    let c = run_container(&mut p, &pod_id, &pod, cc).await;
+    let (host, _, _) = exec(&mut p, &c, &["/bin/busybox", "hostname"]).await;
+    assert_eq!(host.trim(), "imaged");
+    assert_eq!(
+        pod_state(&mut p, &pod_id).await.state,
+        PodSandboxState::SandboxReady as i32
+    );
+    remove_all(&mut p).await;
+    assert_nothing_left(&p);
+}
