@@ -461,14 +461,26 @@ async fn measure(
     f.rss_mib = rss_mib(server.child.id());
     (f.shims, f.shims_pss_mib) = shims_pss(&server.address);
     remove_pods(&mut cri).await?;
+    // The pods' cgroups, deepest first (containerd leaves its pods' own
+    // directories on cgroupfs).
     for root in std::fs::read_dir("/sys/fs/cgroup")
         .into_iter()
         .flatten()
         .flatten()
     {
-        let _ = std::fs::remove_dir(root.path().join(cgroup_parent.trim_start_matches('/')));
+        remove_cgroup_dirs(&root.path().join(cgroup_parent.trim_start_matches('/')));
     }
     Ok(f)
+}
+
+/// Removes the empty cgroup directory `dir` and those under it.
+fn remove_cgroup_dirs(dir: &Path) {
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if e.file_type().is_ok_and(|t| t.is_dir()) {
+            remove_cgroup_dirs(&e.path());
+        }
+    }
+    let _ = std::fs::remove_dir(dir);
 }
 
 pub async fn main_cri(quick: bool) -> Result<()> {
@@ -562,6 +574,11 @@ pub async fn main_cri(quick: bool) -> Result<()> {
         h.shims,
         c.as_ref().map_or(0, |c| c.shims)
     );
+    // The bridge plugin never removes its bridge.
+    let _ = Command::new("ip")
+        .args(["link", "delete", &setup.bridge])
+        .stderr(Stdio::null())
+        .status();
     drop(setup.registry);
     Ok(())
 }

@@ -44,6 +44,7 @@ pub struct Pods {
     /// The network's subnet.
     pub subnet: String,
     dir: tempfile::TempDir,
+    _cgroups: CgroupDirs,
 }
 
 impl Pods {
@@ -128,6 +129,7 @@ impl Pods {
             net_d,
             ipam,
             subnet,
+            _cgroups: CgroupDirs(cgroup_top(&dir)),
             dir,
         }
     }
@@ -208,13 +210,7 @@ impl Pods {
     }
 
     fn cgroup_top(&self) -> String {
-        let tag = self
-            .dir
-            .path()
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        format!("hull-test-pods-{tag}")
+        cgroup_top(&self.dir)
     }
 
     /// The test's scratch directory.
@@ -223,20 +219,43 @@ impl Pods {
     }
 }
 
-impl Drop for Pods {
+/// The cgroup directory of the fixture with scratch directory `dir`.
+fn cgroup_top(dir: &tempfile::TempDir) -> String {
+    let tag = dir
+        .path()
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    format!("hull-test-pods-{tag}")
+}
+
+/// A fixture's pod cgroup directories, removed when it drops: after the
+/// daemon (the field comes after it), so that no pod process still holds
+/// one.
+struct CgroupDirs(String);
+
+impl Drop for CgroupDirs {
     fn drop(&mut self) {
-        // Pod cgroup directories (runc makes the parents and leaves them);
-        // rmdir only takes empty ones, deepest first.
-        let top = self.cgroup_top();
+        // runc makes the parents and leaves them; rmdir only takes empty
+        // ones, deepest first.
         let mut dirs = Vec::new();
         for h in std::fs::read_dir("/sys/fs/cgroup")
             .into_iter()
             .flatten()
             .flatten()
         {
-            let t = h.path().join(&top);
+            let t = h.path().join(&self.0);
             for pod in std::fs::read_dir(&t).into_iter().flatten().flatten() {
                 if pod.path().is_dir() {
+                    for c in std::fs::read_dir(pod.path())
+                        .into_iter()
+                        .flatten()
+                        .flatten()
+                    {
+                        if c.path().is_dir() {
+                            dirs.push(c.path());
+                        }
+                    }
                     dirs.push(pod.path());
                 }
             }
