@@ -397,16 +397,6 @@ impl Docker {
         }
         match self
             .client
-            .containers()
-            .delete(DeleteContainerRequest { id: c.id.clone() })
-            .await
-        {
-            Ok(_) => {}
-            Err(s) if from_status(&s) == Kind::NotFound => {}
-            Err(s) => return Err(s.into()),
-        }
-        match self
-            .client
             .snapshots()
             .remove(RemoveSnapshotRequest {
                 snapshotter: c.snapshotter.clone(),
@@ -419,14 +409,27 @@ impl Docker {
             Err(s) => return Err(s.into()),
         }
         self.teardown_network(&c.id).await?;
-        if let Some(name) = c.labels.get(labels::NAME) {
-            self.release_name(name);
-        }
         let dir = self.container_dir(&c.id);
         match std::fs::remove_dir_all(&dir) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(local(format!("remove {}", dir.display()))(e)),
+        }
+        // The record goes last: until everything else is gone the
+        // container is still listed, and a removal cut short can be run
+        // again from what the record holds.
+        match self
+            .client
+            .containers()
+            .delete(DeleteContainerRequest { id: c.id.clone() })
+            .await
+        {
+            Ok(_) => {}
+            Err(s) if from_status(&s) == Kind::NotFound => {}
+            Err(s) => return Err(s.into()),
+        }
+        if let Some(name) = c.labels.get(labels::NAME) {
+            self.release_name(name);
         }
         if volumes {
             // Anonymous volumes are named by a 64-hex id.
