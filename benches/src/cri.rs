@@ -27,6 +27,7 @@ use hull_tests::image::{busybox_layer, image, image_with_cmd, write_oci_archive}
 use hull_tests::registry::{hosts_toml, Registry};
 use tonic::transport::Channel;
 
+use super::tasks::{median, pss_kib, shim_pids};
 use super::{start_hulld_with, wait_ready, which, Server};
 
 /// What both daemons are given.
@@ -320,49 +321,6 @@ async fn remove_pods(cri: &mut Cri) -> Result<()> {
     Ok(())
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
-}
-
-/// VmRSS of `pid` in MiB.
-fn rss_mib(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .unwrap_or(0.0)
-        / 1024.0
-}
-
-/// Shim processes serving the daemon at `address`: their count and total
-/// PSS in MiB.
-fn shims_pss(address: &Path) -> (usize, f64) {
-    let needle = address.display().to_string();
-    let mut n = 0;
-    let mut kib = 0.0;
-    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let p = e.path();
-        let cmdline = std::fs::read(p.join("cmdline")).unwrap_or_default();
-        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-        let first = cmdline.split(' ').next().unwrap_or_default();
-        if !first.contains("shim") || !cmdline.contains(&needle) {
-            continue;
-        }
-        let rollup = std::fs::read_to_string(p.join("smaps_rollup")).unwrap_or_default();
-        if let Some(v) = rollup
-            .lines()
-            .find_map(|l| l.strip_prefix("Pss:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        {
-            n += 1;
-            kib += v;
-        }
-    }
-    (n, kib / 1024.0)
-}
-
 /// One daemon's figures.
 #[derive(Debug, Default)]
 struct Figures {
@@ -458,8 +416,10 @@ async fn measure(
     }
     // Let start-up allocations settle before sampling.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    f.rss_mib = rss_mib(server.child.id());
-    (f.shims, f.shims_pss_mib) = shims_pss(&server.address);
+    f.rss_mib = server.rss_kib() as f64 / 1024.0;
+    let shims = shim_pids(&server.address);
+    f.shims = shims.len();
+    f.shims_pss_mib = shims.iter().map(|p| pss_kib(*p)).sum::<u64>() as f64 / 1024.0;
     remove_pods(&mut cri).await?;
     // The pods' cgroups, deepest first (containerd leaves its pods' own
     // directories on cgroupfs).

@@ -52,7 +52,7 @@ fn rss_kib(pid: u32) -> u64 {
 
 /// Proportional set size: shared pages (the shim binary, libc) divided
 /// among the processes mapping them.
-fn pss_kib(pid: u32) -> u64 {
+pub(crate) fn pss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
         .unwrap_or_default()
         .lines()
@@ -62,9 +62,10 @@ fn pss_kib(pid: u32) -> u64 {
 }
 
 /// Pids of the shims serving containers of this daemon, found by the
-/// `-address` they were started with.
-fn shim_pids(address: &Path) -> Vec<u32> {
-    let needle = format!("-address\0{}\0", address.display());
+/// `-address` they were started with (a whole argument: hulld's own
+/// `--address` does not count).
+pub(crate) fn shim_pids(address: &Path) -> Vec<u32> {
+    let needle = format!("\0-address\0{}\0", address.display());
     let mut out = Vec::new();
     for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
         let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
