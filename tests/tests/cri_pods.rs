@@ -1655,3 +1655,49 @@ async fn a_configured_sandbox_image_runs_as_the_pause() {
     remove_all(&mut p).await;
     assert_nothing_left(&p);
 }
+
+/// Containers whose command ends at once (a job's `true`, a crash at
+/// start) are reported EXITED with their own code, however soon the exit
+/// comes after the start: the kubelet restarts a container only when it
+/// sees it exit.
+#[tokio::test(flavor = "multi_thread")]
+async fn containers_that_exit_at_once_are_seen_exiting() {
+    if !have_tools() {
+        return;
+    }
+    let mut p = Pods::start("").await;
+    let pod = p.pod("quick");
+    let pod_id = run_pod(&mut p, pod.clone()).await;
+    let mut ids = Vec::new();
+    for i in 0..8 {
+        let cc = p.container(
+            &format!("job{i}"),
+            &["/bin/sh", "-c", &format!("exit {}", 10 + i)],
+        );
+        ids.push(run_container(&mut p, &pod_id, &pod, cc).await);
+    }
+    for (i, id) in ids.iter().enumerate() {
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        let s = loop {
+            let s = container_state(&mut p, id).await;
+            if s.state == ContainerState::ContainerExited as i32 {
+                break s;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "job{i} still {:?} after 15 s",
+                ContainerState::try_from(s.state)
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert_eq!(s.exit_code, 10 + i as i32, "job{i}");
+        assert_eq!(s.reason, "Error", "job{i}");
+        assert!(s.started_at > 0, "job{i} has no start time");
+        assert!(
+            s.finished_at >= s.started_at,
+            "job{i} ended before it started"
+        );
+    }
+    remove_all(&mut p).await;
+    assert_nothing_left(&p);
+}

@@ -385,7 +385,13 @@ impl Cri {
             Ok(pid) => {
                 let now = crate::now_nanos();
                 if let Some(s) = self.store.update_container(&c.id, |s| {
-                    s.started_at = now;
+                    // Its exit may have been recorded already: it started
+                    // no later than it ended.
+                    s.started_at = if s.finished_at > 0 {
+                        now.min(s.finished_at)
+                    } else {
+                        now
+                    };
                     s.pid = pid;
                 }) {
                     self.save_container(&c.id, &s).await?;
@@ -409,12 +415,14 @@ impl Cri {
         }
     }
 
-    /// Records that container `id` exited, once.
+    /// Records that container `id` exited, once. The exit of a process that
+    /// ends at once can arrive before StartContainer has recorded the
+    /// start; it is kept all the same (only a started task exits).
     pub(super) async fn record_exit(&self, id: &str, code: u32, at: i64) {
         let oom = self.oom_seen(id);
         let code = i32::try_from(code).unwrap_or(UNKNOWN_EXIT);
         let changed = self.store.update_container(id, |s| {
-            if s.finished_at == 0 && s.started_at > 0 {
+            if s.finished_at == 0 {
                 s.finished_at = at.max(s.started_at);
                 s.exit_code = code;
                 s.reason = exit_reason(code, oom).to_owned();
