@@ -1690,7 +1690,7 @@ async fn containers_that_exit_at_once_are_seen_exiting() {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         };
-        assert_eq!(s.exit_code, 10 + i as i32, "job{i}");
+        assert_eq!(s.exit_code, 10 + i as i32, "job{i} {id}");
         assert_eq!(s.reason, "Error", "job{i}");
         assert!(s.started_at > 0, "job{i} has no start time");
         assert!(
