@@ -6,3 +6,9 @@ pub const NAMESPACE: &str = "containerd-namespace";
 pub const NAMESPACE_TTRPC: &str = "containerd-namespace-ttrpc";
 /// gRPC metadata key naming the lease that new objects are added to.
 pub const LEASE: &str = "containerd-lease";
+/// ttrpc metadata key of hull's own on a shim's `Create`: "true" asks the
+/// shim to start the init process in the same runtime call (`runc run
+/// --detach`), for a caller that calls `Start` right after; that `Start`
+/// then only reports the pid. A shim that does not know the key creates
+/// as usual and the `Start` starts, so the hint is safe to send to any.
+pub const START_AT_CREATE: &str = "hull-start-at-create";

@@ -73,6 +73,9 @@ pub struct Container {
     pub init: Process,
     /// Its execs by id.
     pub execs: std::collections::BTreeMap<String, Process>,
+    /// Created and started by one runtime call (the caller asked for it):
+    /// the Start that follows only reports the pid.
+    pub started_by_create: bool,
     /// A delete is under way: a second one (two clients racing) finds
     /// nothing to delete instead of undoing the first one's work twice.
     pub deleting: bool,

@@ -253,6 +253,28 @@ impl Runc {
         self.run("create", args, spawn.io).await.map(drop)
     }
 
+    /// `run --detach`: create and start in one runtime call (runc
+    /// documents it as exactly that), for a caller that would call start
+    /// right after create anyway.
+    pub async fn run_detached(&self, id: &str, bundle: &Path, spawn: Spawn) -> Result<()> {
+        let mut args: Vec<OsString> = vec![
+            "--detach".into(),
+            "--bundle".into(),
+            bundle.into(),
+            "--pid-file".into(),
+            spawn.pid_file.into(),
+        ];
+        if let Some(sock) = spawn.console_socket {
+            args.push("--console-socket".into());
+            args.push(sock.into());
+        }
+        if self.no_pivot {
+            args.push("--no-pivot".into());
+        }
+        args.push(id.into());
+        self.run("run", args, spawn.io).await.map(drop)
+    }
+
     /// `start`: lets the init process run.
     pub async fn start(&self, id: &str) -> Result<()> {
         self.run("start", vec![id.into()], CallIo::Capture)

@@ -14,6 +14,7 @@ use hull_proto::containerd::runc::v1::ProcessDetails;
 use hull_proto::containerd::task::v2 as api;
 use hull_proto::containerd::v1::types::{ProcessInfo, Status};
 use hull_proto::errdefs::{self, Classify, Kind};
+use hull_proto::headers::START_AT_CREATE;
 use hull_snapshots::mount::{self, Mount};
 use hull_ttrpc::server::{unary, unimplemented, BoxFuture};
 use hull_ttrpc::{Context, Service};
@@ -364,7 +365,13 @@ impl TaskService {
         Ok(runc)
     }
 
-    async fn create(&self, req: api::CreateTaskRequest) -> Result<api::CreateTaskResponse> {
+    /// Create; with `and_start` (the caller's [`START_AT_CREATE`]) the init
+    /// process is started too, by the same runtime call.
+    async fn create(
+        &self,
+        req: api::CreateTaskRequest,
+        and_start: bool,
+    ) -> Result<api::CreateTaskResponse> {
         let id = req.id.clone();
         if hull_proto::identifiers::ContainerId::new(&id).is_err() {
             return Err(ShimError::Invalid { field: "id" });
@@ -412,7 +419,13 @@ impl TaskService {
         let io = self
             .spawn_process(&runc, &id, &stdio, &pid_file, |runc, spawn| {
                 let (id, bundle) = (id.clone(), bundle.clone());
-                async move { runc.create(&id, &bundle, spawn).await }
+                async move {
+                    if and_start {
+                        runc.run_detached(&id, &bundle, spawn).await
+                    } else {
+                        runc.create(&id, &bundle, spawn).await
+                    }
+                }
             })
             .await?;
         let pid = blocking({
@@ -431,10 +444,16 @@ impl TaskService {
             runc,
             init,
             execs: Default::default(),
+            started_by_create: and_start,
             deleting: false,
         };
         self.lock().containers.insert(id.clone(), container);
-        let early = self.set_pid(&id, "", pid, Status::Created);
+        let status = if and_start {
+            Status::Running
+        } else {
+            Status::Created
+        };
+        let early = self.set_pid(&id, "", pid, status);
         tracing::info!(container_id = %id, pid, "task created");
         let (publisher, ns, cid) = (
             self.publisher.clone(),
@@ -470,6 +489,17 @@ impl TaskService {
                 pid,
             },
         );
+        if and_start {
+            // Events in the order clients know: create, start, exit.
+            self.publish(
+                "/tasks/start",
+                &TaskStart {
+                    container_id: id.clone(),
+                    pid,
+                },
+            );
+            tracing::info!(container_id = %id, pid, "task started");
+        }
         if let Some(exit) = early {
             self.publish_exit(&id, "", exit);
         }
@@ -536,11 +566,15 @@ impl TaskService {
 
     async fn start(&self, req: api::StartRequest) -> Result<api::StartResponse> {
         let (runc, bundle, status, spec, stdio) = {
-            let state = self.lock();
+            let mut state = self.lock();
             let c = state
                 .containers
-                .get(&req.id)
+                .get_mut(&req.id)
                 .ok_or_else(|| not_found("container", &req.id))?;
+            if req.exec_id.is_empty() && std::mem::take(&mut c.started_by_create) {
+                // Started already, maybe even ended: it did start.
+                return Ok(api::StartResponse { pid: c.init.pid });
+            }
             let p = c
                 .process(&req.exec_id)
                 .ok_or_else(|| not_found("process", &req.exec_id))?;
@@ -1228,7 +1262,7 @@ impl Service for TaskService {
 
     fn call(
         self: Arc<Self>,
-        _ctx: Context,
+        ctx: Context,
         method: String,
         payload: Vec<u8>,
     ) -> BoxFuture<Result<Vec<u8>, hull_ttrpc::Status>> {
@@ -1242,7 +1276,13 @@ impl Service for TaskService {
             }
             match method.as_str() {
                 "State" => unary(payload, |r| async move { s.state(r).map_err(to_status) }).await,
-                "Create" => call!(create),
+                "Create" => {
+                    let and_start = ctx.get(START_AT_CREATE) == Some("true");
+                    unary(payload, |r| async move {
+                        s.create(r, and_start).await.map_err(to_status)
+                    })
+                    .await
+                }
                 "Start" => call!(start),
                 "Delete" => call!(delete),
                 "Pids" => call!(pids),

@@ -168,6 +168,9 @@ pub struct NewTask {
     pub options: Option<prost_types::Any>,
     /// Shim binary path overriding the runtime name.
     pub runtime_path: String,
+    /// Start the task with its create, in one runtime call (see
+    /// [`hull_proto::headers::START_AT_CREATE`]).
+    pub start_at_create: bool,
 }
 
 /// The container record fields a task is made from.
@@ -507,10 +510,7 @@ impl TaskManager {
             parent_checkpoint: String::new(),
             options,
         };
-        match shim
-            .call::<_, api::CreateTaskResponse>("Create", &create)
-            .await
-        {
+        match shim.call_create(&create, req.start_at_create).await {
             Ok(resp) => Ok((shim, resp.pid)),
             Err(e) if e.kind() == Kind::AlreadyExists => {
                 // A shim already serving this id (one hulld lost track of):

@@ -1316,7 +1316,7 @@ async fn runtime_handlers_pick_the_oci_runtime() {
             assert!(list.contains(&pod_id), "{list}");
         }
         Err(e) => {
-            assert!(e.message().contains("crun create"), "{}", e.message());
+            assert!(e.message().contains("crun run"), "{}", e.message());
             let pods =
                 p.rt.list_pod_sandbox(ListPodSandboxRequest::default())
                     .await

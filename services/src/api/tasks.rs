@@ -79,14 +79,19 @@ fn process_from_state(container_id: &str, s: shim::StateResponse) -> Process {
     }
 }
 
-#[tonic::async_trait]
-impl Tasks for TasksService {
-    async fn create(
+impl TasksService {
+    /// Tasks/Create; with `start_at_create` (for a caller that starts the
+    /// task right after) the shim starts it in the same runtime call, and
+    /// the Start that follows only reports its pid.
+    ///
+    /// # Errors
+    /// The codes of Tasks/Create.
+    pub async fn create_task(
         &self,
-        req: Request<CreateTaskRequest>,
+        ns: Namespace,
+        req: CreateTaskRequest,
+        start_at_create: bool,
     ) -> Result<Response<CreateTaskResponse>, Status> {
-        let ns = namespace(&req)?;
-        let req = req.into_inner();
         if req.checkpoint.is_some() {
             return Err(errdefs::status(
                 Kind::NotImplemented,
@@ -128,12 +133,24 @@ impl Tasks for TasksService {
             terminal: req.terminal,
             options: req.options,
             runtime_path: req.runtime_path,
+            start_at_create,
         };
         let pid = self.manager.create(&ns, spec, new).await.map_err(status)?;
         Ok(Response::new(CreateTaskResponse {
             container_id: req.container_id,
             pid,
         }))
+    }
+}
+
+#[tonic::async_trait]
+impl Tasks for TasksService {
+    async fn create(
+        &self,
+        req: Request<CreateTaskRequest>,
+    ) -> Result<Response<CreateTaskResponse>, Status> {
+        let ns = namespace(&req)?;
+        self.create_task(ns, req.into_inner(), false).await
     }
 
     async fn start(&self, req: Request<StartRequest>) -> Result<Response<StartResponse>, Status> {

@@ -195,16 +195,23 @@ impl Cri {
                 ..Default::default()
             })
         });
+        // Started by the create's own runtime call (one runc process, not
+        // two); the Start below then reports the pid and, should the shim
+        // not know the hint, starts it.
         self.tasks
-            .create(request(CreateTaskRequest {
-                container_id: id.to_owned(),
-                stdin: stdin.to_owned(),
-                stdout: stdout.to_owned(),
-                stderr: stderr.to_owned(),
-                terminal,
-                options,
-                ..Default::default()
-            }))
+            .create_task(
+                self.ns.clone(),
+                CreateTaskRequest {
+                    container_id: id.to_owned(),
+                    stdin: stdin.to_owned(),
+                    stdout: stdout.to_owned(),
+                    stderr: stderr.to_owned(),
+                    terminal,
+                    options,
+                    ..Default::default()
+                },
+                true,
+            )
             .await?;
         match self
             .tasks

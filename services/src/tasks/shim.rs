@@ -109,6 +109,31 @@ impl Shim {
             })
     }
 
+    /// Create, with [`headers::START_AT_CREATE`] when `and_start`.
+    ///
+    /// # Errors
+    /// As [`Shim::call`].
+    pub async fn call_create(
+        &self,
+        req: &api::CreateTaskRequest,
+        and_start: bool,
+    ) -> Result<api::CreateTaskResponse, TaskError> {
+        let mut metadata = md(&self.namespace);
+        if and_start {
+            metadata.push(KeyValue {
+                key: headers::START_AT_CREATE.to_owned(),
+                value: "true".to_owned(),
+            });
+        }
+        self.client
+            .call(TASK_SERVICE, "Create", req, metadata, None)
+            .await
+            .map_err(|source| TaskError::Shim {
+                id: self.id.clone(),
+                source,
+            })
+    }
+
     /// Asks the shim to exit (with `now`, even while it has containers),
     /// marking the coming close of its connection as expected. The shim may
     /// close the connection before it answers, so the answer is ignored.
