@@ -123,7 +123,7 @@ async fn start_hulld_with(config: &str) -> Result<(Server, Client)> {
         .arg("--address")
         .arg(&address)
         .arg("--log-level")
-        .arg("warn")
+        .arg(std::env::var("HULL_BENCH_LOG").unwrap_or_else(|_| "warn".to_owned()))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())

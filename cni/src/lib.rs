@@ -5,7 +5,7 @@
 //! A [`Cni`] holds where plugins, network configs and state live. Networks
 //! are CNI config lists ([`Network`]); a container's network namespace is a
 //! file a namespace is bind-mounted on ([`netns`]). [`Cni::add`] runs a
-//! network's plugins in order (the `loopback` plugin first), caching the
+//! network's plugins in order (the `loopback` plugin beside them), caching the
 //! result and the runtime config; [`Cni::del`] runs them in reverse with
 //! what was cached, so teardown is idempotent and leaves no iptables rules
 //! or IP allocations behind even when the namespace is already gone.
@@ -248,8 +248,40 @@ impl Cni {
         ports: &[PortMapping],
     ) -> Result<Attachment, CniError> {
         let ns = netns.to_string_lossy().into_owned();
+        // The loopback touches only `lo` inside the namespace: it comes up
+        // while the network's plugins run (as containerd attaches its
+        // networks side by side).
         let lo = json!({"type": "loopback", "name": "lo", "cniVersion": CNI_VERSION});
-        self.exec("ADD", &lo, container, &ns, "lo")?;
+        let (lo_up, attached) = std::thread::scope(|scope| {
+            let lo_up = scope.spawn(|| self.exec("ADD", &lo, container, &ns, "lo"));
+            let attached = self.add_network(net, container, netns, &ns, ifname, ports);
+            let lo_up = lo_up.join().unwrap_or_else(|_| {
+                Err(CniError::Plugin {
+                    plugin: "loopback".to_owned(),
+                    command: "ADD",
+                    message: "the plugin's thread panicked".to_owned(),
+                })
+            });
+            (lo_up, attached)
+        });
+        let attached = attached?;
+        if let Err(e) = lo_up {
+            let _ = self.del(net, container, netns, ifname);
+            return Err(e);
+        }
+        Ok(attached)
+    }
+
+    /// The network's own plugins, in order; undone on failure.
+    fn add_network(
+        &self,
+        net: &Network,
+        container: &str,
+        netns: &Path,
+        ns: &str,
+        ifname: &str,
+        ports: &[PortMapping],
+    ) -> Result<Attachment, CniError> {
         let runtime = json!({ "portMappings": ports });
         // Cached before the first plugin runs: a DEL after a crash midway
         // still knows the ports and the network.
@@ -261,7 +293,7 @@ impl Cni {
         let mut prev: Option<Value> = None;
         for plugin in &net.plugins {
             let input = Self::plugin_input(net, plugin, prev.as_ref(), &runtime);
-            match self.exec("ADD", &input, container, &ns, ifname) {
+            match self.exec("ADD", &input, container, ns, ifname) {
                 Ok(out) => prev = Some(out),
                 Err(e) => {
                     let _ = self.del(net, container, netns, ifname);

@@ -382,6 +382,7 @@ impl TaskService {
                 id,
             });
         }
+        let began = std::time::Instant::now();
         let bundle = PathBuf::from(&req.bundle);
         let runc = self.runc_for(&id, &bundle, req.options.as_ref())?;
         let rootfs = bundle.join("rootfs");
@@ -416,6 +417,7 @@ impl TaskService {
             terminal: req.terminal,
         };
         let pid_file = bundle.join("init.pid");
+        let prepared = began.elapsed();
         let io = self
             .spawn_process(&runc, &id, &stdio, &pid_file, |runc, spawn| {
                 let (id, bundle) = (id.clone(), bundle.clone());
@@ -434,6 +436,13 @@ impl TaskService {
         })
         .await?;
         std::mem::forget(guard);
+        tracing::debug!(
+            container_id = %id,
+            prepare_ms = prepared.as_secs_f64() * 1e3,
+            runtime_ms = (began.elapsed() - prepared).as_secs_f64() * 1e3,
+            and_start,
+            "create stages"
+        );
         let mut init = Process::new(String::new(), stdio.clone(), Vec::new());
         init.io = Some(Arc::new(io));
         let container = Container {

@@ -462,6 +462,7 @@ impl TaskManager {
         bundle: &Path,
         options: Option<prost_types::Any>,
     ) -> Result<(Shim, u32), TaskError> {
+        let began = std::time::Instant::now();
         // A pod's container goes to the shim its sandbox already has,
         // without running `start` only to be told its address.
         let address = match self.group_shim(ns, bundle, binary).await {
@@ -478,6 +479,7 @@ impl TaskManager {
                 .await?
             }
         };
+        let started = began.elapsed();
         let a = bundle.join("address");
         let addr = address.clone();
         crate::blocking(move || std::fs::write(&a, addr).map_err(bundle_err(&a))).await?;
@@ -510,7 +512,18 @@ impl TaskManager {
             parent_checkpoint: String::new(),
             options,
         };
-        match shim.call_create(&create, req.start_at_create).await {
+        let connected = began.elapsed();
+        let created = shim.call_create(&create, req.start_at_create).await;
+        let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+        tracing::debug!(
+            namespace = %ns,
+            id = %req.id,
+            shim_ms = ms(started),
+            connect_ms = ms(connected - started),
+            create_ms = ms(began.elapsed() - connected),
+            "task create stages"
+        );
+        match created {
             Ok(resp) => Ok((shim, resp.pid)),
             Err(e) if e.kind() == Kind::AlreadyExists => {
                 // A shim already serving this id (one hulld lost track of):

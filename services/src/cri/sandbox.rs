@@ -248,6 +248,8 @@ impl Cri {
     /// The steps of RunPodSandbox; what they made is recorded in
     /// `sandbox` as they go, for [`Cri::teardown_sandbox`].
     async fn start_sandbox(self: &Arc<Self>, sandbox: &mut Sandbox) -> Result<(), Status> {
+        let began = std::time::Instant::now();
+        let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
         let id = sandbox.id.clone();
         let (net, _, ipc) = spec::pod_modes(&sandbox.config);
         // The built-in pause, or the configured sandbox image (which must
@@ -348,13 +350,15 @@ impl Cri {
             let ports = port_mappings(&sandbox.config);
             let cid = id.clone();
             network_setup = Some(tokio::task::spawn_blocking(move || {
-                cni.add(&network, &cid, &netns, IFNAME, &ports)
-                    .map_err(|e| {
-                        status_of(
-                            Kind::Unknown,
-                            format!("failed to setup network for sandbox {cid:?}: {e}"),
-                        )
-                    })
+                let t = std::time::Instant::now();
+                let added = cni.add(&network, &cid, &netns, IFNAME, &ports);
+                tracing::debug!(id = %cid, cni_ms = ms(t.elapsed()), "network added");
+                added.map_err(|e| {
+                    status_of(
+                        Kind::Unknown,
+                        format!("failed to setup network for sandbox {cid:?}: {e}"),
+                    )
+                })
             }));
         }
         let hosts = dir.join("hosts");
@@ -362,9 +366,11 @@ impl Cri {
             let (f, text) = (hosts.clone(), spec::hosts_file(&hostname, None));
             blocking(move || std::fs::write(&f, text).map_err(io("write", &f))).await?;
         }
+        let prepared = began.elapsed();
         let started = self
             .start_pause(sandbox, image.as_ref(), &pause, &libraries)
             .await;
+        let paused = began.elapsed();
         // Whatever the pause did, the plugins are waited for: a teardown
         // must not race them.
         if let Some(setup) = network_setup {
@@ -373,12 +379,21 @@ impl Cri {
                 .map_err(|e| status_of(Kind::Unknown, format!("network setup: {e}")))??;
             sandbox.state.ips = attachment.ips.clone();
         }
+        let networked = began.elapsed();
         sandbox.state.pid = started?;
         if let Some(ip) = sandbox.state.ips.first().cloned() {
             let text = spec::hosts_file(&hostname, Some(&ip));
             blocking(move || std::fs::write(&hosts, text).map_err(io("write", &hosts))).await?;
         }
         self.save_sandbox(&id, &sandbox.state).await?;
+        tracing::debug!(
+            %id,
+            prepare_ms = ms(prepared),
+            pause_ms = ms(paused - prepared),
+            network_wait_ms = ms(networked - paused),
+            save_ms = ms(began.elapsed() - networked),
+            "sandbox start stages"
+        );
         Ok(())
     }
 
