@@ -335,6 +335,8 @@ struct Figures {
     shims_pss_mib: f64,
 }
 
+/// One daemon's figures; whatever happens, its pods and their cgroups are
+/// removed before it returns, so that a failed run leaves nothing running.
 async fn measure(
     server: &Server,
     setup: &Setup,
@@ -342,13 +344,43 @@ async fn measure(
     tag: &str,
     sizes: (usize, usize, usize),
 ) -> Result<Figures> {
-    let (serial, many, resident) = sizes;
+    let cgroup_parent = format!("/hull-bench-{tag}-{}", std::process::id());
     let mut cri = Cri::connect(server).await?;
+    let measured = measure_pods(server, &mut cri, setup, pulls, tag, sizes, &cgroup_parent).await;
+    if measured.is_err() {
+        // Pods still starting in the background finish first.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        if let Err(e) = remove_pods(&mut cri).await {
+            eprintln!("{tag}: removing the pods after a failure: {e:#}");
+        }
+    }
+    // The pods' cgroups, deepest first (containerd leaves its pods' own
+    // directories on cgroupfs).
+    for root in std::fs::read_dir("/sys/fs/cgroup")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        remove_cgroup_dirs(&root.path().join(cgroup_parent.trim_start_matches('/')));
+    }
+    measured
+}
+
+async fn measure_pods(
+    server: &Server,
+    cri: &mut Cri,
+    setup: &Setup,
+    pulls: &[&str],
+    tag: &str,
+    sizes: (usize, usize, usize),
+    cgroup_parent: &str,
+) -> Result<Figures> {
+    let (serial, many, resident) = sizes;
     for p in pulls {
         cri.pull(p).await?;
     }
     let logs = setup.dir.path().join(tag).join("logs");
-    let cgroup_parent = format!("/hull-bench-{tag}-{}", std::process::id());
+    let cgroup_parent = cgroup_parent.to_owned();
     let mut f = Figures::default();
     // Warm up: the first pod pays for first-time work in either daemon.
     start_pod(
@@ -359,7 +391,7 @@ async fn measure(
         cgroup_parent.clone(),
     )
     .await?;
-    remove_pods(&mut cri).await?;
+    remove_pods(cri).await?;
     let mut one = Vec::new();
     let mut phases = Vec::new();
     for i in 0..serial {
@@ -379,7 +411,7 @@ async fn measure(
     f.run_ms = median(phases.iter().map(|p| ms(p.run)).collect());
     f.create_ms = median(phases.iter().map(|p| ms(p.create)).collect());
     f.start_ms = median(phases.iter().map(|p| ms(p.start)).collect());
-    remove_pods(&mut cri).await?;
+    remove_pods(cri).await?;
     let t = Instant::now();
     let sem = std::sync::Arc::new(tokio::sync::Semaphore::new(10));
     let mut tasks = Vec::new();
@@ -403,7 +435,7 @@ async fn measure(
     }
     f.hundred_s = t.elapsed().as_secs_f64();
     f.hundred_median_ms = median(each);
-    remove_pods(&mut cri).await?;
+    remove_pods(cri).await?;
     for i in 0..resident {
         start_pod(
             cri.clone(),
@@ -420,16 +452,7 @@ async fn measure(
     let shims = shim_pids(&server.address);
     f.shims = shims.len();
     f.shims_pss_mib = shims.iter().map(|p| pss_kib(*p)).sum::<u64>() as f64 / 1024.0;
-    remove_pods(&mut cri).await?;
-    // The pods' cgroups, deepest first (containerd leaves its pods' own
-    // directories on cgroupfs).
-    for root in std::fs::read_dir("/sys/fs/cgroup")
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
-        remove_cgroup_dirs(&root.path().join(cgroup_parent.trim_start_matches('/')));
-    }
+    remove_pods(cri).await?;
     Ok(f)
 }
 
