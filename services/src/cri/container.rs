@@ -244,6 +244,8 @@ impl Cri {
         Ok(id)
     }
 
+    /// The container's root and record, made under a lease that keeps the
+    /// root from the garbage collector until the record holds it.
     async fn make_container(
         self: &Arc<Self>,
         id: &str,
@@ -252,10 +254,27 @@ impl Cri {
         config: &ContainerConfig,
         image_spec: &str,
     ) -> Result<Container, Status> {
+        let lease = self.creation_lease().await?;
+        let made = self
+            .make_container_leased(id, name, sandbox, config, image_spec, &lease)
+            .await;
+        self.end_lease(lease).await;
+        made
+    }
+
+    async fn make_container_leased(
+        self: &Arc<Self>,
+        id: &str,
+        name: &str,
+        sandbox: &Sandbox,
+        config: &ContainerConfig,
+        image_spec: &str,
+        lease: &str,
+    ) -> Result<Container, Status> {
         let image = super::images::CriImages(self.clone())
             .for_container(image_spec)
             .await?;
-        let mounts = self.prepare_snapshot(id, &image.chain_id).await?;
+        let mounts = self.prepare_snapshot(id, &image.chain_id, lease).await?;
         let user = self
             .container_user(config, &image.config, &mounts, id)
             .await?;

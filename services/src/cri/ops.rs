@@ -23,7 +23,8 @@ use hull_proto::containerd::v1::types::{Process, Status as TaskStatus};
 use hull_proto::errdefs::Kind;
 use tonic::Status;
 
-use super::{kind_of, request, Cri, RUNTIME, SNAPSHOTTER};
+use super::{blocking, kind_of, request, status_of, Cri, RUNTIME, SNAPSHOTTER};
+use hull_proto::errdefs::Classify;
 
 /// A task's process as the tasks service reports it.
 pub type TaskProcess = Process;
@@ -136,22 +137,59 @@ impl Cri {
     }
 
     /// Prepares the writable snapshot `key` over `parent`.
+    /// Prepares snapshot `key` over `parent` under lease `lease` (from
+    /// [`Cri::creation_lease`]), so that no collection takes it before the
+    /// record that references it exists.
     pub(super) async fn prepare_snapshot(
         &self,
         key: &str,
         parent: &str,
+        lease: &str,
     ) -> Result<Vec<Mount>, Status> {
-        Ok(self
-            .snapshots
-            .prepare(request(PrepareSnapshotRequest {
-                snapshotter: SNAPSHOTTER.to_owned(),
-                key: key.to_owned(),
-                parent: parent.to_owned(),
-                labels: Default::default(),
-            }))
-            .await?
-            .into_inner()
-            .mounts)
+        let mut req = request(PrepareSnapshotRequest {
+            snapshotter: SNAPSHOTTER.to_owned(),
+            key: key.to_owned(),
+            parent: parent.to_owned(),
+            labels: Default::default(),
+        });
+        let value = lease
+            .parse()
+            .map_err(|_| status_of(Kind::Unknown, format!("lease id {lease:?}")))?;
+        req.metadata_mut().insert(hull_proto::headers::LEASE, value);
+        Ok(self.snapshots.prepare(req).await?.into_inner().mounts)
+    }
+
+    /// A lease that holds what a create makes (the container's root) from
+    /// its prepare until its record references it, as containerd's clients
+    /// create under a lease. Not flushed: after a crash the record does not
+    /// exist either, and what the lease held is garbage. It expires by
+    /// itself a day later should it outlive its create.
+    pub(super) async fn creation_lease(&self) -> Result<String, Status> {
+        let expire = humantime::format_rfc3339_seconds(
+            std::time::SystemTime::now() + Duration::from_secs(24 * 3600),
+        )
+        .to_string();
+        let labels = BTreeMap::from([("containerd.io/gc.expire".to_owned(), expire)]);
+        let (db, ns) = (self.db.clone(), self.ns.clone());
+        blocking(move || {
+            db.create_lease(&ns, "", labels)
+                .map(|l| l.id)
+                .map_err(|e| status_of(e.kind(), hull_proto::errdefs::message(&e)))
+        })
+        .await
+    }
+
+    /// Ends a lease from [`Cri::creation_lease`].
+    pub(super) async fn end_lease(&self, id: String) {
+        let (db, ns) = (self.db.clone(), self.ns.clone());
+        let ended = blocking(move || {
+            db.delete_lease(&ns, &id)
+                .map_err(|e| status_of(e.kind(), hull_proto::errdefs::message(&e)))
+        })
+        .await;
+        if let Err(e) = ended {
+            tracing::warn!(error = %e.message(), "end a create's lease");
+        }
     }
 
     /// Removes snapshot `key`; gone already is fine.

@@ -407,6 +407,35 @@ impl Cri {
         libraries: &[PathBuf],
     ) -> Result<u32, Status> {
         let id = sandbox.id.clone();
+        // A sandbox image's root is held by a lease until the record
+        // references it (the built-in pause has none).
+        let lease = match image {
+            Some(_) => Some(self.creation_lease().await?),
+            None => None,
+        };
+        let recorded = self
+            .record_sandbox(sandbox, image, pause, libraries, lease.as_deref())
+            .await;
+        if let Some(lease) = lease {
+            self.end_lease(lease).await;
+        }
+        recorded?;
+        let binary = self
+            .runtime_binary(&sandbox.state.runtime_handler)
+            .unwrap_or("runc");
+        self.run_task(&id, ("", "", "", false), binary).await
+    }
+
+    /// The sandbox's root (for a sandbox image) and record.
+    async fn record_sandbox(
+        self: &Arc<Self>,
+        sandbox: &Sandbox,
+        image: Option<&super::images::ImageForContainer>,
+        pause: &std::path::Path,
+        libraries: &[PathBuf],
+        lease: Option<&str>,
+    ) -> Result<(), Status> {
+        let id = sandbox.id.clone();
         let dir = self.pod_dir(&id);
         let files = self.pod_files(sandbox);
         let rootfs = dir.join("rootfs");
@@ -417,7 +446,8 @@ impl Cri {
                 libraries,
             },
             Some(i) => {
-                self.prepare_snapshot(&id, &i.chain_id).await?;
+                self.prepare_snapshot(&id, &i.chain_id, lease.unwrap_or_default())
+                    .await?;
                 spec::Pause::Image(&i.config)
             }
         };
@@ -443,11 +473,7 @@ impl Cri {
                 &sandbox.state,
             ),
         )
-        .await?;
-        let binary = self
-            .runtime_binary(&sandbox.state.runtime_handler)
-            .unwrap_or("runc");
-        self.run_task(&id, ("", "", "", false), binary).await
+        .await
     }
 
     /// Undoes whatever of a sandbox exists: its task, network, namespace,
