@@ -356,13 +356,7 @@ async fn measure(
     }
     // The pods' cgroups, deepest first (containerd leaves its pods' own
     // directories on cgroupfs).
-    for root in std::fs::read_dir("/sys/fs/cgroup")
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
-        remove_cgroup_dirs(&root.path().join(cgroup_parent.trim_start_matches('/')));
-    }
+    hull_tests::cri::remove_cgroup_tree(&cgroup_parent);
     measured
 }
 
@@ -454,16 +448,6 @@ async fn measure_pods(
     f.shims_pss_mib = shims.iter().map(|p| pss_kib(*p)).sum::<u64>() as f64 / 1024.0;
     remove_pods(cri).await?;
     Ok(f)
-}
-
-/// Removes the empty cgroup directory `dir` and those under it.
-fn remove_cgroup_dirs(dir: &Path) {
-    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        if e.file_type().is_ok_and(|t| t.is_dir()) {
-            remove_cgroup_dirs(&e.path());
-        }
-    }
-    let _ = std::fs::remove_dir(dir);
 }
 
 pub async fn main_cri(quick: bool) -> Result<()> {

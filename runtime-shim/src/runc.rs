@@ -236,34 +236,33 @@ impl Runc {
 
     /// `create`: sets up the container, its init process waits for `start`.
     pub async fn create(&self, id: &str, bundle: &Path, spawn: Spawn) -> Result<()> {
-        let mut args: Vec<OsString> = vec![
-            "--bundle".into(),
-            bundle.into(),
-            "--pid-file".into(),
-            spawn.pid_file.into(),
-        ];
-        if let Some(sock) = spawn.console_socket {
-            args.push("--console-socket".into());
-            args.push(sock.into());
-        }
-        if self.no_pivot {
-            args.push("--no-pivot".into());
-        }
-        args.push(id.into());
-        self.run("create", args, spawn.io).await.map(drop)
+        self.bundle_call("create", &[], id, bundle, spawn).await
     }
 
     /// `run --detach`: create and start in one runtime call (runc
     /// documents it as exactly that), for a caller that would call start
     /// right after create anyway.
     pub async fn run_detached(&self, id: &str, bundle: &Path, spawn: Spawn) -> Result<()> {
-        let mut args: Vec<OsString> = vec![
-            "--detach".into(),
+        self.bundle_call("run", &["--detach"], id, bundle, spawn)
+            .await
+    }
+
+    /// `create` or `run` of container `id` from `bundle`.
+    async fn bundle_call(
+        &self,
+        command: &'static str,
+        flags: &[&str],
+        id: &str,
+        bundle: &Path,
+        spawn: Spawn,
+    ) -> Result<()> {
+        let mut args: Vec<OsString> = flags.iter().map(OsString::from).collect();
+        args.extend([
             "--bundle".into(),
             bundle.into(),
             "--pid-file".into(),
             spawn.pid_file.into(),
-        ];
+        ]);
         if let Some(sock) = spawn.console_socket {
             args.push("--console-socket".into());
             args.push(sock.into());
@@ -272,7 +271,7 @@ impl Runc {
             args.push("--no-pivot".into());
         }
         args.push(id.into());
-        self.run("run", args, spawn.io).await.map(drop)
+        self.run(command, args, spawn.io).await.map(drop)
     }
 
     /// `start`: lets the init process run.

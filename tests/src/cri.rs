@@ -236,34 +236,28 @@ struct CgroupDirs(String);
 
 impl Drop for CgroupDirs {
     fn drop(&mut self) {
-        // runc makes the parents and leaves them; rmdir only takes empty
-        // ones, deepest first.
-        let mut dirs = Vec::new();
-        for h in std::fs::read_dir("/sys/fs/cgroup")
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            let t = h.path().join(&self.0);
-            for pod in std::fs::read_dir(&t).into_iter().flatten().flatten() {
-                if pod.path().is_dir() {
-                    for c in std::fs::read_dir(pod.path())
-                        .into_iter()
-                        .flatten()
-                        .flatten()
-                    {
-                        if c.path().is_dir() {
-                            dirs.push(c.path());
-                        }
-                    }
-                    dirs.push(pod.path());
-                }
+        remove_cgroup_tree(&self.0);
+    }
+}
+
+/// Removes cgroup `rel` (a path under each hierarchy's root) and the
+/// cgroups under it, deepest first, in every hierarchy. runc makes a pod's
+/// parents and leaves them; rmdir takes only cgroups with no process left.
+pub fn remove_cgroup_tree(rel: &str) {
+    fn remove(dir: &std::path::Path) {
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                remove(&e.path());
             }
-            dirs.push(t);
         }
-        for d in dirs {
-            let _ = std::fs::remove_dir(d);
-        }
+        let _ = std::fs::remove_dir(dir);
+    }
+    for h in std::fs::read_dir("/sys/fs/cgroup")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        remove(&h.path().join(rel.trim_start_matches('/')));
     }
 }
 

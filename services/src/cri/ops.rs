@@ -24,7 +24,6 @@ use hull_proto::errdefs::Kind;
 use tonic::Status;
 
 use super::{blocking, kind_of, request, status_of, Cri, RUNTIME, SNAPSHOTTER};
-use hull_proto::errdefs::Classify;
 
 /// A task's process as the tasks service reports it.
 pub type TaskProcess = Process;
@@ -136,7 +135,6 @@ impl Cri {
             .containers)
     }
 
-    /// Prepares the writable snapshot `key` over `parent`.
     /// Prepares snapshot `key` over `parent` under lease `lease` (from
     /// [`Cri::creation_lease`]), so that no collection takes it before the
     /// record that references it exists.
@@ -174,7 +172,7 @@ impl Cri {
         blocking(move || {
             db.create_lease(&ns, "", labels)
                 .map(|l| l.id)
-                .map_err(|e| status_of(e.kind(), hull_proto::errdefs::message(&e)))
+                .map_err(|e| hull_proto::errdefs::to_status(&e))
         })
         .await
     }
@@ -184,7 +182,7 @@ impl Cri {
         let (db, ns) = (self.db.clone(), self.ns.clone());
         let ended = blocking(move || {
             db.delete_lease(&ns, &id)
-                .map_err(|e| status_of(e.kind(), hull_proto::errdefs::message(&e)))
+                .map_err(|e| hull_proto::errdefs::to_status(&e))
         })
         .await;
         if let Err(e) = ended {

@@ -100,8 +100,17 @@ impl Shim {
         method: &str,
         req: &Req,
     ) -> Result<Resp, TaskError> {
+        self.call_with(method, req, md(&self.namespace)).await
+    }
+
+    async fn call_with<Req: Message, Resp: Message + Default>(
+        &self,
+        method: &str,
+        req: &Req,
+        metadata: Vec<KeyValue>,
+    ) -> Result<Resp, TaskError> {
         self.client
-            .call(TASK_SERVICE, method, req, md(&self.namespace), None)
+            .call(TASK_SERVICE, method, req, metadata, None)
             .await
             .map_err(|source| TaskError::Shim {
                 id: self.id.clone(),
@@ -125,13 +134,7 @@ impl Shim {
                 value: "true".to_owned(),
             });
         }
-        self.client
-            .call(TASK_SERVICE, "Create", req, metadata, None)
-            .await
-            .map_err(|source| TaskError::Shim {
-                id: self.id.clone(),
-                source,
-            })
+        self.call_with("Create", req, metadata).await
     }
 
     /// Asks the shim to exit (with `now`, even while it has containers),
