@@ -454,10 +454,20 @@ fn assert_nothing_left(p: &Pods) {
         mounts_containing(&p.d.dir().display().to_string())
     );
     assert!(p.allocations().is_empty(), "{:?}", p.allocations());
-    let shims = std::process::Command::new("pgrep")
-        .args(["-f", &format!("hull-shim.*{}", p.d.address().display())])
-        .output()
-        .expect("pgrep");
+    // A shim told to shut down exits on its own, just after its answer: give
+    // it a moment rather than racing it.
+    let pattern = format!("hull-shim.*{}", p.d.address().display());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let shims = loop {
+        let out = std::process::Command::new("pgrep")
+            .args(["-f", &pattern])
+            .output()
+            .expect("pgrep");
+        if out.stdout.is_empty() || std::time::Instant::now() > deadline {
+            break out;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
     assert!(
         shims.stdout.is_empty(),
         "shims left: {}",
