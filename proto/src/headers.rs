@@ -12,3 +12,9 @@ pub const LEASE: &str = "containerd-lease";
 /// then only reports the pid. A shim that does not know the key creates
 /// as usual and the `Start` starts, so the hint is safe to send to any.
 pub const START_AT_CREATE: &str = "hull-start-at-create";
+/// OCI spec annotation of hull's own, set to "true" by hulld on the spec of
+/// its built-in pause. A hull-shim asked to create and start such a task at
+/// once starts the pause itself (the spec's namespaces, cgroup, hostname,
+/// sysctls, user and root) instead of through the OCI runtime; any other
+/// shim, or any other request, runs the spec with the runtime as usual.
+pub const BUILTIN_PAUSE: &str = "io.hull.builtin-pause";

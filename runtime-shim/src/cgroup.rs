@@ -46,6 +46,23 @@ fn hierarchies(mountinfo: &str) -> (Vec<PathBuf>, Vec<PathBuf>) {
     (v1, v2)
 }
 
+/// The hierarchies cgroups are driven through: the v1 ones on a v1 or
+/// hybrid host (as containerd 1.6 does), else the unified one.
+fn driven(mountinfo: &str) -> Vec<PathBuf> {
+    let (v1, v2) = hierarchies(mountinfo);
+    if v1.is_empty() {
+        v2
+    } else {
+        v1
+    }
+}
+
+/// The mount points of [`driven`]'s hierarchies on this host (none when
+/// the mount table cannot be read).
+pub fn roots() -> Vec<PathBuf> {
+    driven(&std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default())
+}
+
 /// Moves `pid` into the cgroup `path` (absolute within each hierarchy).
 ///
 /// # Errors
@@ -56,9 +73,7 @@ pub fn join(pid: u32, path: &str) -> Result<(), CgroupError> {
         path: table.to_owned(),
         source,
     })?;
-    let (v1, v2) = hierarchies(&text);
-    // Hybrid hosts are driven through v1, as containerd 1.6 does.
-    let roots = if v1.is_empty() { v2 } else { v1 };
+    let roots = driven(&text);
     let rel = path.trim_start_matches('/');
     let mut joined = false;
     for root in roots {

@@ -9,6 +9,8 @@
 //! - [`process`]: init and exec processes and their states.
 //! - [`io`]: FIFOs, `file://`, `binary://`, container logs and terminals.
 //! - [`pause`]: the built-in pause process of a pod sandbox.
+//! - [`native`]: the built-in pause started by the shim itself, without
+//!   the OCI runtime.
 //! - [`events`]: task events forwarded to the daemon.
 //! - [`stats`]: cgroup statistics in containerd's metrics message.
 //!
@@ -20,6 +22,7 @@
 pub mod cgroup;
 pub mod events;
 pub mod io;
+pub mod native;
 pub mod oom;
 pub mod pause;
 pub mod process;

@@ -13,6 +13,9 @@ fn main() -> ExitCode {
     if hull_shim::pause::wanted(&argv0, &argv) {
         return ExitCode::from(hull_shim::pause::run() as u8);
     }
+    if argv.first().map(String::as_str) == Some(hull_shim::native::SUBCOMMAND) {
+        return ExitCode::from(hull_shim::native::init() as u8);
+    }
     let args = match Args::parse(&argv) {
         Ok(a) => a,
         Err(e) => {

@@ -69,6 +69,9 @@ pub struct Container {
     pub kill_all_on_exit: bool,
     /// The runtime driving it.
     pub runc: Runc,
+    /// Its init when the shim started it itself (the built-in pause): the
+    /// task operations go there rather than to the runtime.
+    pub native: Option<std::sync::Arc<crate::native::Pause>>,
     /// Its init process.
     pub init: Process,
     /// Its execs by id.

@@ -162,76 +162,21 @@ impl Runc {
     async fn run(&self, command: &'static str, args: Vec<OsString>, io: CallIo) -> Result<Vec<u8>> {
         let mut cmd = self.command();
         cmd.arg(command).args(&args);
-        let capture = matches!(io, CallIo::Capture);
-        match io {
-            CallIo::Capture => {
-                cmd.stdin(Stdio::null())
-                    .stdout(Stdio::piped())
-                    .stderr(Stdio::piped());
-            }
-            CallIo::Inherit {
-                stdin,
-                stdout,
-                stderr,
-            } => {
-                cmd.stdin(stdin).stdout(stdout).stderr(stderr);
-            }
-        }
         tracing::trace!(binary = %self.binary, command, ?args, "runtime call");
-        let mut rx = self.monitor.subscribe();
-        let mut child = cmd.spawn().map_err(|source| {
-            if source.kind() == std::io::ErrorKind::NotFound {
-                RuncError::BinaryNotFound {
-                    binary: self.binary.clone(),
-                }
-            } else {
-                RuncError::Spawn {
-                    binary: self.binary.clone(),
-                    source,
-                }
-            }
-        })?;
-        // Our copies of the process's stdio close here, so its pipes see EOF
-        // when the process alone holds them.
-        drop(cmd);
-        let pid = child.id();
-        let readers = capture.then(|| {
-            let out = child.stdout.take().map(read_all);
-            let err = child.stderr.take().map(read_all);
-            (out, err)
-        });
-        let exit = match tokio::time::timeout(TIMEOUT, reaper::wait_for(&mut rx, pid)).await {
-            Ok(Ok(exit)) => exit,
-            Ok(Err(_)) => return Err(RuncError::Lost { command }),
-            Err(_) => {
-                // A pid we spawned and have not reaped: it is still ours.
-                let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
-                return Err(RuncError::Timeout {
-                    binary: self.binary.clone(),
-                    command,
-                    secs: TIMEOUT.as_secs(),
-                });
-            }
-        };
-        // The reaper has collected the child; std must not wait for it.
-        drop(child);
-        let (stdout, stderr) = match readers {
-            Some((out, err)) => (join(out).await, join(err).await),
-            None => (Vec::new(), Vec::new()),
-        };
-        if exit.status != 0 {
+        let done = call(&self.monitor, cmd, &self.binary, command, io).await?;
+        if done.status != 0 {
             let mut message = last_log_error(&self.log).unwrap_or_default();
             if message.is_empty() {
-                message = String::from_utf8_lossy(&stderr).trim().to_owned();
+                message = String::from_utf8_lossy(&done.stderr).trim().to_owned();
             }
             return Err(RuncError::Failed {
                 binary: self.binary.clone(),
                 command,
-                status: exit.status,
+                status: done.status,
                 message,
             });
         }
-        Ok(stdout)
+        Ok(done.stdout)
     }
 
     /// `create`: sets up the container, its init process waits for `start`.
@@ -371,6 +316,91 @@ impl Runc {
             })?;
         Ok(event.data)
     }
+}
+
+/// What a finished helper process left.
+pub struct Finished {
+    /// Its exit status (128 + signal when a signal ended it).
+    pub status: u32,
+    /// Its stdout, when captured.
+    pub stdout: Vec<u8>,
+    /// Its stderr, when captured.
+    pub stderr: Vec<u8>,
+}
+
+/// Spawns `cmd` (`binary`'s `command`, for errors) with `io`, and waits
+/// for it through the reaper, killing it after [`TIMEOUT`].
+///
+/// # Errors
+/// When it cannot be started, times out, or its exit is lost.
+pub async fn call(
+    monitor: &Monitor,
+    mut cmd: Command,
+    binary: &str,
+    command: &'static str,
+    io: CallIo,
+) -> Result<Finished> {
+    let capture = matches!(io, CallIo::Capture);
+    match io {
+        CallIo::Capture => {
+            cmd.stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped());
+        }
+        CallIo::Inherit {
+            stdin,
+            stdout,
+            stderr,
+        } => {
+            cmd.stdin(stdin).stdout(stdout).stderr(stderr);
+        }
+    }
+    let mut rx = monitor.subscribe();
+    let mut child = cmd.spawn().map_err(|source| {
+        if source.kind() == std::io::ErrorKind::NotFound {
+            RuncError::BinaryNotFound {
+                binary: binary.to_owned(),
+            }
+        } else {
+            RuncError::Spawn {
+                binary: binary.to_owned(),
+                source,
+            }
+        }
+    })?;
+    // Our copies of the process's stdio close here, so its pipes see EOF
+    // when the process alone holds them.
+    drop(cmd);
+    let pid = child.id();
+    let readers = capture.then(|| {
+        let out = child.stdout.take().map(read_all);
+        let err = child.stderr.take().map(read_all);
+        (out, err)
+    });
+    let exit = match tokio::time::timeout(TIMEOUT, reaper::wait_for(&mut rx, pid)).await {
+        Ok(Ok(exit)) => exit,
+        Ok(Err(_)) => return Err(RuncError::Lost { command }),
+        Err(_) => {
+            // A pid we spawned and have not reaped: it is still ours.
+            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+            return Err(RuncError::Timeout {
+                binary: binary.to_owned(),
+                command,
+                secs: TIMEOUT.as_secs(),
+            });
+        }
+    };
+    // The reaper has collected the child; std must not wait for it.
+    drop(child);
+    let (stdout, stderr) = match readers {
+        Some((out, err)) => (join(out).await, join(err).await),
+        None => (Vec::new(), Vec::new()),
+    };
+    Ok(Finished {
+        status: exit.status,
+        stdout,
+        stderr,
+    })
 }
 
 /// Reads a pipe to its end on a blocking thread.

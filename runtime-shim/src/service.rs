@@ -98,6 +98,9 @@ pub enum ShimError {
     /// The operation is not supported.
     #[error("{0} is not supported")]
     Unsupported(&'static str),
+    /// An operation on a pause the shim started itself failed.
+    #[error(transparent)]
+    Pause(#[from] crate::native::PauseError),
 }
 
 impl Classify for ShimError {
@@ -111,6 +114,7 @@ impl Classify for ShimError {
             ShimError::Mount { source, .. } => source.kind(),
             ShimError::Io { .. } => Kind::Unknown,
             ShimError::Unsupported(_) => Kind::NotImplemented,
+            ShimError::Pause(e) => e.kind(),
         }
     }
 }
@@ -221,7 +225,7 @@ impl TaskService {
             let state = self.lock();
             state.containers.values().find_map(|c| {
                 (c.kill_all_on_exit && c.init.pid == exit.pid && c.init.exit().is_none())
-                    .then(|| (c.id.clone(), c.runc.clone()))
+                    .then(|| (c.id.clone(), c.runc.clone(), c.native.clone()))
             })
         };
         // Its output still in the pipes is copied out (to a log file, or
@@ -244,8 +248,17 @@ impl TaskService {
         }
         let svc = self.clone();
         tokio::spawn(async move {
-            if let Some((id, runc)) = kill_all {
-                if let Err(e) = runc.kill(&id, libc::SIGKILL as u32, true).await {
+            if let Some((id, runc, native)) = kill_all {
+                let killed = match native {
+                    Some(n) => n
+                        .kill(libc::SIGKILL as u32, true, false)
+                        .map_err(ShimError::from),
+                    None => runc
+                        .kill(&id, libc::SIGKILL as u32, true)
+                        .await
+                        .map_err(ShimError::from),
+                };
+                if let Err(e) = killed {
                     tracing::warn!(container_id = %id, cause = %errdefs::message(&e), "kill the processes left after init exited");
                 }
             }
@@ -404,9 +417,24 @@ impl TaskService {
             })
             .await?;
         }
-        let kill_all_on_exit = {
-            let config = bundle.join("config.json");
-            blocking(move || Ok(shares_pid_namespace(&config))).await?
+        // The built-in pause, started with its create and without stdio,
+        // is started by the shim itself (see crate::native).
+        let native_wanted = and_start
+            && !req.terminal
+            && req.stdin.is_empty()
+            && req.stdout.is_empty()
+            && req.stderr.is_empty();
+        let (kill_all_on_exit, native_cgroup) = {
+            let bundle = bundle.clone();
+            blocking(move || {
+                let config = bundle.join("config.json");
+                let native = native_wanted
+                    .then(|| crate::native::plan_for(&bundle))
+                    .flatten()
+                    .map(|p| p.cgroup);
+                Ok((shares_pid_namespace(&config), native))
+            })
+            .await?
         };
         // Undo the mount if anything below fails.
         let guard = UnmountGuard(mounted.then(|| rootfs.clone()));
@@ -418,18 +446,28 @@ impl TaskService {
         };
         let pid_file = bundle.join("init.pid");
         let prepared = began.elapsed();
-        let io = self
-            .spawn_process(&runc, &id, &stdio, &pid_file, |runc, spawn| {
-                let (id, bundle) = (id.clone(), bundle.clone());
-                async move {
-                    if and_start {
-                        runc.run_detached(&id, &bundle, spawn).await
-                    } else {
-                        runc.create(&id, &bundle, spawn).await
-                    }
-                }
-            })
-            .await?;
+        let (io, native) = match native_cgroup {
+            Some(cgroup) => {
+                let pause =
+                    crate::native::Pause::start(&self.monitor, &bundle, &pid_file, &cgroup).await?;
+                (None, Some(Arc::new(pause)))
+            }
+            None => {
+                let io = self
+                    .spawn_process(&runc, &id, &stdio, &pid_file, |runc, spawn| {
+                        let (id, bundle) = (id.clone(), bundle.clone());
+                        async move {
+                            if and_start {
+                                runc.run_detached(&id, &bundle, spawn).await
+                            } else {
+                                runc.create(&id, &bundle, spawn).await
+                            }
+                        }
+                    })
+                    .await?;
+                (Some(io), None)
+            }
+        };
         let pid = blocking({
             let pid_file = pid_file.clone();
             move || crate::runc::read_pid(&pid_file).map_err(io_err("read", &pid_file))
@@ -441,16 +479,18 @@ impl TaskService {
             prepare_ms = prepared.as_secs_f64() * 1e3,
             runtime_ms = (began.elapsed() - prepared).as_secs_f64() * 1e3,
             and_start,
+            native = native.is_some(),
             "create stages"
         );
         let mut init = Process::new(String::new(), stdio.clone(), Vec::new());
-        init.io = Some(Arc::new(io));
+        init.io = io.map(Arc::new);
         let container = Container {
             id: id.clone(),
             bundle: bundle.clone(),
             mounted,
             kill_all_on_exit,
             runc,
+            native,
             init,
             execs: Default::default(),
             started_by_create: and_start,
@@ -564,13 +604,15 @@ impl TaskService {
 }
 
 impl TaskService {
-    fn container_runc(&self, id: &str) -> Result<Runc> {
+    /// The runtime of container `id`, and its pause when the shim started
+    /// that itself.
+    fn container_runc(&self, id: &str) -> Result<(Runc, Option<Arc<crate::native::Pause>>)> {
         let state = self.lock();
         let c = state
             .containers
             .get(id)
             .ok_or_else(|| not_found("container", id))?;
-        Ok(c.runc.clone())
+        Ok((c.runc.clone(), c.native.clone()))
     }
 
     async fn start(&self, req: api::StartRequest) -> Result<api::StartResponse> {
@@ -723,6 +765,9 @@ impl TaskService {
                     op: "exec",
                 });
             }
+            if c.native.is_some() {
+                return Err(ShimError::Unsupported("exec in the built-in pause"));
+            }
             if c.execs.contains_key(&req.exec_id) {
                 return Err(ShimError::AlreadyExists {
                     what: "exec",
@@ -779,7 +824,7 @@ impl TaskService {
                 exited_at: exit.map(|e| timestamp(e.at)),
             });
         }
-        let (runc, status, rootfs, mounted) = {
+        let (runc, native, status, rootfs, mounted) = {
             let mut state = self.lock();
             let c = state
                 .containers
@@ -797,9 +842,17 @@ impl TaskService {
                 _ => {}
             }
             c.deleting = true;
-            (c.runc.clone(), c.init.status, c.rootfs(), c.mounted)
+            (
+                c.runc.clone(),
+                c.native.clone(),
+                c.init.status,
+                c.rootfs(),
+                c.mounted,
+            )
         };
-        let result = self.delete_init(&req, runc, status, rootfs, mounted).await;
+        let result = self
+            .delete_init(&req, (runc, native), status, rootfs, mounted)
+            .await;
         if result.is_err() {
             if let Some(c) = self.lock().containers.get_mut(&req.id) {
                 c.deleting = false;
@@ -812,13 +865,19 @@ impl TaskService {
     async fn delete_init(
         &self,
         req: &api::DeleteRequest,
-        runc: Runc,
+        (runc, native): (Runc, Option<Arc<crate::native::Pause>>),
         status: Status,
         rootfs: PathBuf,
         mounted: bool,
     ) -> Result<api::DeleteResponse> {
         let created = status == Status::Created;
-        if let Err(e) = runc.delete(&req.id, created).await {
+        if let Some(pause) = native {
+            blocking(move || {
+                pause.delete();
+                Ok(())
+            })
+            .await?;
+        } else if let Err(e) = runc.delete(&req.id, created).await {
             // The runtime may have lost the container already (its state is
             // under /run); what matters is that it is gone.
             if e.kind() != Kind::NotFound {
@@ -876,7 +935,7 @@ impl TaskService {
     }
 
     async fn kill(&self, req: api::KillRequest) -> Result<()> {
-        let (runc, pid, exited, status) = {
+        let (runc, native, pid, exited, status) = {
             let state = self.lock();
             let c = state
                 .containers
@@ -885,7 +944,13 @@ impl TaskService {
             let p = c
                 .process(&req.exec_id)
                 .ok_or_else(|| not_found("process", &req.exec_id))?;
-            (c.runc.clone(), p.pid, p.exit().is_some(), p.status)
+            (
+                c.runc.clone(),
+                c.native.clone(),
+                p.pid,
+                p.exit().is_some(),
+                p.status,
+            )
         };
         let who = if req.exec_id.is_empty() {
             &req.id
@@ -896,7 +961,12 @@ impl TaskService {
             return Err(ShimError::Finished { id: who.clone() });
         }
         if req.exec_id.is_empty() {
-            runc.kill(&req.id, req.signal, req.all).await?;
+            match native {
+                // An exited pause's pid is no longer its own: only the
+                // rest of its cgroup is signalled then.
+                Some(pause) => pause.kill(req.signal, req.all, !exited)?,
+                None => runc.kill(&req.id, req.signal, req.all).await?,
+            }
             return Ok(());
         }
         if pid == 0 || status == Status::Created {
@@ -986,8 +1056,10 @@ impl TaskService {
     }
 
     async fn pids(&self, req: api::PidsRequest) -> Result<api::PidsResponse> {
-        let runc = self.container_runc(&req.id)?;
-        let pids = runc.ps(&req.id).await?;
+        let pids = match self.container_runc(&req.id)? {
+            (_, Some(pause)) => pause.pids(),
+            (runc, None) => runc.ps(&req.id).await?,
+        };
         let execs: HashMap<u32, String> = {
             let state = self.lock();
             state
@@ -1016,13 +1088,13 @@ impl TaskService {
     }
 
     async fn pause(&self, id: &str, pause: bool) -> Result<()> {
-        let (runc, status) = {
+        let (runc, native, status) = {
             let state = self.lock();
             let c = state
                 .containers
                 .get(id)
                 .ok_or_else(|| not_found("container", id))?;
-            (c.runc.clone(), c.init.status)
+            (c.runc.clone(), c.native.clone(), c.init.status)
         };
         let want = if pause {
             Status::Running
@@ -1036,10 +1108,10 @@ impl TaskService {
                 op: if pause { "pause" } else { "resume" },
             });
         }
-        if pause {
-            runc.pause(id).await?;
-        } else {
-            runc.resume(id).await?;
+        match native {
+            Some(native) => blocking(move || Ok(native.freeze(pause)?)).await?,
+            None if pause => runc.pause(id).await?,
+            None => runc.resume(id).await?,
         }
         if let Some(c) = self.lock().containers.get_mut(id) {
             if c.init.exit().is_none() {
@@ -1087,6 +1159,9 @@ impl TaskService {
                 .containers
                 .get(&req.id)
                 .ok_or_else(|| not_found("container", &req.id))?;
+            if c.native.is_some() {
+                return Err(ShimError::Unsupported("updating the built-in pause"));
+            }
             (c.runc.clone(), c.bundle.clone())
         };
         let resources = req
@@ -1104,8 +1179,10 @@ impl TaskService {
     }
 
     async fn stats(&self, req: api::StatsRequest) -> Result<api::StatsResponse> {
-        let runc = self.container_runc(&req.id)?;
-        let data = runc.stats(&req.id).await?;
+        let data = match self.container_runc(&req.id)? {
+            (_, Some(pause)) => blocking(move || Ok(pause.stats())).await?,
+            (runc, None) => runc.stats(&req.id).await?,
+        };
         Ok(api::StatsResponse {
             stats: Some(hull_proto::typeurl::pack(&stats::metrics(&data))),
         })

@@ -278,6 +278,8 @@ fn shim_cgroup(options: &[u8]) -> std::io::Result<Option<String>> {
 /// Never for a missing container or mount: those are already clean.
 pub fn delete(args: &Args) -> std::io::Result<Vec<u8>> {
     let bundle = std::env::current_dir()?;
+    // A pause the shim started itself is not the runtime's to delete.
+    crate::native::remove_orphan(&bundle);
     let status = Command::new("runc")
         .arg("--root")
         .arg(args.runc_root())

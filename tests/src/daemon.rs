@@ -423,6 +423,21 @@ impl Daemon {
                     // A shim this daemon started, read from its own bundle.
                     let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
                 }
+                // A pod's pause that its shim started itself (no runtime
+                // knows it), while that pid still runs the pause.
+                if bundle.join("native-pause").exists() {
+                    if let Some(pid) = std::fs::read_to_string(bundle.join("init.pid"))
+                        .ok()
+                        .and_then(|p| p.trim().parse::<i32>().ok())
+                        .filter(|p| *p > 1)
+                    {
+                        let cmdline =
+                            std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                        if cmdline.starts_with(b"/pause\0") {
+                            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+                        }
+                    }
+                }
                 let runc_root = self.dir.path().join("runc").join(ns.file_name());
                 let _ = Command::new("runc")
                     .arg("--root")

@@ -1270,8 +1270,14 @@ async fn runtime_handlers_pick_the_oci_runtime() {
     if !std::path::Path::new("/usr/bin/crun").exists() {
         panic!("needs crun (tests/run.sh installs it)");
     }
-    let mut p =
-        Pods::start("[cri.runtimes]\nrunc = \"runc\"\ncrun = \"crun\"\nplain = \"runc\"\n").await;
+    let runc_path = ["/usr/sbin/runc", "/usr/bin/runc"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .expect("runc installed");
+    let mut p = Pods::start(&format!(
+        "[cri.runtimes]\nrunc = \"runc\"\ncrun = \"crun\"\nplain = \"runc\"\nbypath = \"{runc_path}\"\n"
+    ))
+    .await;
     let handlers: Vec<String> =
         p.rt.status(StatusRequest { verbose: false })
             .await
@@ -1281,7 +1287,7 @@ async fn runtime_handlers_pick_the_oci_runtime() {
             .into_iter()
             .map(|h| h.name)
             .collect();
-    assert_eq!(handlers, ["", "crun", "plain", "runc"]);
+    assert_eq!(handlers, ["", "bypath", "crun", "plain", "runc"]);
     let pod = p.pod("plain");
     let pod_id =
         p.rt.run_pod_sandbox(RunPodSandboxRequest {
@@ -1297,6 +1303,35 @@ async fn runtime_handlers_pick_the_oci_runtime() {
     let c = run_container(&mut p, &pod_id, &pod, cc).await;
     let (out, _, code) = exec(&mut p, &c, &["/bin/busybox", "echo", "hi"]).await;
     assert_eq!((out.as_str(), code), ("hi\n", 0));
+
+    // A handler naming another runtime binary (here runc by its path) gets
+    // the built-in pause to run itself, rather than the shim starting it.
+    let pod = p.pod("bypath");
+    let bypath =
+        p.rt.run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(pod.clone()),
+            runtime_handler: "bypath".into(),
+        })
+        .await
+        .expect("run pod with handler bypath")
+        .into_inner()
+        .pod_sandbox_id;
+    let list = std::process::Command::new("runc")
+        .arg("--root")
+        .arg(p.d.dir().join("runc/k8s.io"))
+        .arg("list")
+        .output()
+        .expect("runc list");
+    let list = String::from_utf8_lossy(&list.stdout).into_owned();
+    assert!(list.contains(&bypath), "{list}");
+    assert!(
+        !list.contains(&pod_id),
+        "the default runtime's pause: {list}"
+    );
+    let cc = p.container("c", &["/bin/busybox", "sleep", "1000"]);
+    let c = run_container(&mut p, &bypath, &pod, cc).await;
+    let (out, _, code) = exec(&mut p, &c, &["/bin/busybox", "hostname"]).await;
+    assert_eq!((out.as_str(), code), ("bypath\n", 0));
 
     // The crun handler's pods run with crun: listed in crun's state under
     // the root the shim gives the runtime, or, where crun cannot run
@@ -1333,7 +1368,7 @@ async fn runtime_handlers_pick_the_oci_runtime() {
                     .expect("list")
                     .into_inner()
                     .items;
-            assert_eq!(pods.len(), 1, "the failed pod is undone");
+            assert_eq!(pods.len(), 2, "the failed pod is undone");
         }
     }
     let e =
@@ -1709,5 +1744,139 @@ async fn containers_that_exit_at_once_are_seen_exiting() {
         );
     }
     remove_all(&mut p).await;
+    assert_nothing_left(&p);
+}
+
+/// The pid of task `id` as `ctr -n k8s.io tasks ls` shows it.
+fn task_pid(p: &Pods, id: &str) -> (u32, String) {
+    let tasks = p.d.ctr_ok(&["tasks", "ls"]);
+    let line = tasks
+        .lines()
+        .find(|l| l.starts_with(id))
+        .unwrap_or_else(|| panic!("task {id} in {tasks}"));
+    let mut cols = line.split_whitespace().skip(1);
+    let pid = cols.next().and_then(|p| p.parse().ok()).expect("pid");
+    (pid, cols.next().unwrap_or_default().to_owned())
+}
+
+fn ns_link(pid: u32, ns: &str) -> std::path::PathBuf {
+    std::fs::read_link(format!("/proc/{pid}/ns/{ns}")).expect("namespace link")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_built_in_pause_holds_the_pods_namespaces_with_no_privileges() {
+    use std::os::unix::fs::MetadataExt;
+    if !have_tools() {
+        return;
+    }
+    let mut p = Pods::start("").await;
+    let mut pod = p.pod("held");
+    pod.hostname = "held-host".into();
+    if let Some(l) = pod.linux.as_mut() {
+        l.sysctls
+            .insert("net.ipv4.ip_unprivileged_port_start".into(), "0".into());
+    }
+    let pod_id = run_pod(&mut p, pod.clone()).await;
+    let (pid, status) = task_pid(&p, &pod_id);
+    assert_eq!(status, "RUNNING");
+    // It runs the pause, as no runtime's container: the shim started it.
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).expect("cmdline");
+    assert_eq!(cmdline, b"/pause\0");
+    let runc = std::process::Command::new("runc")
+        .arg("--root")
+        .arg(p.d.dir().join("runc/k8s.io"))
+        .arg("list")
+        .output()
+        .expect("runc list");
+    assert!(
+        !String::from_utf8_lossy(&runc.stdout).contains(&pod_id),
+        "{}",
+        String::from_utf8_lossy(&runc.stdout)
+    );
+    // No capability in any set, no new privileges.
+    let proc_status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    for set in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"] {
+        assert!(
+            proc_status.contains(&format!("{set}:\t0000000000000000")),
+            "{set}: {proc_status}"
+        );
+    }
+    assert!(proc_status.contains("NoNewPrivs:\t1"), "{proc_status}");
+    // Its own mount, PID, IPC and UTS namespaces; the pod's network one.
+    for ns in ["mnt", "pid", "ipc", "uts"] {
+        assert_ne!(ns_link(pid, ns), ns_link(std::process::id(), ns), "{ns}");
+    }
+    let netns = p.d.dir().join("state/cri/netns").join(&pod_id);
+    let ino = std::fs::metadata(&netns).expect("pod netns").ino();
+    assert_eq!(
+        ns_link(pid, "net").display().to_string(),
+        format!("net:[{ino}]")
+    );
+    // Its root holds the pause (and its libraries) alone, read-only.
+    let root = std::path::PathBuf::from(format!("/proc/{pid}/root"));
+    let entries: Vec<String> = std::fs::read_dir(&root)
+        .expect("root")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(entries.contains(&"pause".to_owned()), "{entries:?}");
+    for absent in ["etc", "bin", "proc", "root", "tmp"] {
+        assert!(!entries.contains(&absent.to_owned()), "{entries:?}");
+    }
+    let write = std::fs::write(root.join("x"), "x").expect_err("a read-only root");
+    assert_eq!(
+        write.raw_os_error(),
+        Some(nix::errno::Errno::EROFS as i32),
+        "{write}"
+    );
+    // In the pod's cgroup.
+    let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).expect("cgroup");
+    let leaf = format!("{}/{pod_id}", p.cgroup_parent("held"));
+    assert!(cgroup.contains(&leaf), "{leaf} in {cgroup}");
+    // A container of the pod sees the pod's hostname and sysctl.
+    let c = p.container("look", &["/bin/busybox", "sleep", "1000"]);
+    let look = run_container(&mut p, &pod_id, &pod, c).await;
+    assert_eq!(
+        exec(&mut p, &look, &["/bin/busybox", "hostname"]).await.0,
+        "held-host\n"
+    );
+    assert_eq!(
+        exec(
+            &mut p,
+            &look,
+            &[
+                "/bin/busybox",
+                "cat",
+                "/proc/sys/net/ipv4/ip_unprivileged_port_start"
+            ]
+        )
+        .await
+        .0,
+        "0\n"
+    );
+    // Pause and resume through ctr freeze and thaw its cgroup.
+    p.d.ctr_ok(&["tasks", "pause", &pod_id]);
+    assert_eq!(task_pid(&p, &pod_id).1, "PAUSED");
+    p.d.ctr_ok(&["tasks", "resume", &pod_id]);
+    assert_eq!(task_pid(&p, &pod_id).1, "RUNNING");
+    // Stopping the pod ends the pause; removing it removes its cgroup.
+    p.rt.stop_pod_sandbox(StopPodSandboxRequest {
+        pod_sandbox_id: pod_id.clone(),
+    })
+    .await
+    .expect("stop pod");
+    assert!(
+        !std::path::Path::new(&format!("/proc/{pid}/cmdline")).exists()
+            || std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default() != cmdline,
+        "the pause ended"
+    );
+    remove_all(&mut p).await;
+    let dirs: Vec<_> = std::fs::read_dir("/sys/fs/cgroup")
+        .expect("cgroup roots")
+        .flatten()
+        .map(|h| h.path().join(leaf.trim_start_matches('/')))
+        .filter(|d| d.exists())
+        .collect();
+    assert!(dirs.is_empty(), "{dirs:?}");
     assert_nothing_left(&p);
 }

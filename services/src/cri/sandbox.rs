@@ -440,10 +440,15 @@ impl Cri {
         let files = self.pod_files(sandbox);
         let rootfs = dir.join("rootfs");
         let pause = match image {
+            // Started by the shim itself when the pod runs on the default
+            // runtime; another runtime handler (a VM's, say) may need its
+            // runtime to hold the sandbox, so it gets the pause to run.
             None => spec::Pause::BuiltIn {
                 rootfs: &rootfs,
                 binary: pause,
                 libraries,
+                by_shim: self.runtime_binary(&sandbox.state.runtime_handler)
+                    == self.runtime_binary(""),
             },
             Some(i) => {
                 self.prepare_snapshot(&id, &i.chain_id, lease.unwrap_or_default())

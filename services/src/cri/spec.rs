@@ -207,6 +207,9 @@ pub enum Pause<'a> {
         binary: &'a Path,
         /// What it needs.
         libraries: &'a [PathBuf],
+        /// Whether the shim may start it itself rather than through the
+        /// OCI runtime (the pod runs on the default runtime).
+        by_shim: bool,
     },
     /// A configured sandbox image, its root a snapshot (`rootfs` in the
     /// bundle), run as its config says.
@@ -317,6 +320,13 @@ pub fn sandbox(input: &SandboxInput<'_>) -> Result<Vec<u8>, Status> {
         "io.kubernetes.cri.sandbox-log-directory".to_owned(),
         c.log_directory.clone(),
     );
+    if matches!(input.pause, Pause::BuiltIn { by_shim: true, .. }) {
+        // The shim may start this one itself rather than through runc.
+        annotations.insert(
+            hull_proto::headers::BUILTIN_PAUSE.to_owned(),
+            "true".to_owned(),
+        );
+    }
     spec["annotations"] = json!(annotations);
     finish(spec)
 }
