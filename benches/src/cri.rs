@@ -41,6 +41,17 @@ struct Setup {
     subnet: String,
 }
 
+impl Drop for Setup {
+    /// The bridge plugin never removes its bridge: the run does, however
+    /// it ends.
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["link", "delete", &self.bridge])
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
 impl Setup {
     fn new() -> Result<Setup> {
         let registry = Registry::start("");
@@ -541,11 +552,5 @@ pub async fn main_cri(quick: bool) -> Result<()> {
         h.shims,
         c.as_ref().map_or(0, |c| c.shims)
     );
-    // The bridge plugin never removes its bridge.
-    let _ = Command::new("ip")
-        .args(["link", "delete", &setup.bridge])
-        .stderr(Stdio::null())
-        .status();
-    drop(setup.registry);
     Ok(())
 }

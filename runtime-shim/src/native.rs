@@ -643,24 +643,29 @@ fn launch() -> Result<i32, String> {
 /// this process there. A new cpuset cgroup of v1 starts with no CPUs and
 /// no memory nodes; it gets its parent's, as the runtime does.
 fn join_cgroup(path: &str) -> Result<(), String> {
+    join_cgroup_in(&crate::cgroup::roots(), path, std::process::id())
+}
+
+/// [`join_cgroup`] for pid `pid` in the hierarchies mounted at `roots`.
+fn join_cgroup_in(roots: &[PathBuf], path: &str, pid: u32) -> Result<(), String> {
     let rel = path.trim_start_matches('/');
     if rel.is_empty() {
         return Ok(());
     }
-    let me = std::process::id().to_string();
-    for root in crate::cgroup::roots() {
+    let me = pid.to_string();
+    for root in roots {
         let mut dir = root.clone();
         for part in Path::new(rel).components() {
             let parent = dir.clone();
             dir.push(part);
-            if dir.is_dir() {
-                continue;
-            }
             match std::fs::create_dir(&dir) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
                 Err(e) => return Err(format!("create cgroup {}: {e}", dir.display())),
             }
+            // Every level, made here or not: one another pod's start has
+            // just made may not have its CPUs yet (copying the same values
+            // twice is harmless).
             for file in ["cpuset.cpus", "cpuset.mems"] {
                 let own = std::fs::read_to_string(dir.join(file)).unwrap_or_default();
                 if dir.join(file).exists() && own.trim().is_empty() {
@@ -998,6 +1003,46 @@ mod tests {
         assert!(!runtime(
             serde_json::json!({"linux": {"namespaces": [{"type": "mount"}]}})
         ));
+    }
+
+    #[test]
+    fn a_cpuset_level_another_start_just_made_gets_its_parents_cpus() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path().join("cpuset");
+        // The parent exists (another pod's start made it) but has no CPUs
+        // yet, as the kernel makes it; so has the leaf.
+        std::fs::create_dir_all(root.join("pods/p1")).unwrap();
+        std::fs::write(root.join("cpuset.cpus"), "0-1\n").unwrap();
+        std::fs::write(root.join("cpuset.mems"), "0\n").unwrap();
+        for d in ["pods", "pods/p1"] {
+            std::fs::write(root.join(d).join("cpuset.cpus"), "").unwrap();
+            std::fs::write(root.join(d).join("cpuset.mems"), "").unwrap();
+        }
+        join_cgroup_in(&[root.clone()], "/pods/p1", 4242).unwrap();
+        for d in ["pods", "pods/p1"] {
+            let read = |f: &str| std::fs::read_to_string(root.join(d).join(f)).unwrap();
+            assert_eq!(
+                (read("cpuset.cpus"), read("cpuset.mems")),
+                ("0-1".into(), "0".into())
+            );
+        }
+        assert_eq!(
+            std::fs::read_to_string(root.join("pods/p1/cgroup.procs")).unwrap(),
+            "4242"
+        );
+        // A level with CPUs of its own keeps them.
+        std::fs::write(root.join("pods/cpuset.cpus"), "1").unwrap();
+        std::fs::create_dir_all(root.join("pods/p2")).unwrap();
+        std::fs::write(root.join("pods/p2/cpuset.cpus"), "").unwrap();
+        join_cgroup_in(&[root.clone()], "/pods/p2", 1).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(root.join("pods/cpuset.cpus")).unwrap(),
+            "1"
+        );
+        assert_eq!(
+            std::fs::read_to_string(root.join("pods/p2/cpuset.cpus")).unwrap(),
+            "1"
+        );
     }
 
     #[test]
