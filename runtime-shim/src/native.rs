@@ -640,7 +640,7 @@ fn launch() -> Result<i32, String> {
 }
 
 /// Makes `path` (and its missing parents) in every hierarchy and moves
-/// this process there. A new cpuset cgroup of v1 starts with no CPUs and
+/// this (single-threaded) process there. A new cpuset cgroup of v1 starts with no CPUs and
 /// no memory nodes; it gets its parent's, as the runtime does.
 fn join_cgroup(path: &str) -> Result<(), String> {
     join_cgroup_in(&crate::cgroup::roots(), path, std::process::id())
@@ -675,8 +675,17 @@ fn join_cgroup_in(roots: &[PathBuf], path: &str, pid: u32) -> Result<(), String>
                 }
             }
         }
-        let procs = dir.join("cgroup.procs");
-        std::fs::write(&procs, &me).map_err(fail_io(format!("join {}", procs.display())))?;
+        // On v1, the helper's one thread moves itself through `tasks`
+        // ("0": the writer), which spares the global lock a process
+        // migration takes (several ms, once per burst of migrations); its
+        // fork inherits the cgroup all the same. v2 moves processes only.
+        let tasks = dir.join("tasks");
+        let (file, who) = if tasks.exists() {
+            (tasks, "0")
+        } else {
+            (dir.join("cgroup.procs"), me.as_str())
+        };
+        std::fs::write(&file, who).map_err(fail_io(format!("join {}", file.display())))?;
     }
     Ok(())
 }
@@ -1018,7 +1027,7 @@ mod tests {
             std::fs::write(root.join(d).join("cpuset.cpus"), "").unwrap();
             std::fs::write(root.join(d).join("cpuset.mems"), "").unwrap();
         }
-        join_cgroup_in(&[root.clone()], "/pods/p1", 4242).unwrap();
+        join_cgroup_in(std::slice::from_ref(&root), "/pods/p1", 4242).unwrap();
         for d in ["pods", "pods/p1"] {
             let read = |f: &str| std::fs::read_to_string(root.join(d).join(f)).unwrap();
             assert_eq!(
@@ -1030,11 +1039,18 @@ mod tests {
             std::fs::read_to_string(root.join("pods/p1/cgroup.procs")).unwrap(),
             "4242"
         );
+        // A v1 hierarchy: the thread moves itself.
+        std::fs::write(root.join("pods/p1/tasks"), "").unwrap();
+        join_cgroup_in(std::slice::from_ref(&root), "/pods/p1", 4242).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(root.join("pods/p1/tasks")).unwrap(),
+            "0"
+        );
         // A level with CPUs of its own keeps them.
         std::fs::write(root.join("pods/cpuset.cpus"), "1").unwrap();
         std::fs::create_dir_all(root.join("pods/p2")).unwrap();
         std::fs::write(root.join("pods/p2/cpuset.cpus"), "").unwrap();
-        join_cgroup_in(&[root.clone()], "/pods/p2", 1).unwrap();
+        join_cgroup_in(std::slice::from_ref(&root), "/pods/p2", 1).unwrap();
         assert_eq!(
             std::fs::read_to_string(root.join("pods/cpuset.cpus")).unwrap(),
             "1"
