@@ -32,7 +32,8 @@ use super::{start_hulld_with, wait_ready, which, Server};
 
 /// What both daemons are given.
 struct Setup {
-    registry: Registry,
+    /// Serves the images until the run ends.
+    _registry: Registry,
     dir: tempfile::TempDir,
     image: String,
     pause: String,
@@ -80,7 +81,7 @@ impl Setup {
         Ok(Setup {
             image: format!("{}/bench/busybox:1", registry.host),
             pause: format!("{}/bench/pause:1", registry.host),
-            registry,
+            _registry: registry,
             dir,
             certs,
             bridge,
