@@ -57,7 +57,8 @@ fn driven(mountinfo: &str) -> Vec<PathBuf> {
     }
 }
 
-/// The mount points of [`driven`]'s hierarchies on this host (none when
+/// The mount points of the hierarchies cgroups are driven through on this
+/// host: the v1 ones on a v1 or hybrid host, else the unified one (none when
 /// the mount table cannot be read).
 pub fn roots() -> Vec<PathBuf> {
     driven(&std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default())

@@ -329,7 +329,7 @@ pub struct Finished {
 }
 
 /// Spawns `cmd` (`binary`'s `command`, for errors) with `io`, and waits
-/// for it through the reaper, killing it after [`TIMEOUT`].
+/// for it through the reaper, killing it after a minute.
 ///
 /// # Errors
 /// When it cannot be started, times out, or its exit is lost.
