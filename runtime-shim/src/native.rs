@@ -384,17 +384,13 @@ fn send(pid: u32, signal: u32) -> Result<(), PauseError> {
 }
 
 impl Pause {
-    /// Starts the pause of `bundle` through the helper; writes its pid to
-    /// `pid_file` and the marker, as the runtime leaves its state.
+    /// Starts the pause of `bundle` through the helper, which leaves its
+    /// pid in the bundle's `init.pid` and the [`MARKER`] beside it, as the
+    /// runtime leaves its state.
     ///
     /// # Errors
     /// When the helper cannot be started or reports a failure.
-    pub async fn start(
-        monitor: &Monitor,
-        bundle: &Path,
-        pid_file: &Path,
-        cgroup: &str,
-    ) -> Result<Pause, RuncError> {
+    pub async fn start(monitor: &Monitor, bundle: &Path, cgroup: &str) -> Result<Pause, RuncError> {
         let mut cmd = Command::new("/proc/self/exe");
         cmd.arg0("hull-shim").arg(SUBCOMMAND).current_dir(bundle);
         let done = runc::call(monitor, cmd, "hull-shim", SUBCOMMAND, CallIo::Capture).await?;
@@ -408,14 +404,6 @@ impl Pause {
                 message: String::from_utf8_lossy(&done.stderr).trim().to_owned(),
             });
         };
-        let write = |path: &Path, text: String| {
-            std::fs::write(path, text).map_err(|source| RuncError::Spawn {
-                binary: format!("write {}", path.display()),
-                source,
-            })
-        };
-        write(pid_file, pid.to_string())?;
-        write(&bundle.join(MARKER), String::new())?;
         Ok(Pause {
             pid,
             cgroups: cgroup_dirs(cgroup),
@@ -505,10 +493,10 @@ fn remove_cgroups(dirs: &[PathBuf]) {
 
 /// After the shim died: ends the pause it started in the current bundle
 /// (if it is still that pause) and removes its cgroup. Does nothing in a
-/// bundle whose init the runtime started.
-pub fn remove_orphan(bundle: &Path) {
+/// bundle whose init the runtime started; returns whether it was a pause's.
+pub fn remove_orphan(bundle: &Path) -> bool {
     if !bundle.join(MARKER).exists() {
-        return;
+        return false;
     }
     let plan = plan_for(bundle);
     let pid = std::fs::read_to_string(bundle.join("init.pid"))
@@ -531,15 +519,27 @@ pub fn remove_orphan(bundle: &Path) {
     if let Some(plan) = plan {
         remove_cgroups(&cgroup_dirs(&plan.cgroup));
     }
+    true
 }
 
 // ---- the helper: runs in its own fresh process, before any thread ----
 
 /// `hull-shim pause-init`: starts the pause of the bundle in the current
-/// directory; prints its pid. Returns the exit code.
+/// directory; leaves its pid in `init.pid` and the [`MARKER`], and prints
+/// the pid. Returns the exit code.
 pub fn init() -> i32 {
     match launch() {
         Ok(pid) => {
+            let recorded = std::fs::write("init.pid", pid.to_string())
+                .and_then(|()| std::fs::write(MARKER, ""));
+            if let Err(e) = recorded {
+                eprintln!("record the pause's pid in the bundle: {e}");
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+                return 1;
+            }
             let mut out = std::io::stdout();
             if write!(out, "{pid}").and_then(|()| out.flush()).is_err() {
                 return 1;

@@ -425,14 +425,17 @@ impl TaskService {
             && req.stdout.is_empty()
             && req.stderr.is_empty();
         let (kill_all_on_exit, native_cgroup) = {
-            let bundle = bundle.clone();
+            let config = bundle.join("config.json");
             blocking(move || {
-                let config = bundle.join("config.json");
+                // One read of the spec for both questions.
+                let Ok(text) = std::fs::read(&config) else {
+                    return Ok((true, None));
+                };
                 let native = native_wanted
-                    .then(|| crate::native::plan_for(&bundle))
+                    .then(|| crate::native::plan(&text))
                     .flatten()
                     .map(|p| p.cgroup);
-                Ok((shares_pid_namespace(&config), native))
+                Ok((shares_pid_namespace(&text), native))
             })
             .await?
         };
@@ -448,8 +451,7 @@ impl TaskService {
         let prepared = began.elapsed();
         let (io, native) = match native_cgroup {
             Some(cgroup) => {
-                let pause =
-                    crate::native::Pause::start(&self.monitor, &bundle, &pid_file, &cgroup).await?;
+                let pause = crate::native::Pause::start(&self.monitor, &bundle, &cgroup).await?;
                 (None, Some(Arc::new(pause)))
             }
             None => {
@@ -468,11 +470,16 @@ impl TaskService {
                 (Some(io), None)
             }
         };
-        let pid = blocking({
-            let pid_file = pid_file.clone();
-            move || crate::runc::read_pid(&pid_file).map_err(io_err("read", &pid_file))
-        })
-        .await?;
+        let pid = match &native {
+            Some(pause) => pause.pid,
+            None => {
+                blocking({
+                    let pid_file = pid_file.clone();
+                    move || crate::runc::read_pid(&pid_file).map_err(io_err("read", &pid_file))
+                })
+                .await?
+            }
+        };
         std::mem::forget(guard);
         tracing::debug!(
             container_id = %id,
@@ -1314,11 +1321,8 @@ struct NamespaceEntry {
 /// in `linux.namespaces`, or one joined by path (another container's, the
 /// host's). Its processes then outlive init unless killed. As containerd's
 /// `ShouldKillAllOnExit`, a spec that cannot be read counts as sharing.
-fn shares_pid_namespace(path: &Path) -> bool {
-    let Ok(text) = std::fs::read(path) else {
-        return true;
-    };
-    let Ok(doc) = Object::parse(&text) else {
+fn shares_pid_namespace(text: &[u8]) -> bool {
+    let Ok(doc) = Object::parse(text) else {
         return true;
     };
     let namespaces: Vec<NamespaceEntry> = match doc.object("linux") {

@@ -279,17 +279,18 @@ fn shim_cgroup(options: &[u8]) -> std::io::Result<Option<String>> {
 pub fn delete(args: &Args) -> std::io::Result<Vec<u8>> {
     let bundle = std::env::current_dir()?;
     // A pause the shim started itself is not the runtime's to delete.
-    crate::native::remove_orphan(&bundle);
-    let status = Command::new("runc")
-        .arg("--root")
-        .arg(args.runc_root())
-        .args(["delete", "--force", &args.id])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
-    if let Err(e) = status {
-        eprintln!("hull-shim delete: runc: {e}");
+    if !crate::native::remove_orphan(&bundle) {
+        let status = Command::new("runc")
+            .arg("--root")
+            .arg(args.runc_root())
+            .args(["delete", "--force", &args.id])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        if let Err(e) = status {
+            eprintln!("hull-shim delete: runc: {e}");
+        }
     }
     let rootfs = bundle.join("rootfs");
     // Not mounted is fine: the shim may have died before mounting.

@@ -167,7 +167,7 @@ impl Cri {
             std::time::SystemTime::now() + Duration::from_secs(24 * 3600),
         )
         .to_string();
-        let labels = BTreeMap::from([("containerd.io/gc.expire".to_owned(), expire)]);
+        let labels = BTreeMap::from([(hull_proto::labels::GC_EXPIRE.to_owned(), expire)]);
         let (db, ns) = (self.db.clone(), self.ns.clone());
         blocking(move || {
             db.create_lease(&ns, "", labels)
