@@ -79,6 +79,8 @@ pub struct Container {
     /// Created and started by one runtime call (the caller asked for it):
     /// the Start that follows only reports the pid.
     pub started_by_create: bool,
+    /// Its start may skip the runtime process (see [`Runc::start`]).
+    pub direct_start: bool,
     /// A delete is under way: a second one (two clients racing) finds
     /// nothing to delete instead of undoing the first one's work twice.
     pub deleting: bool,

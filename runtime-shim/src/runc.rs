@@ -219,11 +219,44 @@ impl Runc {
         self.run(command, args, spawn.io).await.map(drop)
     }
 
-    /// `start`: lets the init process run.
-    pub async fn start(&self, id: &str) -> Result<()> {
+    /// `start`: lets the init process (`pid`) run.
+    ///
+    /// A created runc container's init waits to open `exec.fifo` in the
+    /// container's state directory for writing; `runc start` opens it for
+    /// reading, reads the byte init writes before it execs, and removes
+    /// the FIFO, which is how runc tells a running container from a
+    /// created one. With `direct` (runc, and a spec without poststart
+    /// hooks, which newer runc runs at start) the shim does exactly that
+    /// itself and spares a runtime process per start. Anything else, or a
+    /// FIFO that is not there (a container not in the created state), goes
+    /// to the runtime, whose error then says why.
+    pub async fn start(&self, id: &str, pid: u32, direct: bool) -> Result<()> {
+        if direct && self.is_runc() {
+            let fifo = self.root.join(id).join("exec.fifo");
+            let released = tokio::task::spawn_blocking(move || release_init(&fifo, pid)).await;
+            match released {
+                Ok(Released::Started) => return Ok(()),
+                Ok(Released::Dead) => {
+                    return Err(RuncError::Failed {
+                        binary: self.binary.clone(),
+                        command: "start",
+                        status: 1,
+                        // runc's own words for this case.
+                        message: "container process is already dead".into(),
+                    });
+                }
+                Ok(Released::NotCreated) | Err(_) => {}
+            }
+        }
         self.run("start", vec![id.into()], CallIo::Capture)
             .await
             .map(drop)
+    }
+
+    /// Whether the binary is runc, whose `exec.fifo` handshake
+    /// [`Runc::start`] knows.
+    fn is_runc(&self) -> bool {
+        Path::new(&self.binary).file_name() == Some(std::ffi::OsStr::new("runc"))
     }
 
     /// `exec --detach`: runs `process` (a JSON process spec file) in the
@@ -315,6 +348,90 @@ impl Runc {
                 source,
             })?;
         Ok(event.data)
+    }
+}
+
+/// How a direct start ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Released {
+    /// Init read its go-ahead and went on to exec.
+    Started,
+    /// Init died before it could.
+    Dead,
+    /// No FIFO to open: the container is not waiting to start.
+    NotCreated,
+}
+
+/// Opens runc's exec FIFO for reading, takes what init writes there, and
+/// removes the FIFO, as `runc start` does. While init has not opened its
+/// end, its pid is checked every 100 ms so that a dead init is noticed.
+fn release_init(fifo: &Path, pid: u32) -> Released {
+    use nix::fcntl::{open, OFlag};
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use std::os::fd::AsFd;
+
+    // Non-blocking, so that the open itself never waits for a writer; a
+    // FIFO opened so reports hang-up only after a writer came and went.
+    let flags = OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC;
+    let fd = match open(fifo, flags, nix::sys::stat::Mode::empty()) {
+        Ok(fd) => fd,
+        Err(_) => return Released::NotCreated,
+    };
+    let mut got = 0usize;
+    let mut buf = [0u8; 64];
+    let mut read_some = |got: &mut usize| -> bool {
+        // True at the end of the stream (the writer closed its end).
+        loop {
+            match nix::unistd::read(fd.as_fd(), &mut buf) {
+                Ok(0) => return true,
+                Ok(n) => *got += n,
+                Err(nix::Error::EINTR) => {}
+                Err(_) => return false,
+            }
+        }
+    };
+    loop {
+        let ready = {
+            let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+            match poll(&mut fds, PollTimeout::from(100u16)) {
+                Ok(n) => n > 0,
+                Err(nix::Error::EINTR) => continue,
+                Err(_) => return Released::NotCreated,
+            }
+        };
+        if ready {
+            if read_some(&mut got) {
+                break;
+            }
+            continue;
+        }
+        if !alive(pid) {
+            // It may have written and exited between two polls.
+            read_some(&mut got);
+            if got == 0 {
+                return Released::Dead;
+            }
+            break;
+        }
+    }
+    // runc removes the FIFO even when init wrote nothing (then it reports
+    // the container already running): it has no use any more either way.
+    let _ = std::fs::remove_file(fifo);
+    if got == 0 {
+        return Released::Dead;
+    }
+    Released::Started
+}
+
+/// Whether `pid` is a live process (not gone, not a zombie).
+fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the command's closing parenthesis.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.trim_start().chars().next())
+            .is_some_and(|state| state != 'Z' && state != 'X'),
+        Err(_) => false,
     }
 }
 
@@ -444,4 +561,73 @@ pub fn read_pid(path: &Path) -> std::io::Result<u32> {
     text.trim()
         .parse()
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "pid file holds no pid"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn fifo_in(dir: &Path) -> PathBuf {
+        let path = dir.join("exec.fifo");
+        nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        path
+    }
+
+    #[test]
+    fn a_waiting_init_is_released_and_the_fifo_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = fifo_in(dir.path());
+        // Stands in for runc init: it blocks opening its end, writes its
+        // byte, closes.
+        let writer = {
+            let fifo = fifo.clone();
+            std::thread::spawn(move || {
+                let mut f = std::fs::OpenOptions::new().write(true).open(fifo).unwrap();
+                f.write_all(b"0").unwrap();
+            })
+        };
+        assert_eq!(release_init(&fifo, std::process::id()), Released::Started);
+        writer.join().unwrap();
+        assert!(
+            !fifo.exists(),
+            "runc tells created from running by the FIFO"
+        );
+    }
+
+    #[test]
+    fn a_dead_init_is_reported_not_waited_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = fifo_in(dir.path());
+        let mut child = Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        child.wait().unwrap();
+        let began = std::time::Instant::now();
+        assert_eq!(release_init(&fifo, pid), Released::Dead);
+        assert!(began.elapsed() < Duration::from_secs(5));
+    }
+
+    #[test]
+    fn no_fifo_leaves_the_start_to_the_runtime() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("exec.fifo");
+        assert_eq!(
+            release_init(&fifo, std::process::id()),
+            Released::NotCreated
+        );
+    }
+
+    #[test]
+    fn poststart_hooks_keep_the_runtimes_start() {
+        use crate::service::has_poststart_hooks;
+        assert!(!has_poststart_hooks(br#"{"ociVersion":"1.0.2"}"#));
+        assert!(!has_poststart_hooks(
+            br#"{"hooks":{"prestart":[{"path":"/x"}]}}"#
+        ));
+        assert!(!has_poststart_hooks(br#"{"hooks":{"poststart":[]}}"#));
+        assert!(has_poststart_hooks(
+            br#"{"hooks":{"poststart":[{"path":"/x"}]}}"#
+        ));
+        assert!(has_poststart_hooks(b"not json"));
+    }
 }

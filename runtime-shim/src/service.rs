@@ -424,18 +424,22 @@ impl TaskService {
             && req.stdin.is_empty()
             && req.stdout.is_empty()
             && req.stderr.is_empty();
-        let (kill_all_on_exit, native_cgroup) = {
+        let (kill_all_on_exit, native_cgroup, direct_start) = {
             let config = bundle.join("config.json");
             blocking(move || {
-                // One read of the spec for both questions.
+                // One read of the spec for all three questions.
                 let Ok(text) = std::fs::read(&config) else {
-                    return Ok((true, None));
+                    return Ok((true, None, false));
                 };
                 let native = native_wanted
                     .then(|| crate::native::plan(&text))
                     .flatten()
                     .map(|p| p.cgroup);
-                Ok((shares_pid_namespace(&text), native))
+                Ok((
+                    shares_pid_namespace(&text),
+                    native,
+                    !has_poststart_hooks(&text),
+                ))
             })
             .await?
         };
@@ -501,6 +505,7 @@ impl TaskService {
             init,
             execs: Default::default(),
             started_by_create: and_start,
+            direct_start,
             deleting: false,
         };
         self.lock().containers.insert(id.clone(), container);
@@ -623,7 +628,7 @@ impl TaskService {
     }
 
     async fn start(&self, req: api::StartRequest) -> Result<api::StartResponse> {
-        let (runc, bundle, status, spec, stdio) = {
+        let (runc, bundle, status, spec, stdio, direct) = {
             let mut state = self.lock();
             let c = state
                 .containers
@@ -649,6 +654,7 @@ impl TaskService {
                 p.status,
                 p.spec.clone(),
                 p.stdio.clone(),
+                c.direct_start,
             )
         };
         let who = if req.exec_id.is_empty() {
@@ -666,8 +672,8 @@ impl TaskService {
             });
         }
         if req.exec_id.is_empty() {
-            runc.start(&req.id).await?;
             let pid = self.pid_of(&req.id, "");
+            runc.start(&req.id, pid, direct).await?;
             let early = self.set_pid(&req.id, "", pid, Status::Running);
             self.publish(
                 "/tasks/start",
@@ -1336,6 +1342,23 @@ fn shares_pid_namespace(text: &[u8]) -> bool {
     !namespaces
         .iter()
         .any(|n| n.kind == "pid" && n.path.as_deref().unwrap_or("").is_empty())
+}
+
+/// Whether the spec has poststart hooks: runc 1.1 runs them at create,
+/// later runc at start, so such a container is started by the runtime.
+/// A spec that cannot be read counts as having them.
+pub(crate) fn has_poststart_hooks(text: &[u8]) -> bool {
+    let Ok(doc) = Object::parse(text) else {
+        return true;
+    };
+    match doc.object("hooks") {
+        Ok(Some(hooks)) => match hooks.get::<Vec<serde_json::Value>>("poststart") {
+            Ok(list) => !list.unwrap_or_default().is_empty(),
+            Err(_) => true,
+        },
+        Ok(None) => false,
+        Err(_) => true,
+    }
 }
 
 fn to_status(e: ShimError) -> hull_ttrpc::Status {

@@ -213,6 +213,16 @@ async fn detached_task_verbs() {
     );
     let ps = d.ctr_ok(&["tasks", "ps", "v1"]);
     assert!(ps.lines().count() >= 2, "{ps}");
+    // The runtime agrees that the shim started it: `runc state` says
+    // running, not created.
+    let state = std::process::Command::new("runc")
+        .arg("--root")
+        .arg(d.dir().join("runc").join(&d.ns))
+        .args(["state", "v1"])
+        .output()
+        .expect("runc state");
+    let state = String::from_utf8_lossy(&state.stdout);
+    assert!(state.contains("\"status\": \"running\""), "{state}");
     let out = d.ctr_ok(&[
         "tasks",
         "exec",
