@@ -5,8 +5,8 @@
 //! A [`Cni`] holds where plugins, network configs and state live. Networks
 //! are CNI config lists ([`Network`]); a container's network namespace is a
 //! file a namespace is bind-mounted on ([`netns`]). [`Cni::add`] runs a
-//! network's plugins in order (the `loopback` plugin beside them), caching the
-//! result and the runtime config; [`Cni::del`] runs them in reverse with
+//! network's plugins in order (the namespace's `lo` is up from its
+//! creation), caching the result and the runtime config; [`Cni::del`] runs them in reverse with
 //! what was cached, so teardown is idempotent and leaves no iptables rules
 //! or IP allocations behind even when the namespace is already gone.
 
@@ -127,7 +127,7 @@ impl Cni {
 
     /// Whether the plugins networks need are installed.
     pub fn missing_plugins(&self) -> Vec<&'static str> {
-        ["bridge", "host-local", "loopback", "portmap"]
+        ["bridge", "host-local", "portmap"]
             .into_iter()
             .filter(|p| self.find_plugin(p).is_none())
             .collect()
@@ -248,28 +248,8 @@ impl Cni {
         ports: &[PortMapping],
     ) -> Result<Attachment, CniError> {
         let ns = netns.to_string_lossy().into_owned();
-        // The loopback touches only `lo` inside the namespace: it comes up
-        // while the network's plugins run (as containerd attaches its
-        // networks side by side).
-        let lo = json!({"type": "loopback", "name": "lo", "cniVersion": CNI_VERSION});
-        let (lo_up, attached) = std::thread::scope(|scope| {
-            let lo_up = scope.spawn(|| self.exec("ADD", &lo, container, &ns, "lo"));
-            let attached = self.add_network(net, container, netns, &ns, ifname, ports);
-            let lo_up = lo_up.join().unwrap_or_else(|_| {
-                Err(CniError::Plugin {
-                    plugin: "loopback".to_owned(),
-                    command: "ADD",
-                    message: "the plugin's thread panicked".to_owned(),
-                })
-            });
-            (lo_up, attached)
-        });
-        let attached = attached?;
-        if let Err(e) = lo_up {
-            let _ = self.del(net, container, netns, ifname);
-            return Err(e);
-        }
-        Ok(attached)
+        // `lo` is up already: netns::create brought it up.
+        self.add_network(net, container, netns, &ns, ifname, ports)
     }
 
     /// The network's own plugins, in order; undone on failure.
