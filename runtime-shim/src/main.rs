@@ -146,9 +146,8 @@ fn serve(args: &Args) -> ExitCode {
         if own_socket.is_some() && socket_inode(&socket) == own_socket {
             let _ = std::fs::remove_file(&socket);
         }
+        // serve returned after the Shutdown reply was written.
         publisher.flush(Duration::from_secs(2)).await;
-        // Let the Shutdown reply reach the daemon before the socket goes.
-        tokio::time::sleep(Duration::from_millis(20)).await;
         ExitCode::SUCCESS
     });
     if own_socket.is_some() && socket_inode(&socket) == own_socket {

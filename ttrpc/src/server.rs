@@ -76,7 +76,56 @@ pub fn unimplemented(service: &str, method: &str) -> Status {
 #[derive(Default, Clone)]
 pub struct Server {
     services: HashMap<&'static str, Arc<dyn ServiceObj>>,
+    in_flight: Arc<InFlight>,
 }
+
+/// Requests received whose replies are not written yet.
+#[derive(Default)]
+struct InFlight {
+    count: std::sync::atomic::AtomicUsize,
+    idle: tokio::sync::Notify,
+}
+
+/// One request, from its frame being read until its reply is written.
+struct Pending(Arc<InFlight>);
+
+impl InFlight {
+    fn begin(self: &Arc<Self>) -> Pending {
+        self.count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Pending(self.clone())
+    }
+
+    /// Resolves once no request is waiting for its reply.
+    async fn drained(&self) {
+        loop {
+            let notified = self.idle.notified();
+            tokio::pin!(notified);
+            // Registered before the check, so a drop in between wakes it.
+            notified.as_mut().enable();
+            if self.count.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if self
+            .0
+            .count
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst)
+            == 1
+        {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+/// How long [`Server::serve`] waits, once told to stop, for replies still
+/// being made (a handler that never returns does not hold it longer).
+const DRAIN: std::time::Duration = std::time::Duration::from_millis(500);
 
 trait ServiceObj: Send + Sync {
     fn dispatch(
@@ -110,14 +159,21 @@ impl Server {
         self
     }
 
-    /// Accepts connections on `listener` until `shutdown` resolves. Running
-    /// connections keep being served until their peers hang up.
+    /// Accepts connections on `listener` until `shutdown` resolves, then
+    /// returns once every request received so far has had its reply
+    /// written (the reply to the request that asked for the shutdown
+    /// included), or after half a second. Running connections keep being
+    /// served until their peers hang up.
     pub async fn serve(self, listener: UnixListener, shutdown: impl Future<Output = ()>) {
         let this = Arc::new(self);
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
-                _ = &mut shutdown => return,
+                _ = &mut shutdown => {
+                    drop(listener);
+                    let _ = tokio::time::timeout(DRAIN, this.in_flight.drained()).await;
+                    return;
+                }
                 accepted = listener.accept() => match accepted {
                     Ok((stream, _)) => {
                         tokio::spawn(this.clone().connection(stream));
@@ -134,10 +190,12 @@ impl Server {
     /// Serves one connection until the peer closes it.
     pub async fn connection(self: Arc<Self>, stream: tokio::net::UnixStream) {
         let (mut read, mut write) = stream.into_split();
-        let (tx, mut rx) = mpsc::channel::<Vec<u8>>(64);
+        let (tx, mut rx) = mpsc::channel::<(Vec<u8>, Pending)>(64);
         let writer = tokio::spawn(async move {
-            while let Some(buf) = rx.recv().await {
-                if frame::write(&mut write, &buf).await.is_err() {
+            while let Some((buf, pending)) = rx.recv().await {
+                let written = frame::write(&mut write, &buf).await;
+                drop(pending);
+                if written.is_err() {
                     break;
                 }
             }
@@ -156,6 +214,7 @@ impl Server {
             }
             let this = self.clone();
             let tx = tx.clone();
+            let pending = self.in_flight.begin();
             tokio::spawn(async move {
                 let result = match Request::decode(f.payload.as_slice()) {
                     Ok(req) => this.handle(req).await,
@@ -176,8 +235,9 @@ impl Server {
                     },
                 };
                 let buf = frame::encode(f.stream, TYPE_RESPONSE, &resp.encode_to_vec());
-                // The connection may be gone; the reply has nowhere to go.
-                let _ = tx.send(buf).await;
+                // The connection may be gone; the reply has nowhere to go
+                // (and `pending` ends with it).
+                let _ = tx.send((buf, pending)).await;
             });
         }
         drop(tx);
@@ -345,5 +405,79 @@ mod tests {
             .await
             .unwrap_err();
         assert!(matches!(err, Error::Closed | Error::Io { .. }), "{err:?}");
+    }
+
+    /// Asks its server to stop from inside a call, as a shim's Shutdown.
+    struct Stopper(tokio::sync::watch::Sender<bool>);
+
+    impl Service for Stopper {
+        fn name(&self) -> &'static str {
+            "test.Stopper"
+        }
+        fn call(
+            self: Arc<Self>,
+            _ctx: Context,
+            method: String,
+            payload: Vec<u8>,
+        ) -> BoxFuture<Result<Vec<u8>, Status>> {
+            Box::pin(async move {
+                unary(payload, |s: Status| async move {
+                    self.0.send_replace(true);
+                    // The reply is made after the stop was asked for.
+                    tokio::task::yield_now().await;
+                    Ok(Status {
+                        code: s.code + 1,
+                        message: method,
+                        details: vec![],
+                    })
+                })
+                .await
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn the_reply_to_the_call_that_stops_the_server_is_written_before_serve_returns() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s");
+        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        // The server runs on a runtime of its own that is dropped as soon
+        // as serve returns, as a process exits: whatever it had not
+        // written by then is lost.
+        let server = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let (tx, mut rx) = tokio::sync::watch::channel(false);
+                let listener = UnixListener::from_std(listener).unwrap();
+                Server::new()
+                    .register(Arc::new(Stopper(tx)))
+                    .serve(listener, async move {
+                        let _ = rx.wait_for(|stop| *stop).await;
+                    })
+                    .await;
+            });
+            drop(rt);
+        });
+        let client = Client::connect(&path).await.unwrap();
+        let s = Status {
+            code: 41,
+            ..Default::default()
+        };
+        let r: Status = client
+            .call(
+                "test.Stopper",
+                "Stop",
+                &s,
+                vec![],
+                Some(std::time::Duration::from_secs(5)),
+            )
+            .await
+            .expect("the reply arrives");
+        assert_eq!((r.code, r.message.as_str()), (42, "Stop"));
+        server.join().unwrap();
     }
 }
