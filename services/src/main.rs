@@ -83,8 +83,18 @@ fn init_logging(cfg: &Config) {
             cfg.debug.level
         ))
     });
+    // At debug and trace every span (each RPC, each stage inside one)
+    // logs its wall time when it closes, so that anyone can see where a
+    // request's time goes.
+    let timed = matches!(cfg.debug.level.as_str(), "debug" | "trace");
+    let spans = if timed {
+        tracing_subscriber::fmt::format::FmtSpan::CLOSE
+    } else {
+        tracing_subscriber::fmt::format::FmtSpan::NONE
+    };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_span_events(spans)
         .with_writer(std::io::stderr);
     if cfg.debug.format == "json" {
         builder.json().init();

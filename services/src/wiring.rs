@@ -332,6 +332,7 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), Wi
             ttrpc_address: ttrpc_address.clone(),
             publish_binary,
             log_defaults: config.log_defaults(),
+            debug: matches!(config.debug.level.as_str(), "debug" | "trace"),
         },
         events.clone(),
         tasks.clone(),

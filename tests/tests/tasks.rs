@@ -223,6 +223,18 @@ async fn detached_task_verbs() {
         .expect("runc state");
     let state = String::from_utf8_lossy(&state.stdout);
     assert!(state.contains("\"status\": \"running\""), "{state}");
+    // hulld logs at debug, so its shims do too, and every request's span
+    // reports its time when it closes.
+    let shim_log =
+        std::fs::read_to_string(d.dir().join("state/shims").join(&d.ns).join("v1/shim.log"))
+            .unwrap_or_default();
+    assert!(shim_log.contains(" DEBUG "), "{shim_log}");
+    let log = d.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("Tasks/Create") && l.contains("close time.busy=")),
+        "no timed span for Tasks/Create in the daemon's log"
+    );
     let out = d.ctr_ok(&[
         "tasks",
         "exec",

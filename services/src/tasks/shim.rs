@@ -36,6 +36,9 @@ pub struct Invocation {
     /// Rotation of json-file logs whose URI sets none, handed to hull-shim
     /// as `HULL_LOG_MAX_SIZE` (bytes) and `HULL_LOG_MAX_FILE`.
     pub log_defaults: (u64, u32),
+    /// Shims log at debug level too (`-debug`), as containerd starts them
+    /// when it logs at debug.
+    pub debug: bool,
 }
 
 /// A connected shim serving one task.
@@ -175,6 +178,9 @@ fn command(
         .arg(&inv.publish_binary)
         .arg("-id")
         .arg(id);
+    if inv.debug {
+        cmd.arg("-debug");
+    }
     if action == "delete" {
         // As containerd does: the bundle named as well as entered.
         cmd.arg("-bundle").arg(bundle);
