@@ -549,10 +549,28 @@ async fn main_tasks(quick: bool) -> Result<()> {
         h.run_rm,
         c.as_ref().map(|c| c.run_rm),
     );
+    row(
+        "  ctr version (s)",
+        h.ctr_version,
+        c.as_ref().map(|c| c.ctr_version),
+    );
     println!(
-        "{:<44} {bare:>10.3}   (hull/runc {:.2})",
+        "{:<44} {:>10.3}   (by hand, the same for both)",
+        "  runc create+start+delete (s)", bare.create_start_delete
+    );
+    // What the daemon and its shim add to the client's and the runtime's
+    // own time.
+    let overhead = |r: &tasks::TaskResults| r.run_rm - r.ctr_version - bare.create_start_delete;
+    row(
+        "  daemon overhead: run - version - runc (s)",
+        overhead(&h),
+        c.as_ref().map(overhead),
+    );
+    println!(
+        "{:<44} {:>10.3}   (hull/runc {:.2})",
         "bare runc run /bin/true (s)",
-        h.run_rm / bare
+        bare.run,
+        h.run_rm / bare.run
     );
     row(
         "daemon RSS, 20 containers running (MiB)",

@@ -86,6 +86,8 @@ pub(crate) fn shim_pids(address: &Path) -> Vec<u32> {
 pub struct TaskResults {
     /// Median wall time of `ctr run --rm IMAGE id /bin/true`, seconds.
     pub run_rm: f64,
+    /// Median wall time of `ctr version` against the daemon, seconds.
+    pub ctr_version: f64,
     /// Daemon RSS with 20 containers running, MiB.
     pub daemon_rss: f64,
     /// Median shim RSS with 20 containers running, MiB.
@@ -131,6 +133,14 @@ pub fn measure(address: &Path, daemon_pid: u32, image: &Path, runs: usize) -> Re
         times.push(t.elapsed().as_secs_f64());
     }
     let run_rm = median(times);
+    // What ctr itself costs: its start-up and one call.
+    let mut times = Vec::new();
+    for _ in 0..runs {
+        let t = Instant::now();
+        ctr(address, &["version"])?;
+        times.push(t.elapsed().as_secs_f64());
+    }
+    let ctr_version = median(times);
 
     let ids: Vec<String> = (0..20).map(|i| format!("idle{i}")).collect();
     for id in &ids {
@@ -175,6 +185,7 @@ pub fn measure(address: &Path, daemon_pid: u32, image: &Path, runs: usize) -> Re
     remove_all(address, &ids)?;
     Ok(TaskResults {
         run_rm,
+        ctr_version,
         daemon_rss,
         shim_rss,
         shim_pss,
@@ -182,9 +193,19 @@ pub fn measure(address: &Path, daemon_pid: u32, image: &Path, runs: usize) -> Re
     })
 }
 
-/// Median wall time of bare `runc run` of a bundle holding the image's
-/// root (mounted through `address`) and `/bin/true`.
-pub fn bare_runc(address: &Path, work: &Path, runs: usize) -> Result<f64> {
+/// The OCI runtime's own cost of a container's life, timed by hand.
+pub struct BareRunc {
+    /// Median of `runc create` + `runc start` + `runc delete` of one
+    /// container, seconds.
+    pub create_start_delete: f64,
+    /// Median of `runc run` (all three in one process), seconds.
+    pub run: f64,
+}
+
+/// Times runc by hand on a bundle holding the image's root (mounted
+/// through `address`) and `/bin/true`: three calls per container as a
+/// shim makes them, and `runc run` doing all in one.
+pub fn bare_runc(address: &Path, work: &Path, runs: usize) -> Result<BareRunc> {
     let bundle = work.join("runc-bundle");
     let rootfs = bundle.join("rootfs");
     std::fs::create_dir_all(&rootfs)?;
@@ -206,28 +227,50 @@ pub fn bare_runc(address: &Path, work: &Path, runs: usize) -> Result<f64> {
     spec.set_process(Some(process));
     std::fs::write(bundle.join("config.json"), serde_json::to_vec(&spec)?)?;
     let root = work.join("runc-root");
-    let mut times = Vec::new();
-    let mut result = Ok(());
-    for i in 0..=runs {
-        let t = Instant::now();
-        let status = Command::new("runc")
-            .arg("--root")
-            .arg(&root)
-            .args(["run", "--bundle"])
-            .arg(&bundle)
-            .arg(format!("bare{i}"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .status()?;
-        if !status.success() {
-            result = Err(anyhow::anyhow!("runc run failed: {status}"));
-            break;
+    let result = (|| -> Result<BareRunc> {
+        let runc = |args: &[&str]| -> Result<f64> {
+            let t = Instant::now();
+            let status = Command::new("runc")
+                .arg("--root")
+                .arg(&root)
+                .args(args)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .status()?;
+            if !status.success() {
+                bail!("runc {args:?} failed: {status}");
+            }
+            Ok(t.elapsed().as_secs_f64())
+        };
+        let bundle = bundle.to_str().context("path")?;
+        let mut three = Vec::new();
+        let mut run = Vec::new();
+        for i in 0..=runs {
+            let id = format!("bare{i}");
+            let pid_file = work.join(format!("{id}.pid"));
+            let pid_arg = pid_file.to_str().context("path")?;
+            let create = runc(&["create", "--bundle", bundle, "--pid-file", pid_arg, &id])?;
+            let pid = std::fs::read_to_string(&pid_file)?;
+            let start = runc(&["start", &id])?;
+            // Not timed: waiting for /bin/true to end, as a client would.
+            let proc_dir = PathBuf::from(format!("/proc/{}", pid.trim()));
+            let deadline = Instant::now() + std::time::Duration::from_secs(10);
+            while proc_dir.exists() && Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            let delete = runc(&["delete", &id])?;
+            let whole = runc(&["run", "--bundle", bundle, &format!("{id}r")])?;
+            // The first round warms caches, as for the daemons.
+            if i > 0 {
+                three.push(create + start + delete);
+                run.push(whole);
+            }
         }
-        // The first run warms caches, as for the daemons.
-        if i > 0 {
-            times.push(t.elapsed().as_secs_f64());
-        }
-    }
+        Ok(BareRunc {
+            create_start_delete: median(three),
+            run: median(run),
+        })
+    })();
     ctr(
         address,
         &[
@@ -237,6 +280,5 @@ pub fn bare_runc(address: &Path, work: &Path, runs: usize) -> Result<f64> {
             rootfs.to_str().context("path")?,
         ],
     )?;
-    result?;
-    Ok(median(times))
+    result
 }
