@@ -546,13 +546,29 @@ impl TaskManager {
     /// NotFound; the shim's error (e.g. FailedPrecondition while running).
     pub async fn delete(&self, ns: &Namespace, id: &str) -> Result<api::DeleteResponse, TaskError> {
         let shim = self.get(ns, id)?;
-        let dead = *shim.dead.borrow();
-        if let Some(dead) = dead {
-            return Ok(api::DeleteResponse {
+        let dead_response = |shim: &Shim| {
+            let dead = *shim.dead.borrow();
+            dead.map(|dead| api::DeleteResponse {
                 pid: 0,
                 exit_status: dead.exit_status,
                 exited_at: dead.exited_at,
-            });
+            })
+        };
+        if let Some(resp) = dead_response(&shim) {
+            return Ok(resp);
+        }
+        // A second delete of the task waits for the first, then finds the
+        // task gone, as containerd answers it.
+        let _one = shim.delete_lock.lock().await;
+        if let Some(resp) = dead_response(&shim) {
+            return Ok(resp);
+        }
+        let current = self
+            .lock()
+            .get(&(ns.to_string(), id.to_owned()))
+            .is_some_and(|s| Arc::ptr_eq(s, &shim));
+        if !current {
+            return Err(TaskError::NotFound(id.to_owned()));
         }
         let resp: api::DeleteResponse = shim
             .call(

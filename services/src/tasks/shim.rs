@@ -62,6 +62,9 @@ pub struct Shim {
     pub dead: watch::Sender<Option<api::WaitResponse>>,
     /// Stops forwarding the shim's log.
     pub log_stop: tokio_util::sync::CancellationToken,
+    /// Held by a delete of the task, so that two (a client's and an exit
+    /// handler's) run one after the other.
+    pub delete_lock: tokio::sync::Mutex<()>,
 }
 
 fn md(ns: &str) -> Vec<KeyValue> {
@@ -91,6 +94,7 @@ impl Shim {
             deleting: Default::default(),
             dead: watch::channel(None).0,
             log_stop: Default::default(),
+            delete_lock: Default::default(),
         }
     }
 
@@ -112,13 +116,26 @@ impl Shim {
         req: &Req,
         metadata: Vec<KeyValue>,
     ) -> Result<Resp, TaskError> {
-        self.client
+        let result = self
+            .client
             .call(TASK_SERVICE, method, req, metadata, None)
-            .await
-            .map_err(|source| TaskError::Shim {
-                id: self.id.clone(),
+            .await;
+        result.map_err(|source| {
+            let gone = matches!(
                 source,
-            })
+                hull_ttrpc::Error::Closed | hull_ttrpc::Error::Io { .. }
+            );
+            if gone && self.deleting.load(std::sync::atomic::Ordering::SeqCst) {
+                // The task was deleted and its shim told to go: a call
+                // that finds the shim gone finds no task, not an outage.
+                TaskError::NotFound(self.id.clone())
+            } else {
+                TaskError::Shim {
+                    id: self.id.clone(),
+                    source,
+                }
+            }
+        })
     }
 
     /// Create, with [`headers::START_AT_CREATE`] when `and_start`.
