@@ -351,6 +351,23 @@ impl Runc {
     }
 }
 
+/// Whether the spec has poststart hooks: runc 1.1 runs them at create,
+/// later runc at start, so such a container is started by the runtime.
+/// A spec that cannot be read counts as having them.
+pub fn has_poststart_hooks(text: &[u8]) -> bool {
+    let Ok(doc) = hull_oci::document::Object::parse(text) else {
+        return true;
+    };
+    match doc.object("hooks") {
+        Ok(Some(hooks)) => match hooks.get::<Vec<serde_json::Value>>("poststart") {
+            Ok(list) => !list.unwrap_or_default().is_empty(),
+            Err(_) => true,
+        },
+        Ok(None) => false,
+        Err(_) => true,
+    }
+}
+
 /// How a direct start ended.
 #[derive(Debug, PartialEq, Eq)]
 enum Released {
@@ -619,7 +636,6 @@ mod tests {
 
     #[test]
     fn poststart_hooks_keep_the_runtimes_start() {
-        use crate::service::has_poststart_hooks;
         assert!(!has_poststart_hooks(br#"{"ociVersion":"1.0.2"}"#));
         assert!(!has_poststart_hooks(
             br#"{"hooks":{"prestart":[{"path":"/x"}]}}"#

@@ -438,7 +438,7 @@ impl TaskService {
                 Ok((
                     shares_pid_namespace(&text),
                     native,
-                    !has_poststart_hooks(&text),
+                    !crate::runc::has_poststart_hooks(&text),
                 ))
             })
             .await?
@@ -1342,23 +1342,6 @@ fn shares_pid_namespace(text: &[u8]) -> bool {
     !namespaces
         .iter()
         .any(|n| n.kind == "pid" && n.path.as_deref().unwrap_or("").is_empty())
-}
-
-/// Whether the spec has poststart hooks: runc 1.1 runs them at create,
-/// later runc at start, so such a container is started by the runtime.
-/// A spec that cannot be read counts as having them.
-pub(crate) fn has_poststart_hooks(text: &[u8]) -> bool {
-    let Ok(doc) = Object::parse(text) else {
-        return true;
-    };
-    match doc.object("hooks") {
-        Ok(Some(hooks)) => match hooks.get::<Vec<serde_json::Value>>("poststart") {
-            Ok(list) => !list.unwrap_or_default().is_empty(),
-            Err(_) => true,
-        },
-        Ok(None) => false,
-        Err(_) => true,
-    }
 }
 
 fn to_status(e: ShimError) -> hull_ttrpc::Status {

@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use prost::Message;
@@ -82,7 +83,7 @@ pub struct Server {
 /// Requests received whose replies are not written yet.
 #[derive(Default)]
 struct InFlight {
-    count: std::sync::atomic::AtomicUsize,
+    count: AtomicUsize,
     idle: tokio::sync::Notify,
 }
 
@@ -91,7 +92,7 @@ struct Pending(Arc<InFlight>);
 
 impl InFlight {
     fn begin(self: &Arc<Self>) -> Pending {
-        self.count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.count.fetch_add(1, Ordering::SeqCst);
         Pending(self.clone())
     }
 
@@ -102,7 +103,7 @@ impl InFlight {
             tokio::pin!(notified);
             // Registered before the check, so a drop in between wakes it.
             notified.as_mut().enable();
-            if self.count.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+            if self.count.load(Ordering::SeqCst) == 0 {
                 return;
             }
             notified.await;
@@ -112,12 +113,7 @@ impl InFlight {
 
 impl Drop for Pending {
     fn drop(&mut self) {
-        if self
-            .0
-            .count
-            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst)
-            == 1
-        {
+        if self.0.count.fetch_sub(1, Ordering::SeqCst) == 1 {
             self.0.idle.notify_waiters();
         }
     }
