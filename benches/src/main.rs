@@ -643,6 +643,83 @@ async fn main_cli(quick: bool) -> Result<()> {
     Ok(())
 }
 
+/// One client's durable mutations per second, on a fresh daemon: 4 KiB
+/// blob commits (under a lease) and snapshot prepare+commit+remove cycles.
+async fn mutations(client: &Client, blobs: usize, cycles: usize, seed: u64) -> Result<(f64, f64)> {
+    let lease = format!("bench-{seed}");
+    client
+        .leases()
+        .create(CreateRequest {
+            id: lease.clone(),
+            labels: Default::default(),
+        })
+        .await?;
+    let leased = client.with_lease(&lease);
+    let data: Vec<(Vec<u8>, String)> = (0..blobs)
+        .map(|i| {
+            let b = pseudo_random(4096, seed.wrapping_mul(1_000_003) ^ (i as u64 + 1));
+            let d = digest_of(&b);
+            (b, d)
+        })
+        .collect();
+    let t = Instant::now();
+    for (i, (b, d)) in data.iter().enumerate() {
+        write(&leased, &format!("m{seed}-{i}"), b, d, 1 << 20).await?;
+    }
+    let blob_rate = blobs as f64 / t.elapsed().as_secs_f64();
+    let cycle_rate = snapshot_cycles(client, 1, cycles).await?;
+    Ok((blob_rate, cycle_rate))
+}
+
+/// `--mutations`: the durable-mutation rates alone, alternating daemons,
+/// with median and spread.
+async fn main_mutations(quick: bool) -> Result<()> {
+    let (rounds, blobs, cycles) = if quick { (1, 200, 100) } else { (5, 1000, 500) };
+    let mut h = (Vec::new(), Vec::new());
+    let mut c = (Vec::new(), Vec::new());
+    for round in 0..rounds {
+        for hull_first in [round % 2 == 0, round % 2 == 1] {
+            nix::unistd::sync();
+            let seed = round as u64 + 1;
+            if hull_first {
+                let (_s, client) = start_hulld().await?;
+                let (b, y) = mutations(&client, blobs, cycles, seed).await?;
+                h.0.push(b);
+                h.1.push(y);
+            } else if let Some((_s, client)) = start_containerd().await? {
+                let (b, y) = mutations(&client, blobs, cycles, seed).await?;
+                c.0.push(b);
+                c.1.push(y);
+            }
+        }
+    }
+    let stats = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        (v[v.len() / 2], v[0], v[v.len() - 1])
+    };
+    println!("durable mutations from one client, {rounds} round(s), median [min-max]");
+    println!(
+        "{:<36} {:>22} {:>22} {:>9}",
+        "measure", "hulld", "containerd", "hull/ctrd"
+    );
+    for (name, hv, cv) in [
+        ("4 KiB blob commits (/s)", &mut h.0, &mut c.0),
+        ("prepare+commit+remove (/s)", &mut h.1, &mut c.1),
+    ] {
+        let (hm, hl, hh) = stats(hv);
+        if cv.is_empty() {
+            println!("{name:<36} {hm:>8.0} [{hl:>5.0}-{hh:>5.0}]");
+            continue;
+        }
+        let (cm, cl, ch) = stats(cv);
+        println!(
+            "{name:<36} {hm:>8.0} [{hl:>5.0}-{hh:>5.0}] {cm:>8.0} [{cl:>5.0}-{ch:>5.0}] {:>9.2}",
+            hm / cm
+        );
+    }
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
     let quick = std::env::args().any(|a| a == "--quick");
@@ -654,6 +731,9 @@ async fn main() -> Result<()> {
     }
     if std::env::args().any(|a| a == "--tasks") {
         return main_tasks(quick).await;
+    }
+    if std::env::args().any(|a| a == "--mutations") {
+        return main_mutations(quick).await;
     }
     if std::env::args().any(|a| a == "--pull") {
         let work = tempfile::Builder::new()
