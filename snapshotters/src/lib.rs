@@ -23,6 +23,7 @@ use thiserror::Error;
 use hull_proto::containerd::services::snapshots::v1 as api;
 use hull_proto::errdefs::{Classify, Kind as ErrKind};
 
+mod keeper;
 pub mod local;
 pub mod mount;
 pub mod proxy;

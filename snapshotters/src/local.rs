@@ -8,13 +8,14 @@
 //!                         full copy of the parent for native)
 //! snapshots/<id>/work     overlay workdir (overlayfs only)
 //! snapshots/new-<id>      a snapshot being created; never has a record
+//! snapshots/spare-<n>     an empty snapshot made ahead (see keeper.rs)
 //! snapshots/rm-<id>       a snapshot being removed; its record is gone
 //! ```
 //!
-//! Directories appear whole (built under `new-`, renamed into place) before
-//! their record is committed, and records go before directories on removal,
-//! so a crash leaves only directories without records, which `cleanup`
-//! removes.
+//! Directories appear whole (built under `new-` or taken from the spares,
+//! renamed into place) before their record is committed, and records go
+//! before directories on removal, so a crash leaves only directories
+//! without records, which `cleanup` removes.
 
 use std::collections::HashSet;
 use std::os::unix::fs::MetadataExt;
@@ -23,6 +24,7 @@ use std::sync::Arc;
 
 use hull_proto::labels;
 
+use crate::keeper::{Keeper, KeeperHandle, SPARE_PREFIX};
 use crate::storage::{kind_number, SnapshotRecord, Store};
 use crate::{Info, Kind, Labels, Mount, Result, SnapshotError, Snapshotter, Usage};
 
@@ -41,6 +43,7 @@ pub struct LocalSnapshotter {
     root: PathBuf,
     driver: Driver,
     store: Store,
+    keeper: KeeperHandle,
 }
 
 impl std::fmt::Debug for LocalSnapshotter {
@@ -81,13 +84,17 @@ impl LocalSnapshotter {
         let snaps = root.join("snapshots");
         std::fs::create_dir_all(&snaps).map_err(io("create", &snaps))?;
         let store = Store::open(&root.join("metadata.sled"))?;
-        let s = LocalSnapshotter {
+        // Nothing else uses the directory yet: every record-less entry,
+        // spares of the last run included, is left from before.
+        cleanup(&store, &snaps, true)?;
+        let keeper = KeeperHandle::start(snaps.clone(), driver == Driver::Overlay)
+            .map_err(io("start thread for", &snaps))?;
+        Ok(Arc::new(LocalSnapshotter {
             root,
             driver,
             store,
-        };
-        s.cleanup_sync()?;
-        Ok(Arc::new(s))
+            keeper,
+        }))
     }
 
     /// The driver.
@@ -169,14 +176,21 @@ impl LocalSnapshotter {
             }
         }
         let id = self.store.next_id()?;
-        let tmp = self.root.join("snapshots").join(format!("new-{id}"));
-        let built = self.build_dir(&tmp, parent);
-        if let Err(e) = built {
-            let _ = std::fs::remove_dir_all(&tmp);
-            return Err(e);
-        }
         let dir = self.dir(id);
-        std::fs::rename(&tmp, &dir).map_err(io("rename", &dir))?;
+        let spare = match parent.is_empty() {
+            true => self.keeper.keeper().take_spare(),
+            false => None,
+        };
+        let placed = spare.is_some_and(|spare| std::fs::rename(&spare, &dir).is_ok());
+        if !placed {
+            let tmp = self.root.join("snapshots").join(format!("new-{id}"));
+            let built = self.build_dir(&tmp, parent);
+            if let Err(e) = built {
+                let _ = std::fs::remove_dir_all(&tmp);
+                return Err(e);
+            }
+            std::fs::rename(&tmp, &dir).map_err(io("rename", &dir))?;
+        }
         let t = now();
         let rec = SnapshotRecord {
             id,
@@ -185,6 +199,7 @@ impl LocalSnapshotter {
             labels,
             created_at: t,
             updated_at: t,
+            name: key.to_owned(),
         };
         if let Err(e) = self.store.put(key, &rec, None) {
             // Nothing points at the directory yet: remove it.
@@ -199,20 +214,11 @@ impl LocalSnapshotter {
 
     fn build_dir(&self, tmp: &Path, parent: &str) -> Result<()> {
         let fs = tmp.join("fs");
-        std::fs::create_dir_all(&fs).map_err(io("create", &fs))?;
         // The root of a container's filesystem is 0755, like the image's.
-        std::fs::set_permissions(&fs, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-            .map_err(io("chmod", &fs))?;
-        match self.driver {
-            Driver::Overlay => {
-                let work = tmp.join("work");
-                std::fs::create_dir(&work).map_err(io("create", &work))?;
-            }
-            Driver::Native if !parent.is_empty() => {
-                let src = self.fs(self.store.require(parent)?.id);
-                copy_tree(&src, &fs)?;
-            }
-            Driver::Native => {}
+        Keeper::build_empty(tmp, self.driver == Driver::Overlay).map_err(io("create", &fs))?;
+        if self.driver == Driver::Native && !parent.is_empty() {
+            let src = self.fs(self.store.require(parent)?.id);
+            copy_tree(&src, &fs)?;
         }
         Ok(())
     }
@@ -260,11 +266,7 @@ impl LocalSnapshotter {
             Ok(()) => doomed,
             Err(_) => dir,
         };
-        // The record is gone: the directory is only clutter now, and
-        // cleanup removes it if this fails.
-        if let Err(e) = std::fs::remove_dir_all(&dir) {
-            tracing::warn!(dir = %dir.display(), cause = %e, "remove snapshot directory");
-        }
+        self.keeper.keeper().remove_later(dir);
         Ok(())
     }
 
@@ -305,25 +307,48 @@ impl LocalSnapshotter {
         Ok(usage)
     }
 
-    /// Removes directories that have no record.
+    /// Removes directories that have no record, except those the keeper
+    /// thread owns.
     fn cleanup_sync(&self) -> Result<()> {
-        let _g = self.store.lock();
-        let live: HashSet<u64> = self.store.all()?.into_iter().map(|(_, r)| r.id).collect();
-        let snaps = self.root.join("snapshots");
-        for entry in std::fs::read_dir(&snaps).map_err(io("read", &snaps))? {
-            let entry = entry.map_err(io("read", &snaps))?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let orphan = match name.parse::<u64>() {
-                Ok(id) => !live.contains(&id),
-                Err(_) => name.starts_with("new-") || name.starts_with("rm-"),
-            };
-            if orphan {
-                tracing::info!(dir = %entry.path().display(), "removing orphaned snapshot directory");
-                std::fs::remove_dir_all(entry.path()).map_err(io("remove", &entry.path()))?;
+        cleanup(&self.store, &self.root.join("snapshots"), false)
+    }
+
+    /// Waits (at most `limit`) until removed snapshots' directories are
+    /// gone and spare directories are ready: what a test checks on disk.
+    pub fn settle(&self, limit: std::time::Duration) {
+        self.keeper.keeper().settle(limit);
+    }
+}
+
+/// Removes the directories under `snaps` that have no record; with
+/// `everything`, the keeper's spares and pending removals too.
+fn cleanup(store: &Store, snaps: &Path, everything: bool) -> Result<()> {
+    let _g = store.lock();
+    let live: HashSet<u64> = store.all()?.into_iter().map(|(_, r)| r.id).collect();
+    for entry in std::fs::read_dir(snaps).map_err(io("read", snaps))? {
+        let entry = entry.map_err(io("read", snaps))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let orphan = match name.parse::<u64>() {
+            Ok(id) => !live.contains(&id),
+            Err(_) if everything => {
+                name.starts_with("new-")
+                    || name.starts_with("rm-")
+                    || name.starts_with(SPARE_PREFIX)
+            }
+            // A new- directory is only ever seen under the store's lock.
+            Err(_) => name.starts_with("new-"),
+        };
+        if orphan {
+            tracing::info!(dir = %entry.path().display(), "removing orphaned snapshot directory");
+            match std::fs::remove_dir_all(entry.path()) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(io("remove", &entry.path())(e));
+                }
+                _ => {}
             }
         }
-        Ok(())
     }
+    Ok(())
 }
 
 /// Bytes and inodes under `dir`, counting hard-linked files once.
@@ -509,11 +534,114 @@ mod tests {
         s.remove("v").await.unwrap();
         s.remove("A").await.unwrap();
         assert!(s.walk().await.unwrap().is_empty());
-        // Every directory went with its record.
-        let left: Vec<_> = std::fs::read_dir(dir.path().join("snapshots"))
+        // Every directory went with its record, once the keeper is done;
+        // what is left is its empty spares.
+        s.settle(std::time::Duration::from_secs(10));
+        let left = entries(dir.path());
+        assert!(
+            left.iter().all(|n| n.starts_with(SPARE_PREFIX)) && !left.is_empty(),
+            "{left:?}"
+        );
+    }
+
+    fn entries(root: &Path) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(root.join("snapshots"))
             .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
-        assert!(left.is_empty());
+        v.sort();
+        v
+    }
+
+    #[tokio::test]
+    async fn a_prepare_takes_a_spare_directory_and_a_remove_finishes_in_the_background() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = LocalSnapshotter::open(dir.path(), Driver::Overlay).unwrap();
+        s.settle(std::time::Duration::from_secs(10));
+        let spares = entries(dir.path());
+        assert_eq!(spares.len(), crate::keeper::tests_spares(), "{spares:?}");
+        let mounts = s.prepare("a", "", Labels::new()).await.unwrap();
+        // One spare became the snapshot, with the layout of a new one.
+        let rec = s.store.require("a").unwrap();
+        assert!(!entries(dir.path()).contains(&spares[spares.len() - 1]));
+        let fs = s.fs(rec.id);
+        assert_eq!(
+            std::fs::metadata(&fs).unwrap().permissions().mode() & 0o7777,
+            0o755
+        );
+        assert_eq!(std::fs::read_dir(&fs).unwrap().count(), 0);
+        assert!(s.dir(rec.id).join("work").is_dir());
+        assert_eq!(mounts[0].source, fs.to_string_lossy());
+        // A view of a parent is built, not taken.
+        s.commit("c", "a", Labels::new()).await.unwrap();
+        s.prepare("child", "c", Labels::new()).await.unwrap();
+        s.remove("child").await.unwrap();
+        s.remove("c").await.unwrap();
+        s.settle(std::time::Duration::from_secs(10));
+        let left = entries(dir.path());
+        assert!(left.iter().all(|n| n.starts_with(SPARE_PREFIX)), "{left:?}");
+        assert_eq!(left.len(), crate::keeper::tests_spares(), "{left:?}");
+        assert!(!s.dir(rec.id).exists());
+    }
+
+    #[tokio::test]
+    async fn records_of_the_earlier_layout_are_converted_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("snapshots/5/fs")).unwrap();
+        std::fs::create_dir_all(dir.path().join("snapshots/6/fs")).unwrap();
+        {
+            // The earlier layout: records by key, and a children index.
+            let db = sled::open(dir.path().join("metadata.sled")).unwrap();
+            let base = SnapshotRecord {
+                id: 5,
+                kind: 3,
+                labels: [("l".to_string(), "v".to_string())].into(),
+                ..Default::default()
+            };
+            let child = SnapshotRecord {
+                id: 6,
+                parent: "base".into(),
+                kind: 2,
+                ..Default::default()
+            };
+            use prost::Message;
+            db.insert(b"s\0base", base.encode_to_vec()).unwrap();
+            db.insert(b"s\0child", child.encode_to_vec()).unwrap();
+            db.insert(b"c\0base\0child", Vec::<u8>::new()).unwrap();
+            db.flush().unwrap();
+        }
+        let s = reopen(dir.path());
+        let base = s.stat("base").await.unwrap();
+        assert_eq!(base.kind, Kind::Committed);
+        assert_eq!(base.labels.get("l").map(String::as_str), Some("v"));
+        assert_eq!(s.stat("child").await.unwrap().parent, "base");
+        // The children index came along: the parent cannot go first.
+        assert_eq!(
+            s.remove("base").await.unwrap_err().kind(),
+            ErrKind::FailedPrecondition
+        );
+        s.remove("child").await.unwrap();
+        s.remove("base").await.unwrap();
+        assert!(s.walk().await.unwrap().is_empty());
+    }
+
+    /// Opens `root` again after an earlier handle was dropped.
+    fn reopen(root: &Path) -> Arc<LocalSnapshotter> {
+        // sled releases its file lock from a background thread after the
+        // last handle drops: retry briefly, as a restarted daemon would not
+        // need to (it is a new process).
+        let mut tries = 0;
+        loop {
+            match LocalSnapshotter::open(root, Driver::Overlay) {
+                Ok(s) => break s,
+                Err(e) if tries < 100 => {
+                    tries += 1;
+                    let _ = e;
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(e) => panic!("reopen: {e}"),
+            }
+        }
     }
 
     #[tokio::test]
@@ -608,29 +736,18 @@ mod tests {
             let s = LocalSnapshotter::open(dir.path(), Driver::Overlay).unwrap();
             s.prepare("kept", "", Labels::new()).await.unwrap();
         }
-        for orphan in ["new-77", "rm-78", "79"] {
+        for orphan in ["new-77", "rm-78", "79", "spare-1000"] {
             std::fs::create_dir_all(dir.path().join("snapshots").join(orphan).join("fs")).unwrap();
         }
-        // sled releases its file lock from a background thread after the
-        // last handle drops: retry briefly, as a restarted daemon would not
-        // need to (it is a new process).
-        let mut tries = 0;
-        let s = loop {
-            match LocalSnapshotter::open(dir.path(), Driver::Overlay) {
-                Ok(s) => break s,
-                Err(e) if tries < 100 => {
-                    tries += 1;
-                    let _ = e;
-                    std::thread::sleep(std::time::Duration::from_millis(20));
-                }
-                Err(e) => panic!("reopen: {e}"),
-            }
-        };
-        let left: Vec<String> = std::fs::read_dir(dir.path().join("snapshots"))
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        let s = reopen(dir.path());
+        s.settle(std::time::Duration::from_secs(10));
+        let left = entries(dir.path());
+        let kept: Vec<&String> = left
+            .iter()
+            .filter(|n| !n.starts_with(SPARE_PREFIX))
             .collect();
-        assert_eq!(left.len(), 1, "{left:?}");
+        assert_eq!(kept.len(), 1, "{left:?}");
+        assert!(!left.contains(&"spare-1000".to_string()), "{left:?}");
         s.stat("kept").await.unwrap();
     }
 

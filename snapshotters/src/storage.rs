@@ -1,15 +1,20 @@
 //! Snapshot records of one local snapshotter, in its own sled DB.
 //!
 //! ```text
-//! s <key>           SnapshotRecord (key is the active key or committed name)
-//! c <parent> <key>  empty: children index, for remove and walk
+//! i <id, 8 bytes big-endian>   SnapshotRecord, with its key or name
 //! ```
 //!
 //! Backing directories are named by `id`, a number sled generates, never by
-//! a key. Each change is one atomic batch under the store's lock, flushed
-//! before it is acknowledged.
+//! a key. Every change (prepare, commit's rename, label update, remove)
+//! writes or removes exactly one sled key, so it is atomic without a sled
+//! batch, which would cost sled two extra log writes; it is flushed before
+//! it is acknowledged. Lookups by name and the children of each parent are
+//! indexes in memory, rebuilt from the records on open.
+//!
+//! Roots of the earlier layout (`s <key>` records and a `c <parent> <key>`
+//! children index) are converted on open, in one batch.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 use std::sync::{Mutex, MutexGuard};
@@ -39,6 +44,10 @@ pub(crate) struct SnapshotRecord {
     /// Nanoseconds since the epoch.
     #[prost(int64, tag = "6")]
     pub updated_at: i64,
+    /// The key (active, view) or name (committed) it is found by; the
+    /// store sets it on every write.
+    #[prost(string, tag = "7")]
+    pub name: String,
 }
 
 impl SnapshotRecord {
@@ -70,29 +79,61 @@ pub(crate) fn kind_number(kind: Kind) -> i32 {
     }
 }
 
-fn skey(key: &str) -> Vec<u8> {
-    let mut k = b"s\0".to_vec();
-    k.extend_from_slice(key.as_bytes());
+fn ikey(id: u64) -> [u8; 9] {
+    let mut k = [0u8; 9];
+    k[0] = b'i';
+    k[1..].copy_from_slice(&id.to_be_bytes());
     k
 }
 
-fn ckey(parent: &str, key: &str) -> Vec<u8> {
-    let mut k = b"c\0".to_vec();
-    k.extend_from_slice(parent.as_bytes());
-    k.push(0);
-    k.extend_from_slice(key.as_bytes());
-    k
+/// Prefixes of the earlier layout's records and children index.
+const OLD_RECORD: &[u8] = b"s\0";
+const OLD_CHILD: &[u8] = b"c\0";
+
+/// Names and parents of the stored records.
+#[derive(Default)]
+struct Index {
+    by_name: HashMap<String, u64>,
+    /// Parent name to the number of snapshots whose parent it is.
+    children: HashMap<String, usize>,
+}
+
+impl Index {
+    fn add(&mut self, rec: &SnapshotRecord) {
+        self.by_name.insert(rec.name.clone(), rec.id);
+        if !rec.parent.is_empty() {
+            *self.children.entry(rec.parent.clone()).or_default() += 1;
+        }
+    }
+
+    fn drop_record(&mut self, rec: &SnapshotRecord) {
+        self.by_name.remove(&rec.name);
+        if let Some(n) = self.children.get_mut(&rec.parent) {
+            *n -= 1;
+            if *n == 0 {
+                self.children.remove(&rec.parent);
+            }
+        }
+    }
 }
 
 /// The record store.
 pub(crate) struct Store {
     db: sled::Db,
+    /// Serialises changes: a caller checks, then writes, under it.
     lock: Mutex<()>,
+    /// Held only for a lookup or while a write and its index change are
+    /// made together, so readers never see one without the other.
+    index: Mutex<Index>,
     /// Group commit: callers that asked for a flush while one ran are
     /// covered by the next one, so concurrent operations share fsyncs.
     flush_lock: Mutex<()>,
     flush_requested: AtomicU64,
     flush_completed: AtomicU64,
+}
+
+fn decode(name: &str, v: &[u8]) -> Result<SnapshotRecord> {
+    SnapshotRecord::decode(v).map_err(|_| SnapshotError::Corrupt(name.to_owned()))
 }
 
 impl Store {
@@ -104,9 +145,17 @@ impl Store {
             // no periodic fsyncs while idle.
             .flush_every_ms(None)
             .open()?;
+        convert_earlier_layout(&db)?;
+        let mut index = Index::default();
+        for item in db.scan_prefix(b"i") {
+            let (k, v) = item?;
+            let rec = decode(&format!("record {:?}", &k[..]), &v)?;
+            index.add(&rec);
+        }
         Ok(Store {
             db,
             lock: Mutex::new(()),
+            index: Mutex::new(index),
             flush_lock: Mutex::new(()),
             flush_requested: AtomicU64::new(0),
             flush_completed: AtomicU64::new(0),
@@ -117,16 +166,22 @@ impl Store {
         self.lock.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    fn index(&self) -> MutexGuard<'_, Index> {
+        self.index.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     pub(crate) fn next_id(&self) -> Result<u64> {
         Ok(self.db.generate_id()?)
     }
 
     pub(crate) fn get(&self, key: &str) -> Result<Option<SnapshotRecord>> {
-        match self.db.get(skey(key))? {
-            None => Ok(None),
-            Some(v) => SnapshotRecord::decode(v.as_ref())
-                .map(Some)
-                .map_err(|_| SnapshotError::Corrupt(key.to_owned())),
+        let index = self.index();
+        let Some(id) = index.by_name.get(key).copied() else {
+            return Ok(None);
+        };
+        match self.db.get(ikey(id))? {
+            None => Err(SnapshotError::Corrupt(key.to_owned())),
+            Some(v) => decode(key, &v).map(Some),
         }
     }
 
@@ -136,12 +191,7 @@ impl Store {
     }
 
     pub(crate) fn has_children(&self, key: &str) -> Result<bool> {
-        Ok(self
-            .db
-            .scan_prefix(ckey(key, ""))
-            .next()
-            .transpose()?
-            .is_some())
+        Ok(self.index().children.contains_key(key))
     }
 
     /// Makes every applied change durable; see `flush_lock`. Call it after
@@ -159,48 +209,86 @@ impl Store {
         Ok(())
     }
 
-    /// Writes `key` (and its place in the children index) and removes
-    /// `replaces`, atomically; [`Store::flush`] makes it durable.
+    /// Writes `rec` under `key`; with `replaces`, the same snapshot (same
+    /// id) was known by that key until now. One sled key changes, so the
+    /// change is atomic; [`Store::flush`] makes it durable.
     pub(crate) fn put(
         &self,
         key: &str,
         rec: &SnapshotRecord,
         replaces: Option<&str>,
     ) -> Result<()> {
-        let mut batch = sled::Batch::default();
-        if let Some(old) = replaces {
-            batch.remove(skey(old));
-            if !rec.parent.is_empty() {
-                batch.remove(ckey(&rec.parent, old));
+        let rec = SnapshotRecord {
+            name: key.to_owned(),
+            ..rec.clone()
+        };
+        let mut index = self.index();
+        let old = match replaces.or(index.by_name.contains_key(key).then_some(key)) {
+            Some(k) => match index.by_name.get(k).copied() {
+                Some(id) => self.db.get(ikey(id))?.map(|v| decode(k, &v)).transpose()?,
+                None => None,
+            },
+            None => None,
+        };
+        if let Some(old) = &old {
+            if old.id != rec.id {
+                // The caller checked under the lock; a different snapshot
+                // under this name is a bug, not something to overwrite.
+                return Err(SnapshotError::AlreadyExists(key.to_owned()));
             }
         }
-        batch.insert(skey(key), rec.encode_to_vec());
-        if !rec.parent.is_empty() {
-            batch.insert(ckey(&rec.parent, key), Vec::new());
+        self.db.insert(ikey(rec.id), rec.encode_to_vec())?;
+        if let Some(old) = &old {
+            index.drop_record(old);
         }
-        self.db.apply_batch(batch)?;
+        index.add(&rec);
         Ok(())
     }
 
     pub(crate) fn delete(&self, key: &str, rec: &SnapshotRecord) -> Result<()> {
-        let mut batch = sled::Batch::default();
-        batch.remove(skey(key));
-        if !rec.parent.is_empty() {
-            batch.remove(ckey(&rec.parent, key));
-        }
-        self.db.apply_batch(batch)?;
+        let mut index = self.index();
+        self.db.remove(ikey(rec.id))?;
+        index.drop_record(&SnapshotRecord {
+            name: key.to_owned(),
+            ..rec.clone()
+        });
         Ok(())
     }
 
     pub(crate) fn all(&self) -> Result<Vec<(String, SnapshotRecord)>> {
         let mut out = Vec::new();
-        for item in self.db.scan_prefix(b"s\0") {
+        for item in self.db.scan_prefix(b"i") {
             let (k, v) = item?;
-            let key = String::from_utf8_lossy(&k[2..]).into_owned();
-            let rec = SnapshotRecord::decode(v.as_ref())
-                .map_err(|_| SnapshotError::Corrupt(key.clone()))?;
-            out.push((key, rec));
+            let rec = decode(&format!("record {:?}", &k[..]), &v)?;
+            out.push((rec.name.clone(), rec));
         }
         Ok(out)
     }
+}
+
+/// Rewrites records of the earlier layout (by key, with a children index
+/// on disk) as records by id, in one batch, flushed before the store is
+/// used.
+fn convert_earlier_layout(db: &sled::Db) -> Result<()> {
+    let mut batch = sled::Batch::default();
+    let mut any = false;
+    for item in db.scan_prefix(OLD_RECORD) {
+        let (k, v) = item?;
+        let name = String::from_utf8_lossy(&k[OLD_RECORD.len()..]).into_owned();
+        let mut rec = decode(&name, &v)?;
+        rec.name = name;
+        batch.insert(&ikey(rec.id)[..], rec.encode_to_vec());
+        batch.remove(k);
+        any = true;
+    }
+    for item in db.scan_prefix(OLD_CHILD) {
+        let (k, _) = item?;
+        batch.remove(k);
+        any = true;
+    }
+    if any {
+        db.apply_batch(batch)?;
+        db.flush()?;
+    }
+    Ok(())
 }

@@ -13,5 +13,6 @@ pub mod h2raw;
 pub mod image;
 pub mod pty;
 pub mod registry;
+pub mod snapshot_dirs;
 pub mod tcpproxy;
 pub mod tokens;
