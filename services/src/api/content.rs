@@ -275,12 +275,10 @@ impl WriteSession {
         }
         let r = req.r#ref.clone();
         let mut total = req.total;
-        let mut expected: Option<Digest> = None;
-        if !req.expected.is_empty() {
-            let d = digest(&req.expected)?;
-            self.refuse_existing(&d).await?;
-            expected = Some(d);
-        }
+        let expected = match req.expected.as_str() {
+            "" => None,
+            e => Some(digest(e)?),
+        };
         let (db, ns, lease, rr, exp) = (
             self.db.clone(),
             self.ns.clone(),
@@ -288,8 +286,21 @@ impl WriteSession {
             r.clone(),
             expected.clone(),
         );
-        let opened =
-            run(move || db.open_writer(&ns, &rr, total, exp.as_ref(), lease.as_ref())).await?;
+        // One trip to the blocking pool: the existence check, then the open.
+        let opened = run(move || {
+            if let Some(d) = &exp {
+                if db.hold_existing_blob(&ns, d, lease.as_ref())? {
+                    return Ok(None);
+                }
+            }
+            db.open_writer(&ns, &rr, total, exp.as_ref(), lease.as_ref())
+                .map(Some)
+        })
+        .await?;
+        let Some(opened) = opened else {
+            return Err(exists(expected.as_ref()));
+        };
+        let mut expected = expected;
         // Bytes in the ingest once queued writes land.
         let mut written = opened.status().offset;
         let mut writer = Some(opened);
@@ -400,7 +411,12 @@ impl WriteSession {
                 WriteAction::Commit => {
                     let offset = req.offset;
                     let data = std::mem::take(&mut req.data);
-                    let (w2, (st, d)) = in_blocking(w, move |w| {
+                    let (db, ns, lease) = (self.db.clone(), self.ns.clone(), self.lease.clone());
+                    let labels = std::mem::take(&mut req.labels);
+                    let exp = expected.clone();
+                    // The last data and the commit in one trip to the
+                    // blocking pool.
+                    let (st, committed) = run(move || {
                         let current = w.status().offset;
                         if offset > 0 && u64::try_from(offset).ok() != Some(current) {
                             return Err(ContentError::OffsetMismatch { offset, current }.into());
@@ -414,26 +430,18 @@ impl WriteSession {
                         if total > 0 {
                             w.set_total(total)?;
                         }
-                        Ok((w.status(), w.digest()))
+                        let st = w.status();
+                        let committed =
+                            db.commit(&ns, w, total, exp.as_ref(), labels, lease.as_ref())?;
+                        Ok((st, committed))
                     })
                     .await?;
+                    self.db.flush().await.map_err(status)?;
                     msg.offset = i64::try_from(st.offset).unwrap_or(i64::MAX);
-                    msg.digest = d.to_string();
-                    {
-                        let (db, ns, lease) =
-                            (self.db.clone(), self.ns.clone(), self.lease.clone());
-                        let labels = std::mem::take(&mut req.labels);
-                        let exp = expected.clone();
-                        let committed = run(move || {
-                            db.commit(&ns, w2, total, exp.as_ref(), labels, lease.as_ref())
-                        })
-                        .await?;
-                        self.db.flush().await.map_err(status)?;
-                        msg.digest = committed.to_string();
-                        tracing::debug!(r#ref = %r, digest = %committed, "write committed");
-                        let _ = self.tx.send(Ok(msg)).await;
-                        return Ok(());
-                    }
+                    msg.digest = committed.to_string();
+                    tracing::debug!(r#ref = %r, digest = %committed, "write committed");
+                    let _ = self.tx.send(Ok(msg)).await;
+                    return Ok(());
                 }
             }
             if self.tx.send(Ok(msg)).await.is_err() {
@@ -472,13 +480,19 @@ impl WriteSession {
             d.clone(),
         );
         if run(move || db.hold_existing_blob(&ns, &dd, lease.as_ref())).await? {
-            return Err(errdefs::status(
-                Kind::AlreadyExists,
-                format!("blob with expected digest {d} exists"),
-            ));
+            return Err(exists(Some(d)));
         }
         Ok(())
     }
+}
+
+/// What a write of a blob the namespace has already gets.
+fn exists(d: Option<&Digest>) -> Status {
+    let d = d.map(ToString::to_string).unwrap_or_default();
+    errdefs::status(
+        Kind::AlreadyExists,
+        format!("blob with expected digest {d} exists"),
+    )
 }
 
 /// Moves the writer onto the blocking pool for `f` and back.

@@ -692,9 +692,31 @@ impl Writer {
         };
         self.published = true;
         // Past the point of no return: the blob is in place (or was already),
-        // so a leftover ingest directory is only clutter.
-        if let Err(e) = fs::remove_dir_all(&self.dir) {
-            tracing::warn!(dir = %self.dir.display(), cause = %e, "remove committed ingest");
+        // so a leftover ingest directory is only clutter. It leaves the
+        // listing at once, in one rename (hidden names are not ingests, and
+        // the next open removes any left); what it holds goes after the
+        // reply, when a runtime is there to do it.
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let aside = self.dir.with_file_name(format!(
+            ".tmp-done-{}-{n}",
+            self.dir
+                .file_name()
+                .map(|f| f.to_string_lossy())
+                .unwrap_or_default()
+        ));
+        let doomed = match fs::rename(&self.dir, &aside) {
+            Ok(()) => aside,
+            Err(_) => self.dir.clone(),
+        };
+        let remove = move || {
+            if let Err(e) = fs::remove_dir_all(&doomed) {
+                tracing::warn!(dir = %doomed.display(), cause = %e, "remove committed ingest");
+            }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => drop(rt.spawn_blocking(remove)),
+            Err(_) => remove(),
         }
         result
     }
