@@ -263,3 +263,169 @@ async fn sigkill_during_twenty_concurrent_writers_loses_nothing_acknowledged() {
         statuses.len()
     );
 }
+
+/// What the snapshot clients saw acknowledged before the daemon died.
+#[derive(Default)]
+struct SnapshotLog {
+    /// Committed names not removed since.
+    committed: Vec<String>,
+    /// Active keys (never committed or removed).
+    active: Vec<String>,
+    /// Removed names.
+    removed: Vec<String>,
+}
+
+fn gc_root() -> BTreeMap<String, String> {
+    // Committed snapshots nothing holds are garbage: the clients label
+    // theirs as roots.
+    [("containerd.io/gc.root".to_string(), "t".to_string())].into()
+}
+
+/// `Snapshots/Prepare` of `key` on `parent` in the overlayfs snapshotter.
+fn prepare_req(
+    key: &str,
+    parent: &str,
+) -> hull_proto::containerd::services::snapshots::v1::PrepareSnapshotRequest {
+    hull_proto::containerd::services::snapshots::v1::PrepareSnapshotRequest {
+        snapshotter: "overlayfs".into(),
+        key: key.to_owned(),
+        parent: parent.to_owned(),
+        labels: gc_root(),
+    }
+}
+
+fn commit_req(
+    name: &str,
+    key: &str,
+) -> hull_proto::containerd::services::snapshots::v1::CommitSnapshotRequest {
+    hull_proto::containerd::services::snapshots::v1::CommitSnapshotRequest {
+        snapshotter: "overlayfs".into(),
+        name: name.to_owned(),
+        key: key.to_owned(),
+        labels: gc_root(),
+    }
+}
+
+fn remove_req(key: &str) -> hull_proto::containerd::services::snapshots::v1::RemoveSnapshotRequest {
+    hull_proto::containerd::services::snapshots::v1::RemoveSnapshotRequest {
+        snapshotter: "overlayfs".into(),
+        key: key.to_owned(),
+    }
+}
+
+/// Checks that the daemon has exactly what `log` says, on disk too.
+async fn check_snapshots(d: &Daemon, log: &SnapshotLog) {
+    use hull_proto::containerd::services::snapshots::v1::StatSnapshotRequest;
+    let c = d.client().await;
+    let mut s = c.snapshots();
+    let stat = |key: &String| StatSnapshotRequest {
+        snapshotter: "overlayfs".into(),
+        key: key.clone(),
+    };
+    for (names, kind) in [(&log.committed, 3), (&log.active, 2)] {
+        for name in names {
+            let info = s
+                .stat(stat(name))
+                .await
+                .unwrap_or_else(|e| panic!("acknowledged {name} lost: {e}"))
+                .into_inner()
+                .info
+                .expect("info");
+            assert_eq!(info.kind, kind, "{name}");
+        }
+    }
+    for name in &log.removed {
+        let e = s
+            .stat(stat(name))
+            .await
+            .expect_err("an acknowledged remove came back");
+        assert_eq!(e.code(), tonic::Code::NotFound, "{name}: {e}");
+    }
+    // Nothing else is there; every snapshot has its directory, and none
+    // is left without a record once the restarted snapshotter cleaned up.
+    let listed = d.ctr_ok(&["snapshots", "ls"]).lines().skip(1).count();
+    assert_eq!(listed, log.committed.len() + log.active.len());
+    let dir = d.root().join("snapshots/overlayfs/snapshots");
+    hull_tests::snapshot_dirs::settle_to(&dir, listed).await;
+    for key in &log.active {
+        let mounts = d.ctr_ok(&["snapshots", "mounts", "/tmp/x", key]);
+        assert!(mounts.contains("mount"), "{key}: {mounts}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_after_snapshot_changes_loses_nothing_acknowledged() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let mut d = Daemon::start("snapcrash").await;
+    let log: Arc<Mutex<SnapshotLog>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    // Many clients at once: prepare, commit, remove every other one, and
+    // leave an active child on every fourth.
+    let mut tasks = Vec::new();
+    for w in 0..8 {
+        let c = d.client().await;
+        let (log, stop) = (log.clone(), stop.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut s = c.snapshots();
+            for n in 0.. {
+                if stop.load(Ordering::SeqCst) {
+                    return;
+                }
+                let (key, name) = (format!("k{w}-{n}"), format!("n{w}-{n}"));
+                s.prepare(prepare_req(&key, "")).await.expect("prepare");
+                s.commit(commit_req(&name, &key)).await.expect("commit");
+                if n % 2 == 1 {
+                    s.remove(remove_req(&name)).await.expect("remove");
+                    log.lock().expect("lock").removed.push(name);
+                    continue;
+                }
+                if n % 4 == 2 {
+                    let child = format!("{key}-a");
+                    s.prepare(prepare_req(&child, &name))
+                        .await
+                        .expect("prepare child");
+                    log.lock().expect("lock").active.push(child);
+                }
+                log.lock().expect("lock").committed.push(name);
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    stop.store(true, Ordering::SeqCst);
+    for t in tasks {
+        t.await.expect("snapshot client");
+    }
+    let mut log = std::mem::take(&mut *log.lock().expect("lock"));
+    assert!(
+        log.committed.len() >= 8 && log.removed.len() >= 8,
+        "too little done: {} committed, {} removed",
+        log.committed.len(),
+        log.removed.len()
+    );
+    d.kill();
+    d.start_again().await;
+    check_snapshots(&d, &log).await;
+
+    // Each kind of change made last, with nothing after it that could
+    // flush it along, then SIGKILL: each is durable on its own.
+    for last in ["prepare", "commit", "remove"] {
+        let c = d.client().await;
+        let mut s = c.snapshots();
+        let (key, name) = (format!("last-{last}"), format!("last-{last}-c"));
+        s.prepare(prepare_req(&key, "")).await.expect("prepare");
+        if last == "prepare" {
+            log.active.push(key);
+        } else {
+            s.commit(commit_req(&name, &key)).await.expect("commit");
+            if last == "commit" {
+                log.committed.push(name);
+            } else {
+                s.remove(remove_req(&name)).await.expect("remove");
+                log.removed.push(name);
+            }
+        }
+        d.kill();
+        d.start_again().await;
+        check_snapshots(&d, &log).await;
+    }
+}
