@@ -402,6 +402,10 @@ fn build_image(dir: &Path) -> Result<(PathBuf, u64)> {
         diff_ids.push(format!("sha256:{:x}", hashing.hasher.finalize()));
         layers.push(gz.finish()?);
     }
+    // The largest layer alone, for the physical floor of an unpack.
+    if let Some(largest) = layers.iter().max_by_key(|l| l.len()) {
+        std::fs::write(dir.join(LARGEST_LAYER), largest)?;
+    }
     let path = dir.join("bench-image.tar");
     hull_tests::image::write_oci_gzip_layers(&path, layers, diff_ids, "bench.local/unpack:1");
     let size = std::fs::metadata(&path)?.len();
@@ -422,6 +426,30 @@ impl<W: std::io::Write> std::io::Write for HashWriter<'_, W> {
     fn flush(&mut self) -> std::io::Result<()> {
         self.inner.flush()
     }
+}
+
+/// Where [`build_image`] leaves the image's largest layer (gzip tar).
+const LARGEST_LAYER: &str = "largest-layer.tar.gz";
+
+/// The physical floor of an unpack: `tar -xzf` of the image's largest
+/// layer alone onto the same disk, wall time, after earlier writeback.
+fn tar_floor(work: &Path) -> Result<f64> {
+    let dest = tempfile::Builder::new()
+        .prefix("hull-bench-floor-")
+        .tempdir()?;
+    nix::unistd::sync();
+    let t = Instant::now();
+    let out = Command::new("tar")
+        .arg("-xzf")
+        .arg(work.join(LARGEST_LAYER))
+        .arg("-C")
+        .arg(dest.path())
+        .output()?;
+    let secs = t.elapsed().as_secs_f64();
+    if !out.status.success() {
+        bail!("tar -x failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(secs)
 }
 
 /// `ctr images import` (unpack on) of `image` into `server`, wall time.
@@ -789,6 +817,12 @@ async fn main() -> Result<()> {
             }
         }
     }
+    let mut floors = Vec::new();
+    for _ in 0..rounds {
+        floors.push(tar_floor(work.path())?);
+    }
+    floors.sort_by(f64::total_cmp);
+    let floor = floors[floors.len() / 2];
     let hull_r = median(&hull_runs);
     let ctd = (!ctd_runs.is_empty()).then(|| median(&ctd_runs));
     println!("{rounds} round(s) each, medians");
@@ -811,5 +845,15 @@ async fn main() -> Result<()> {
             None => println!("{name:<36} {h:>12.2} {:>12} {:>14}", "-", "-"),
         }
     }
+    let import = |r: &Results| r.0.get("import+unpack 3 layers (s)").copied();
+    println!(
+        "{:<36} {floor:>12.2}   (import/floor: hull {:.2}, containerd {})",
+        "  tar -xzf largest layer alone (s)",
+        import(&hull_r).unwrap_or(f64::NAN) / floor,
+        ctd.as_ref()
+            .and_then(import)
+            .map(|c| format!("{:.2}", c / floor))
+            .unwrap_or_else(|| "-".into()),
+    );
     Ok(())
 }
