@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write as _};
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, UNIX_EPOCH};
@@ -19,6 +19,14 @@ type Result<T> = std::result::Result<T, ContentError>;
 
 /// Writes at least this large hash in parallel with the file write.
 const PARALLEL_HASH_MIN: usize = 256 << 10;
+
+/// A new ingest stays in memory until it holds more than this, is left
+/// uncommitted, or fails its commit: a small blob written and committed on
+/// one stream (a manifest, a config) then costs one file, created in the
+/// blob directory at commit, instead of an ingest directory with two files
+/// made and removed around it. Nothing of an ingest is durable before its
+/// commit in any case; a WRITE reply promises no more.
+const MEMORY_INGEST_MAX: usize = 256 << 10;
 
 /// How long a writer waits for a ref whose writer is about to close: a
 /// client that closes its stream and at once reopens the ref must not be
@@ -58,12 +66,22 @@ struct LiveState {
     status: IngestStatus,
     /// Writes acknowledged to the client that have not landed yet.
     pending: u32,
+    /// The ingest exists only in its writer's memory so far.
+    in_memory: bool,
+    /// Aborted while only in memory: it never reaches the disk.
+    aborted: bool,
 }
 
 impl Live {
     fn lock(&self) -> MutexGuard<'_, LiveState> {
         // Every critical section leaves the status whole.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// An ingest that exists only in its writer's memory (not aborted).
+    fn in_memory(&self) -> bool {
+        let st = self.lock();
+        st.in_memory && !st.aborted && st.status.started_at != 0
     }
 
     /// The status once every acknowledged write has landed (or the wait
@@ -114,7 +132,12 @@ impl LocalContentStore {
         for entry in fs::read_dir(&ingest).map_err(io_err("read", &ingest))? {
             let entry = entry.map_err(io_err("read", &ingest))?;
             if entry.file_name().to_string_lossy().starts_with(".tmp-") {
-                fs::remove_dir_all(entry.path()).map_err(io_err("remove", entry.path()))?;
+                let path = entry.path();
+                match entry.file_type() {
+                    Ok(t) if t.is_dir() => fs::remove_dir_all(&path),
+                    _ => fs::remove_file(&path),
+                }
+                .map_err(io_err("remove", &path))?;
             }
         }
         Ok(Arc::new(LocalContentStore {
@@ -212,7 +235,29 @@ impl LocalContentStore {
         let data = dir.join("data");
         // A resumed ingest takes the total and digest given now; they are
         // recorded when the writer closes.
-        let (file, mut status) = if has_ingest(&dir) {
+        if !has_ingest(&dir) {
+            let now = crate::now_nanos();
+            let mut live = lock.live.lock();
+            live.status = IngestStatus {
+                ref_key: ref_key.to_owned(),
+                offset: 0,
+                total,
+                expected: expected.cloned(),
+                started_at: now,
+                updated_at: now,
+            };
+            live.in_memory = true;
+            drop(live);
+            return Ok(Writer {
+                dir,
+                file: None,
+                buf: Vec::new(),
+                hasher: Sha256::new(),
+                published: false,
+                _lock: lock,
+            });
+        }
+        let (file, mut status) = {
             let mut status = read_status(&dir)?;
             if total > 0 {
                 status.total = total;
@@ -226,17 +271,6 @@ impl LocalContentStore {
                 .open(&data)
                 .map_err(io_err("open", &data))?;
             (file, status)
-        } else {
-            let now = crate::now_nanos();
-            let status = IngestStatus {
-                ref_key: ref_key.to_owned(),
-                offset: 0,
-                total,
-                expected: expected.cloned(),
-                started_at: now,
-                updated_at: now,
-            };
-            (self.create_ingest(&dir, &status)?, status)
         };
         // Resuming: the hash state died with the last writer, so rebuild it.
         let mut file = file;
@@ -255,7 +289,8 @@ impl LocalContentStore {
         lock.live.lock().status = status;
         Ok(Writer {
             dir,
-            file,
+            file: Some(file),
+            buf: Vec::new(),
             hasher,
             published: false,
             _lock: lock,
@@ -294,7 +329,10 @@ impl LocalContentStore {
         let dir = self.ingest_dir(ref_key);
         // An aborted ingest is gone even while its writer lives on.
         if !has_ingest(&dir) {
-            return Err(ContentError::IngestNotFound(ref_key.to_owned()));
+            return match self.live(ref_key) {
+                Some(l) if l.in_memory() => Ok(l.settled()),
+                _ => Err(ContentError::IngestNotFound(ref_key.to_owned())),
+            };
         }
         // A writer that is still opening has no status yet: its files do.
         if let Some(st) = self.live(ref_key).map(|l| l.settled()) {
@@ -338,7 +376,24 @@ impl LocalContentStore {
                 _ => out.push(st),
             }
         }
+        let lives: Vec<Arc<Live>> = self
+            .locks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        for l in lives {
+            if l.in_memory() {
+                let st = l.settled();
+                if st.ref_key.starts_with(prefix) {
+                    out.push(st);
+                }
+            }
+        }
+        // One that reached the disk while we looked is listed once.
         out.sort_by(|a, b| a.ref_key.cmp(&b.ref_key));
+        out.dedup_by(|a, b| a.ref_key == b.ref_key);
         Ok(out)
     }
 
@@ -347,6 +402,16 @@ impl LocalContentStore {
     /// # Errors
     /// NotFound when there is no such ingest.
     pub fn abort(&self, ref_key: &str) -> Result<()> {
+        if let Some(l) = self.live(ref_key) {
+            let mut st = l.lock();
+            if st.in_memory {
+                if st.aborted {
+                    return Err(ContentError::IngestNotFound(ref_key.to_owned()));
+                }
+                st.aborted = true;
+                return Ok(());
+            }
+        }
         let dir = self.ingest_dir(ref_key);
         if !has_ingest(&dir) {
             return Err(ContentError::IngestNotFound(ref_key.to_owned()));
@@ -489,6 +554,8 @@ impl RefLock {
                                 updated_at: 0,
                             },
                             pending: 0,
+                            in_memory: false,
+                            aborted: false,
                         }),
                         landed: Condvar::new(),
                     });
@@ -522,7 +589,10 @@ impl Drop for RefLock {
 #[derive(Debug)]
 pub struct Writer {
     dir: PathBuf,
-    file: File,
+    /// None while the ingest is only in memory.
+    file: Option<File>,
+    /// The data of an ingest only in memory.
+    buf: Vec<u8>,
     hasher: Sha256,
     /// Moved into place: nothing of the ingest is left to record.
     published: bool,
@@ -532,8 +602,21 @@ pub struct Writer {
 
 impl Drop for Writer {
     fn drop(&mut self) {
-        // Nothing to record once published, or when aborted meanwhile.
-        if self.published || !has_ingest(&self.dir) {
+        if self.published {
+            return;
+        }
+        if self.file.is_none() {
+            // Left uncommitted (or its commit failed): it goes to disk now,
+            // for a resume or a look, unless it was aborted.
+            if let Err(e) = self.file() {
+                if !matches!(e, ContentError::IngestNotFound(_)) {
+                    tracing::debug!(dir = %self.dir.display(), cause = %errdefs::message(&e), "keep ingest");
+                }
+            }
+            return;
+        }
+        // Nothing to record when aborted meanwhile.
+        if !has_ingest(&self.dir) {
             return;
         }
         let st = self._lock.live.lock().status.clone();
@@ -549,6 +632,31 @@ impl Drop for Writer {
 impl Writer {
     fn live(&self) -> MutexGuard<'_, LiveState> {
         self._lock.live.lock()
+    }
+
+    /// The data file, creating the ingest on disk first when it was only
+    /// in memory. NotFound when it was aborted meanwhile.
+    fn file(&mut self) -> Result<&mut File> {
+        if self.file.is_none() {
+            let live = self._lock.live.clone();
+            // Under the live lock: an abort sees it in memory or on disk,
+            // never between.
+            let mut st = live.lock();
+            if st.aborted {
+                return Err(ContentError::IngestNotFound(st.status.ref_key.clone()));
+            }
+            let mut file = self._lock.store.create_ingest(&self.dir, &st.status)?;
+            file.write_all(&self.buf)
+                .map_err(io_err("write", self.dir.join("data")))?;
+            self.buf = Vec::new();
+            st.in_memory = false;
+            drop(st);
+            self.file = Some(file);
+        }
+        match self.file.as_mut() {
+            Some(f) => Ok(f),
+            None => Err(ContentError::IngestNotFound(self.dir.display().to_string())),
+        }
     }
 
     /// Progress so far.
@@ -603,7 +711,22 @@ impl Writer {
     /// # Errors
     /// Unknown when the data cannot be written.
     pub fn write_stamped(&mut self, data: &[u8], at: i64) -> Result<()> {
-        let (file, hasher) = (&mut self.file, &mut self.hasher);
+        if self.file.is_none() && self.buf.len() + data.len() <= MEMORY_INGEST_MAX {
+            let mut live = self.live();
+            if live.aborted {
+                return Err(ContentError::IngestNotFound(live.status.ref_key.clone()));
+            }
+            live.status.offset += data.len() as u64;
+            live.status.updated_at = at;
+            drop(live);
+            self.hasher.update(data);
+            self.buf.extend_from_slice(data);
+            return Ok(());
+        }
+        self.file()?;
+        let (Some(file), hasher) = (self.file.as_mut(), &mut self.hasher) else {
+            return Err(ContentError::IngestNotFound(self.dir.display().to_string()));
+        };
         let written = if data.len() >= PARALLEL_HASH_MIN {
             // Hash on a second thread while this one waits on the disk:
             // large writes are bound by writeback, and hashing is not free.
@@ -627,9 +750,12 @@ impl Writer {
     /// # Errors
     /// Unknown when the data file cannot be truncated.
     pub fn truncate(&mut self) -> Result<()> {
-        self.file
-            .set_len(0)
-            .map_err(io_err("truncate", self.dir.join("data")))?;
+        match self.file.as_mut() {
+            Some(f) => f
+                .set_len(0)
+                .map_err(io_err("truncate", self.dir.join("data")))?,
+            None => self.buf.clear(),
+        }
         self.hasher = Sha256::new();
         let mut live = self.live();
         live.status.offset = 0;
@@ -663,10 +789,57 @@ impl Writer {
                 });
             }
         }
-        self.file
-            .sync_all()
-            .map_err(io_err("fsync", self.dir.join("data")))?;
+        // An ingest only in memory is made durable as it is published.
+        if let Some(f) = &self.file {
+            f.sync_all()
+                .map_err(io_err("fsync", self.dir.join("data")))?;
+        }
         Ok(digest)
+    }
+
+    /// [`Writer::publish`] of an ingest only in memory: its data goes to a
+    /// new file beside the ingests, made durable, then renamed into place.
+    fn publish_from_memory(mut self, store: &LocalContentStore, digest: &Digest) -> Result<()> {
+        if self.live().aborted {
+            self.published = true;
+            return Err(ContentError::IngestNotFound(
+                self.live().status.ref_key.clone(),
+            ));
+        }
+        let target = store.blob_path(digest);
+        if target.exists() {
+            self.published = true;
+            return Err(ContentError::AlreadyExists(digest.clone()));
+        }
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // A leftover of a crash here is removed on the next open.
+        let tmp = store
+            .root
+            .join("ingest")
+            .join(format!(".tmp-blob-{}-{n}", digest.hex()));
+        let written = (|| {
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o444)
+                .open(&tmp)?;
+            f.write_all(&self.buf)?;
+            f.sync_all()
+        })();
+        if let Err(e) = written {
+            let _ = fs::remove_file(&tmp);
+            return Err(io_err("write", &tmp)(e));
+        }
+        if let Err(e) = fs::rename(&tmp, &target) {
+            let _ = fs::remove_file(&tmp);
+            return Err(io_err("rename", &target)(e));
+        }
+        self.published = true;
+        let parent = target.parent().map(Path::to_path_buf).unwrap_or_default();
+        File::open(&parent)
+            .and_then(|d| d.sync_all())
+            .map_err(io_err("fsync", &parent))
     }
 
     /// Moves the verified data into place as blob `digest` and removes the
@@ -676,6 +849,9 @@ impl Writer {
     /// AlreadyExists when the blob was there already (the ingest is removed
     /// all the same); Unknown on I/O failure.
     pub fn publish(mut self, store: &LocalContentStore, digest: &Digest) -> Result<()> {
+        if self.file.is_none() {
+            return self.publish_from_memory(store, digest);
+        }
         let target = store.blob_path(digest);
         let result = if target.exists() {
             Err(ContentError::AlreadyExists(digest.clone()))
@@ -820,6 +996,98 @@ mod tests {
         store.abort("x/1").unwrap();
         assert_eq!(store.abort("x/1").unwrap_err().kind(), Kind::NotFound);
         assert!(store.list_statuses("x/").unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_small_ingest_stays_in_memory_until_committed_or_left() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = LocalContentStore::open(tmp.path()).unwrap();
+        let ingests = || {
+            std::fs::read_dir(tmp.path().join("ingest"))
+                .unwrap()
+                .count()
+        };
+        // Written and committed on one writer: no ingest on disk at any
+        // point, yet it is listed while open, and the blob is whole.
+        let mut w = store.writer("ns/small", 3, None).unwrap();
+        w.write(b"abc").unwrap();
+        assert_eq!(ingests(), 0);
+        let st = store.status("ns/small").unwrap();
+        assert_eq!((st.offset, st.total), (3, 3));
+        let listed: Vec<String> = store
+            .list_statuses("ns/")
+            .unwrap()
+            .into_iter()
+            .map(|s| s.ref_key)
+            .collect();
+        assert_eq!(listed, vec!["ns/small".to_string()]);
+        let d = w.verify(3, Some(&sha(b"abc"))).unwrap();
+        w.publish(&store, &d).unwrap();
+        assert_eq!(ingests(), 0);
+        assert_eq!(store.status("ns/small").unwrap_err().kind(), Kind::NotFound);
+        let mut got = String::new();
+        store
+            .open_blob(&d)
+            .unwrap()
+            .read_to_string(&mut got)
+            .unwrap();
+        assert_eq!(got, "abc");
+        let mode = std::fs::metadata(store.blob_path(&d))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o444);
+
+        // Left uncommitted: it reaches the disk, and a new writer resumes.
+        let mut w = store.writer("ns/left", 0, None).unwrap();
+        w.write(b"de").unwrap();
+        drop(w);
+        assert_eq!(ingests(), 1);
+        let mut w = store.writer("ns/left", 0, None).unwrap();
+        assert_eq!(w.status().offset, 2);
+        w.write(b"f").unwrap();
+        let d = w.verify(3, Some(&sha(b"def"))).unwrap();
+        w.publish(&store, &d).unwrap();
+
+        // A failed commit keeps it too, for the client to look at.
+        let mut w = store.writer("ns/bad", 0, None).unwrap();
+        w.write(b"xyz").unwrap();
+        assert!(w.verify(3, Some(&sha(b"other"))).is_err());
+        drop(w);
+        assert_eq!(store.status("ns/bad").unwrap().offset, 3);
+
+        // Past the memory bound it goes to disk while it is written.
+        let mut w = store.writer("ns/big", 0, None).unwrap();
+        let big = vec![7u8; MEMORY_INGEST_MAX + 1];
+        w.write(&big[..10]).unwrap();
+        w.write(&big[10..]).unwrap();
+        assert!(store.ingest_dir("ns/big").join("data").is_file());
+        assert_eq!(store.status("ns/big").unwrap().offset, big.len() as u64);
+        let d = w.verify(0, Some(&sha(&big))).unwrap();
+        w.publish(&store, &d).unwrap();
+        assert_eq!(std::fs::read(store.blob_path(&d)).unwrap(), big);
+    }
+
+    #[test]
+    fn an_ingest_aborted_while_in_memory_never_reaches_the_disk() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = LocalContentStore::open(tmp.path()).unwrap();
+        let mut w = store.writer("ns/gone", 0, None).unwrap();
+        w.write(b"abc").unwrap();
+        store.abort("ns/gone").unwrap();
+        assert_eq!(store.abort("ns/gone").unwrap_err().kind(), Kind::NotFound);
+        assert_eq!(store.status("ns/gone").unwrap_err().kind(), Kind::NotFound);
+        assert_eq!(w.write(b"d").unwrap_err().kind(), Kind::NotFound);
+        let d = w.verify(0, None).unwrap();
+        assert_eq!(w.publish(&store, &d).unwrap_err().kind(), Kind::NotFound);
+        assert!(store.blobs().unwrap().is_empty());
+        assert!(store.list_statuses("").unwrap().is_empty());
+        assert_eq!(
+            std::fs::read_dir(tmp.path().join("ingest"))
+                .unwrap()
+                .count(),
+            0
+        );
     }
 
     #[test]
