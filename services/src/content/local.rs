@@ -646,8 +646,15 @@ impl Writer {
                 return Err(ContentError::IngestNotFound(st.status.ref_key.clone()));
             }
             let mut file = self._lock.store.create_ingest(&self.dir, &st.status)?;
-            file.write_all(&self.buf)
-                .map_err(io_err("write", self.dir.join("data")))?;
+            let data = self.dir.join("data");
+            file.write_all(&self.buf).map_err(io_err("write", &data))?;
+            // A status read from the files takes the later of the recorded
+            // update time and the data's mtime: the data was last written
+            // when it was acknowledged, not now.
+            let at =
+                UNIX_EPOCH + Duration::from_nanos(u64::try_from(st.status.updated_at).unwrap_or(0));
+            file.set_modified(at)
+                .map_err(io_err("set time of", &data))?;
             self.buf = Vec::new();
             st.in_memory = false;
             drop(st);
@@ -1041,8 +1048,14 @@ mod tests {
         // Left uncommitted: it reaches the disk, and a new writer resumes.
         let mut w = store.writer("ns/left", 0, None).unwrap();
         w.write(b"de").unwrap();
+        let written = crate::now_nanos();
+        // Its update time stays the write's, not the moment it reached
+        // the disk.
+        std::thread::sleep(std::time::Duration::from_millis(30));
         drop(w);
         assert_eq!(ingests(), 1);
+        let updated = store.status("ns/left").unwrap().updated_at;
+        assert!(updated <= written, "updated {updated}, written {written}");
         let mut w = store.writer("ns/left", 0, None).unwrap();
         assert_eq!(w.status().offset, 2);
         w.write(b"f").unwrap();
