@@ -371,16 +371,13 @@ fn scan_records<M: Message + Default>(
 /// alone is atomic as a plain insert or remove, which costs sled one log
 /// write where a batch costs it three; more go as one batch.
 fn apply(tree: &sled::Tree, staged: BTreeMap<Vec<u8>, Option<Vec<u8>>>) -> Result<()> {
-    if staged.len() == 1 {
+    if staged.len() <= 1 {
         for (k, v) in staged {
             match v {
                 Some(v) => tree.insert(k, v)?,
                 None => tree.remove(k)?,
             };
         }
-        return Ok(());
-    }
-    if staged.is_empty() {
         return Ok(());
     }
     let mut batch = sled::Batch::default();

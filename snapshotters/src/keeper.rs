@@ -16,7 +16,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 /// Empty directories kept ready.
-const SPARES: usize = 4;
+pub(crate) const SPARES: usize = 4;
 
 /// Name prefix of a ready directory.
 pub(crate) const SPARE_PREFIX: &str = "spare-";
@@ -166,8 +166,12 @@ impl KeeperHandle {
             thread: Some(thread),
         })
     }
+}
 
-    pub(crate) fn keeper(&self) -> &Keeper {
+impl std::ops::Deref for KeeperHandle {
+    type Target = Keeper;
+
+    fn deref(&self) -> &Keeper {
         &self.keeper
     }
 }
@@ -182,10 +186,4 @@ impl Drop for KeeperHandle {
             let _ = t.join();
         }
     }
-}
-
-/// The pool's size, for tests that count directories.
-#[cfg(test)]
-pub(crate) fn tests_spares() -> usize {
-    SPARES
 }

@@ -178,7 +178,7 @@ impl LocalSnapshotter {
         let id = self.store.next_id()?;
         let dir = self.dir(id);
         let spare = match parent.is_empty() {
-            true => self.keeper.keeper().take_spare(),
+            true => self.keeper.take_spare(),
             false => None,
         };
         let placed = spare.is_some_and(|spare| std::fs::rename(&spare, &dir).is_ok());
@@ -266,7 +266,7 @@ impl LocalSnapshotter {
             Ok(()) => doomed,
             Err(_) => dir,
         };
-        self.keeper.keeper().remove_later(dir);
+        self.keeper.remove_later(dir);
         Ok(())
     }
 
@@ -316,7 +316,7 @@ impl LocalSnapshotter {
     /// Waits (at most `limit`) until removed snapshots' directories are
     /// gone and spare directories are ready: what a test checks on disk.
     pub fn settle(&self, limit: std::time::Duration) {
-        self.keeper.keeper().settle(limit);
+        self.keeper.settle(limit);
     }
 }
 
@@ -559,7 +559,7 @@ mod tests {
         let s = LocalSnapshotter::open(dir.path(), Driver::Overlay).unwrap();
         s.settle(std::time::Duration::from_secs(10));
         let spares = entries(dir.path());
-        assert_eq!(spares.len(), crate::keeper::tests_spares(), "{spares:?}");
+        assert_eq!(spares.len(), crate::keeper::SPARES, "{spares:?}");
         let mounts = s.prepare("a", "", Labels::new()).await.unwrap();
         // One spare became the snapshot, with the layout of a new one.
         let rec = s.store.require("a").unwrap();
@@ -580,7 +580,7 @@ mod tests {
         s.settle(std::time::Duration::from_secs(10));
         let left = entries(dir.path());
         assert!(left.iter().all(|n| n.starts_with(SPARE_PREFIX)), "{left:?}");
-        assert_eq!(left.len(), crate::keeper::tests_spares(), "{left:?}");
+        assert_eq!(left.len(), crate::keeper::SPARES, "{left:?}");
         assert!(!s.dir(rec.id).exists());
     }
 

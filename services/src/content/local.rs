@@ -420,14 +420,7 @@ impl LocalContentStore {
         // status file renamed into the directory) can no longer put a file
         // into what is being removed. Leftovers under `.tmp-` go at the
         // next open.
-        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let aside = self.root.join("ingest").join(format!(
-            ".tmp-abort-{}-{n}",
-            dir.file_name()
-                .map(|f| f.to_string_lossy())
-                .unwrap_or_default()
-        ));
+        let aside = hidden_beside(&dir, "abort", &file_name(&dir));
         match fs::rename(&dir, &aside) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -437,6 +430,21 @@ impl LocalContentStore {
         }
         fs::remove_dir_all(&aside).map_err(io_err("remove", &aside))
     }
+}
+
+/// A unique hidden name beside the ingest `dir`, for something on its way
+/// out (`what`: abort, done) or on its way in (blob). Hidden names are not
+/// ingests, and the next open removes any that are left.
+fn hidden_beside(dir: &Path, what: &str, name: &str) -> PathBuf {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    dir.with_file_name(format!(".tmp-{what}-{name}-{n}"))
+}
+
+fn file_name(p: &Path) -> String {
+    p.file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 fn write_file(path: &Path, data: &[u8]) -> Result<()> {
@@ -818,13 +826,8 @@ impl Writer {
             self.published = true;
             return Err(ContentError::AlreadyExists(digest.clone()));
         }
-        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         // A leftover of a crash here is removed on the next open.
-        let tmp = store
-            .root
-            .join("ingest")
-            .join(format!(".tmp-blob-{}-{n}", digest.hex()));
+        let tmp = hidden_beside(&self.dir, "blob", digest.hex());
         let written = (|| {
             let mut f = OpenOptions::new()
                 .write(true)
@@ -879,15 +882,7 @@ impl Writer {
         // listing at once, in one rename (hidden names are not ingests, and
         // the next open removes any left); what it holds goes after the
         // reply, when a runtime is there to do it.
-        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let aside = self.dir.with_file_name(format!(
-            ".tmp-done-{}-{n}",
-            self.dir
-                .file_name()
-                .map(|f| f.to_string_lossy())
-                .unwrap_or_default()
-        ));
+        let aside = hidden_beside(&self.dir, "done", &file_name(&self.dir));
         let doomed = match fs::rename(&self.dir, &aside) {
             Ok(()) => aside,
             Err(_) => self.dir.clone(),
